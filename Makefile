@@ -1,0 +1,37 @@
+# The two commands of the README: `make test` and `make demo`.
+# Both install what they need into .venv first (idempotent: a stamp file tracks the inputs).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.stamp-install
+export MUJOCO_GL ?= osmesa
+
+.PHONY: install test test-slow lint demo demo-reward clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# The constraints file pins the CPU build of torch that lies on this machine's disk.
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+
+test: $(STAMP) lint
+	$(VENV)/bin/pytest -q
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -q -m slow
+
+demo: $(STAMP)
+	$(VENV)/bin/prefrl control demo
+
+demo-reward: $(STAMP)
+	$(VENV)/bin/prefrl demo reward
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

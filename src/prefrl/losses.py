@@ -1,0 +1,251 @@
+"""Pure loss functions of preference-based RL and RLHF.
+
+Every function here is pure torch: no state, no modules, no imports from the rest of
+prefrl. Inputs are shape-checked on entry so that a transposed batch fails loudly
+instead of broadcasting silently. Trainers above this module only orchestrate.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "preference_probability",
+    "preference_log_probabilities",
+    "bradley_terry_loss",
+    "gae",
+    "clipped_surrogate_loss",
+    "clipped_value_loss",
+    "dpo_loss",
+    "kl_estimate",
+    "KLEstimator",
+    "DPOLossType",
+]
+
+KLEstimator = Literal["k1", "k2", "k3"]
+DPOLossType = Literal["sigmoid", "ipo"]
+
+
+def _same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name_b} has shape {tuple(b.shape)} but {name_a} has shape {tuple(a.shape)}")
+
+
+def _check_random_response(random_response: float) -> None:
+    if not 0.0 <= random_response < 1.0:
+        raise ValueError(f"random_response must be in [0, 1), got {random_response}")
+
+
+def preference_log_probabilities(
+    returns_left: torch.Tensor, returns_right: torch.Tensor, random_response: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log P[left ≻ right] and log P[right ≻ left], computed stably.
+
+    With ε = ``random_response``, P = (1 − ε)·σ(Δ) + ε/2 and Δ = R_left − R_right.
+    Written as a log-sum-exp of log(1 − ε) + log σ(Δ) and log(ε/2), it stays finite
+    for |Δ| of 1e4 and beyond.
+    """
+    _same_shape("returns_left", returns_left, "returns_right", returns_right)
+    _check_random_response(random_response)
+    delta = returns_left - returns_right
+    if random_response == 0.0:
+        return F.logsigmoid(delta), F.logsigmoid(-delta)
+    log_keep = torch.log1p(torch.tensor(-random_response, dtype=delta.dtype, device=delta.device))
+    log_random = torch.log(torch.tensor(random_response / 2, dtype=delta.dtype, device=delta.device))
+    log_p_left = torch.logaddexp(log_keep + F.logsigmoid(delta), log_random)
+    log_p_right = torch.logaddexp(log_keep + F.logsigmoid(-delta), log_random)
+    return log_p_left, log_p_right
+
+
+def preference_probability(
+    returns_left: torch.Tensor, returns_right: torch.Tensor, random_response: float = 0.1
+) -> torch.Tensor:
+    """Probability that a teacher prefers the left segment (Christiano et al. 2017, §2.2.3).
+
+    P[σ¹ ≻ σ²] = (1 − ε)·σ(R¹ − R²) + ε/2, where Rⁱ = Σ_t r̂(oⁱ_t, aⁱ_t) is the sum of the
+    predicted per-step rewards over segment i and ε the chance that the teacher answers
+    uniformly at random (the paper uses ε = 0.1).
+
+    Args:
+        returns_left: predicted segment returns R¹, any shape.
+        returns_right: predicted segment returns R², same shape.
+        random_response: ε in [0, 1).
+    """
+    return preference_log_probabilities(returns_left, returns_right, random_response)[0].exp()
+
+
+def bradley_terry_loss(
+    returns_left: torch.Tensor,
+    returns_right: torch.Tensor,
+    mu: torch.Tensor,
+    random_response: float = 0.1,
+) -> torch.Tensor:
+    """Mean Bradley-Terry cross-entropy of preference labels (Christiano et al. 2017, eq. 1).
+
+    loss = −mean[ μ·log P[σ¹ ≻ σ²] + (1 − μ)·log P[σ² ≻ σ¹] ]
+
+    with P from :func:`preference_probability`. μ is the preference mass on the left
+    segment: 1 (left better), 0 (right better) or 0.5 (equally good).
+    """
+    _same_shape("returns_left", returns_left, "mu", mu)
+    if torch.any((mu < 0) | (mu > 1)) or torch.any(torch.isnan(mu)):
+        raise ValueError("mu must lie in [0, 1]")
+    log_p_left, log_p_right = preference_log_probabilities(returns_left, returns_right, random_response)
+    mu = mu.to(log_p_left.dtype)
+    return -(mu * log_p_left + (1.0 - mu) * log_p_right).mean()
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    last_values: torch.Tensor,
+    dones: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016, "High-Dimensional Continuous Control").
+
+    δ_t = r_t + γ·(1 − d_t)·V(s_{t+1}) − V(s_t),   A_t = δ_t + γλ·(1 − d_t)·A_{t+1}
+
+    Index convention: ``dones[t] = 1`` means the episode ended at step t, so there is no
+    bootstrap from s_{t+1} and the advantage chain is cut there. V(s_T) is
+    ``last_values``, the value of the state after the last step of the rollout.
+
+    Args:
+        rewards: (T, N) rewards r_t.
+        values: (T, N) values V(s_t).
+        last_values: (N,) values V(s_T).
+        dones: (T, N) episode-end flags (0/1, bool or float).
+        gamma: discount γ in [0, 1].
+        lam: GAE λ in [0, 1].
+
+    Returns:
+        (advantages, returns), both (T, N), with returns = advantages + values.
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must be (T, N), got shape {tuple(rewards.shape)}")
+    _same_shape("rewards", rewards, "values", values)
+    _same_shape("rewards", rewards, "dones", dones)
+    if last_values.shape != rewards.shape[1:]:
+        raise ValueError(f"last_values must be (N,) = {tuple(rewards.shape[1:])}, got {tuple(last_values.shape)}")
+    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
+        raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
+    not_done = 1.0 - dones.to(values.dtype)
+    advantages = torch.zeros_like(values)
+    next_values = last_values
+    last_adv = torch.zeros_like(last_values)
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * not_done[t] * next_values - values[t]
+        last_adv = delta + gamma * lam * not_done[t] * last_adv
+        advantages[t] = last_adv
+        next_values = values[t]
+    return advantages, advantages + values
+
+
+def clipped_surrogate_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_coef: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """PPO-clip policy loss (Schulman et al. 2017, eq. 7).
+
+    L = −mean[ min(ρ·A, clip(ρ, 1 − c, 1 + c)·A) ],   ρ = exp(logprobs − old_logprobs)
+
+    ``mask`` (same shape, 0/1) restricts the mean to valid entries, e.g. response tokens.
+    """
+    _same_shape("logprobs", logprobs, "old_logprobs", old_logprobs)
+    _same_shape("logprobs", logprobs, "advantages", advantages)
+    if clip_coef <= 0:
+        raise ValueError(f"clip_coef must be positive, got {clip_coef}")
+    ratio = torch.exp(logprobs - old_logprobs)
+    surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages)
+    return -_masked_mean(surrogate, mask)
+
+
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_coef: float | None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Value loss ½·mean[max((V − R)², (V_clip − R)²)], V_clip = old + clip(V − old, ±c).
+
+    With ``clip_coef=None`` it is the plain ½·mean[(V − R)²].
+    """
+    _same_shape("values", values, "returns", returns)
+    _same_shape("values", values, "old_values", old_values)
+    unclipped = (values - returns) ** 2
+    if clip_coef is None:
+        return 0.5 * _masked_mean(unclipped, mask)
+    clipped = old_values + torch.clamp(values - old_values, -clip_coef, clip_coef)
+    return 0.5 * _masked_mean(torch.max(unclipped, (clipped - returns) ** 2), mask)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    loss_type: DPOLossType = "sigmoid",
+) -> torch.Tensor:
+    """Per-example direct preference optimisation loss (Rafailov et al. 2023).
+
+    h = (log π(y_c|x) − log π_ref(y_c|x)) − (log π(y_r|x) − log π_ref(y_r|x))
+
+    - ``"sigmoid"`` (DPO; with s = ``label_smoothing`` > 0 the conservative cDPO of
+      Mitchell 2023): −(1 − s)·log σ(β·h) − s·log σ(−β·h)
+    - ``"ipo"`` (Azar et al. 2023): (h − 1/(2β))²
+
+    Inputs are (B,) summed sequence log-probabilities; the result is (B,).
+    """
+    for name, t in (
+        ("policy_rejected_logps", policy_rejected_logps),
+        ("ref_chosen_logps", ref_chosen_logps),
+        ("ref_rejected_logps", ref_rejected_logps),
+    ):
+        _same_shape("policy_chosen_logps", policy_chosen_logps, name, t)
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+    if loss_type == "sigmoid":
+        return -(1.0 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    if loss_type == "ipo":
+        return (h - 1.0 / (2.0 * beta)) ** 2
+    raise ValueError(f"unknown dpo loss_type {loss_type!r}; choose 'sigmoid' or 'ipo'")
+
+
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: KLEstimator = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(π ‖ π_ref) from tokens sampled from π (Schulman 2020, "Approximating KL").
+
+    With log r = ref_logprobs − logprobs:
+    - ``"k1"`` = −log r                 (unbiased, high variance, can be negative)
+    - ``"k2"`` = ½·(log r)²             (biased, low variance, ≥ 0)
+    - ``"k3"`` = (r − 1) − log r        (unbiased, low variance, ≥ 0)
+    """
+    _same_shape("logprobs", logprobs, "ref_logprobs", ref_logprobs)
+    log_ratio = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.expm1(log_ratio) - log_ratio
+    raise ValueError(f"unknown KL estimator {estimator!r}; choose 'k1', 'k2' or 'k3'")
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return x.mean()
+    _same_shape("values", x, "mask", mask)
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
