@@ -1,1 +1,1 @@
-"""prefrl.diagnostics"""
+"""Instruments that tell whether optimisation worked or hacked the reward: KL, gold vs proxy, degenerate outputs."""
