@@ -1,0 +1,164 @@
+// The labelling page: fetch a pair, answer by button or key, load the next one at once.
+// No framework, no CDN. Every POST carries the session's CSRF token header.
+(function () {
+  "use strict";
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const root = document.getElementById("app");
+  const undoWindowMs = 1000 * Number(root.dataset.undoWindow || 30);
+  const $ = (id) => document.getElementById(id);
+  const LABELS = { "1": "left is better", "0": "right is better", "0.5": "equally good", "null": "can't tell" };
+
+  let current = null;      // the query shown now
+  let busy = false;        // one request at a time: no double answers
+  let lastAnswer = null;   // {id, at} of the last stored comparison, for undo
+  let pollTimer = null;
+  let toastTimer = null;
+  let count = Number(sessionStorage.getItem("prefrl-count") || 0);
+
+  function setCount(n) {
+    count = Math.max(0, n);
+    sessionStorage.setItem("prefrl-count", String(count));
+    $("counter").textContent = String(count);
+  }
+
+  async function post(url, body) {
+    const res = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body || {}),
+    });
+    let data = null;
+    try { data = await res.json(); } catch (e) { data = null; }
+    if (res.status === 401) { window.location.href = "/"; throw new Error("logged out"); }
+    if (!res.ok) { throw new Error((data && data.detail) || ("HTTP " + res.status)); }
+    return data;
+  }
+
+  function showError(msg) {
+    const el = $("error");
+    el.textContent = msg || "";
+    el.hidden = !msg;
+  }
+
+  function setVideo(el, url) {
+    if (el.getAttribute("src") !== url) { el.setAttribute("src", url); }
+    el.hidden = false;
+    const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
+  }
+
+  function render(query) {
+    current = query;
+    const pair = $("pair"), answers = $("answers"), empty = $("empty"), prompt = $("prompt");
+    if (!query) {
+      pair.hidden = true; answers.hidden = true; prompt.hidden = true; empty.hidden = false;
+      root.dataset.queryId = "";
+      if (!pollTimer) { pollTimer = setTimeout(() => { pollTimer = null; loadNext(); }, 4000); }
+      return;
+    }
+    empty.hidden = true; pair.hidden = false; answers.hidden = false;
+    root.dataset.queryId = String(query.id);
+    for (const side of ["left", "right"]) {
+      const video = $("video-" + side), text = $("text-" + side);
+      if (query.kind === "text") {
+        video.hidden = true; video.removeAttribute("src");
+        text.textContent = query[side].text; text.hidden = false;
+      } else {
+        text.hidden = true;
+        setVideo(video, query[side].clip_url);
+      }
+    }
+    if (query.kind === "text") { prompt.textContent = query.prompt; prompt.hidden = false; }
+    else { prompt.hidden = true; }
+    $("question").textContent = query.kind === "text"
+      ? "Which response is better?" : "Which clip shows better behaviour?";
+  }
+
+  async function loadNext() {
+    if (busy) return;
+    busy = true;
+    try { const data = await post("/api/next"); showError(""); render(data.query); }
+    catch (e) { showError(e.message); }
+    finally { busy = false; }
+  }
+
+  function toast(text) {
+    $("toast-text").textContent = text;
+    $("toast").hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { $("toast").hidden = true; lastAnswer = null; }, undoWindowMs);
+  }
+
+  function flash(mu) {
+    const id = { "1": "btn-left", "0": "btn-right", "0.5": "btn-equal", "null": "btn-skip" }[String(mu)];
+    const btn = $(id);
+    btn.classList.add("pressed");
+    setTimeout(() => btn.classList.remove("pressed"), 180);
+  }
+
+  async function answer(mu) {
+    if (busy || !current) return;
+    busy = true;
+    flash(mu);
+    try {
+      const data = await post("/api/answer", { query_id: current.id, mu: mu });
+      lastAnswer = { id: data.comparison.id, at: Date.now() };
+      setCount(count + 1);
+      toast("Saved: " + LABELS[String(mu)] + ".");
+      showError("");
+      render(data.next);
+    } catch (e) {
+      showError(e.message);
+      busy = false;
+      await loadNext();   // e.g. the lease expired: fetch a fresh pair
+      return;
+    } finally { busy = false; }
+  }
+
+  async function undo() {
+    if (busy || !lastAnswer || Date.now() - lastAnswer.at > undoWindowMs) return;
+    busy = true;
+    try {
+      const data = await post("/api/undo", {
+        comparison_id: lastAnswer.id, current_query_id: current ? current.id : null });
+      lastAnswer = null;
+      setCount(count - 1);
+      $("toast").hidden = true;
+      showError("");
+      render(data.next);
+    } catch (e) { showError(e.message); }
+    finally { busy = false; }
+  }
+
+  document.querySelectorAll("button.answer").forEach((btn) => {
+    btn.addEventListener("click", () => {
+      const raw = btn.dataset.mu;
+      answer(raw === "null" ? null : Number(raw));
+      btn.blur();
+    });
+  });
+  $("undo").addEventListener("click", undo);
+  $("logout").addEventListener("click", async () => {
+    try { await post("/logout"); } catch (e) { /* already out */ }
+    sessionStorage.removeItem("prefrl-count");
+    window.location.href = "/";
+  });
+
+  const KEYS = {
+    ArrowLeft: 1, "1": 1,
+    ArrowRight: 0, "2": 0,
+    ArrowUp: 0.5, "=": 0.5, "3": 0.5,
+    ArrowDown: null, "4": null,
+  };
+  document.addEventListener("keydown", (ev) => {
+    if (ev.altKey || ev.ctrlKey || ev.metaKey || ev.target.tagName === "INPUT") return;
+    if (ev.key === "u" || ev.key === "U") { ev.preventDefault(); undo(); return; }
+    if (Object.prototype.hasOwnProperty.call(KEYS, ev.key)) {
+      ev.preventDefault();
+      if (!ev.repeat) answer(KEYS[ev.key]);
+    }
+  });
+
+  setCount(count);
+  loadNext();
+})();
