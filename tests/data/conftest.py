@@ -1,0 +1,51 @@
+"""Fixtures for the store tests: a fresh SQLite file, and a fresh PostgreSQL database when
+``PREFRL_TEST_POSTGRES_URL`` points at a server (tests marked ``postgres`` skip otherwise)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from prefrl.data import PreferenceStore
+
+POSTGRES_ENV = "PREFRL_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a throw-away database on the test server (created and dropped around the test)."""
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/prefrl_test)")
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    name = f"prefrl_store_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as err:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL at {POSTGRES_ENV} is unreachable: {err.orig}")
+    try:
+        yield sa.make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """The same test against a SQLite file and (when available) PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'prefs.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[PreferenceStore]:
+    with PreferenceStore(store_url) as s:
+        yield s
