@@ -1,0 +1,206 @@
+"""``ControlConfig``: everything one preference run of a control agent needs, checked when built."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+TeacherName = Literal["rational", "stochastic", "myopic", "skip", "equal", "mistake", "human"]
+SelectorName = Literal["disagreement", "entropy", "uniform"]
+
+TEACHER_NAMES: tuple[str, ...] = get_args(TeacherName)
+SYNTHETIC_TEACHERS: tuple[str, ...] = tuple(t for t in TEACHER_NAMES if t != "human")
+SELECTOR_NAMES: tuple[str, ...] = get_args(SelectorName)
+
+
+def _ppo_config_cls() -> type:
+    from prefrl.rl.ppo import PPOConfig
+
+    return PPOConfig
+
+
+def _reward_config_cls() -> type:
+    from prefrl.reward.trainer import RewardTrainerConfig
+
+    return RewardTrainerConfig
+
+
+def rollout_length(ppo: Any) -> int:
+    """Env steps per env in one PPO rollout (``num_steps`` in cleanrl's naming)."""
+    for name in ("num_steps", "n_steps", "rollout_steps"):
+        value = getattr(ppo, name, None)
+        if value is not None:
+            return int(value)
+    raise ValueError(f"{type(ppo).__name__} has no rollout length field (num_steps / n_steps)")
+
+
+@dataclass
+class ControlConfig:
+    """One run of Christiano et al. 2017: collect → ask → learn, for a Gymnasium agent."""
+
+    env_id: str = "HalfCheetah-v5"
+    """Gymnasium id (MuJoCo ``HalfCheetah-v5``, ``Hopper-v5``; Atari ``ALE/Pong-v5``)."""
+    labels: int = 700
+    """Total number of queries asked over the run (the paper: 700 for MuJoCo)."""
+    steps: int = 1_000_000
+    """Total env steps of the preference run (all envs together)."""
+    teacher: TeacherName = "rational"
+    """Who answers: a synthetic B-Pref teacher on the hidden env reward, or ``human`` (web app)."""
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra arguments to ``make_teacher`` (e.g. ``beta`` of the stochastic teacher)."""
+    n_envs: int = 1
+    """Vectorised envs collecting in lockstep."""
+    segment_steps: int | None = None
+    """Steps per segment; ``None`` = ``segment_seconds`` of env time (clamped to [25, 60]) or 25."""
+    segment_seconds: float = 1.5
+    """Env time per clip when ``segment_steps`` is None and the env has ``dt``."""
+    selector: SelectorName = "disagreement"
+    """How queries are chosen among candidates: ensemble disagreement (paper), entropy, uniform."""
+    candidate_factor: int = 10
+    """Candidate pairs drawn per query asked (the paper samples 10× more pairs than it asks)."""
+    initial_fraction: float = 0.25
+    """Share of the labels asked up front on segments of the untrained (random) policy."""
+    pool_size: int = 256
+    """Most recent segments kept in memory as candidates (saved to the store only when queried)."""
+    reward_members: int = 3
+    """Members of the reward ensemble."""
+    reward_hidden: tuple[int, ...] = (64, 64)
+    """Hidden sizes of each reward member's MLP (image observations use the CNN)."""
+    reward: Any = field(default_factory=lambda: _reward_config_cls()())
+    """``RewardTrainerConfig`` of the reward trainer (epochs, lr, bootstrap, validation share, L2)."""
+    ppo: Any = field(default_factory=lambda: _ppo_config_cls()())
+    """``PPOConfig`` of the policy optimiser (rollout length, lr, clip, GAE, epochs …)."""
+    store: str | None = None
+    """Store URL or path; ``None`` = SQLite file ``RUN_DIR/preferences.sqlite``."""
+    run_dir: str | None = None
+    """Output directory; ``None`` = ``runs/<env>-<seed>-<time>``."""
+    seed: int = 0
+    """Seeds the envs, the networks and the loop's rng."""
+    asynchronous: bool = False
+    """Reward training and the teacher run in background threads while the policy collects."""
+    fixed_horizon: int | None = None
+    """Every episode lasts exactly this many steps (termination hidden), per the paper's App. A."""
+    drop_ctrl_cost: bool = False
+    """Teacher sees the env reward without the control cost (the paper's MuJoCo teacher)."""
+    true_reward_baseline: bool = False
+    """Also run PPO on the true env reward with the same steps, for the report."""
+    checkpoint_minutes: float = 10.0
+    """Minutes between checkpoints (one is always written at the end)."""
+    lease_seconds: float = 60.0
+    """How long the synthetic labeller holds a query before another labeller may take it."""
+    human_wait_seconds: float = 0.0
+    """With ``teacher=human``: how long the loop waits at the end for outstanding answers."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.env_id, str) or not self.env_id.strip():
+            raise ValueError("env_id must be a non-empty Gymnasium id")
+        if self.labels < 1:
+            raise ValueError(f"labels must be ≥ 1 (a preference run needs comparisons), got {self.labels}")
+        if self.teacher not in TEACHER_NAMES:
+            raise ValueError(f"unknown teacher {self.teacher!r}; choose one of {', '.join(TEACHER_NAMES)}")
+        if self.selector not in SELECTOR_NAMES:
+            raise ValueError(f"unknown selector {self.selector!r}; choose one of {', '.join(SELECTOR_NAMES)}")
+        if self.n_envs < 1:
+            raise ValueError(f"n_envs must be ≥ 1, got {self.n_envs}")
+        if self.segment_steps is not None and self.segment_steps < 2:
+            raise ValueError(f"segment_steps must be ≥ 2, got {self.segment_steps}")
+        if not (math.isfinite(self.segment_seconds) and self.segment_seconds > 0):
+            raise ValueError(f"segment_seconds must be > 0, got {self.segment_seconds}")
+        if self.candidate_factor < 1:
+            raise ValueError(f"candidate_factor must be ≥ 1, got {self.candidate_factor}")
+        if not 0.0 <= self.initial_fraction < 1.0:
+            raise ValueError(f"initial_fraction must be in [0, 1), got {self.initial_fraction}")
+        if self.pool_size < 2:
+            raise ValueError(f"pool_size must be ≥ 2, got {self.pool_size}")
+        if self.reward_members < 1:
+            raise ValueError(f"reward_members must be ≥ 1, got {self.reward_members}")
+        self.reward_hidden = tuple(int(h) for h in self.reward_hidden)
+        if any(h < 1 for h in self.reward_hidden):
+            raise ValueError(f"reward_hidden sizes must be ≥ 1, got {self.reward_hidden}")
+        if self.fixed_horizon is not None and self.fixed_horizon < 1:
+            raise ValueError(f"fixed_horizon must be ≥ 1, got {self.fixed_horizon}")
+        if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes > 0):
+            raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
+        if self.lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be > 0, got {self.lease_seconds}")
+        if self.human_wait_seconds < 0:
+            raise ValueError(f"human_wait_seconds must be ≥ 0, got {self.human_wait_seconds}")
+        if self.teacher == "human" and self.teacher_kwargs:
+            raise ValueError("teacher_kwargs apply to synthetic teachers only, not to teacher=human")
+        if self.teacher != "human":
+            import numpy as np
+
+            from prefrl.teachers.synthetic import make_teacher
+
+            make_teacher(self.teacher, np.random.default_rng(0), **self.teacher_kwargs)  # checks the kwargs
+        if getattr(self.ppo, "total_steps", self.steps) != self.steps:
+            # lr annealing runs over the preference run's steps (derived, never set by hand).
+            self.ppo = dataclasses.replace(self.ppo, total_steps=self.steps)
+        steps_per_rollout = rollout_length(self.ppo) * self.n_envs
+        if self.steps < steps_per_rollout:
+            raise ValueError(
+                f"steps must cover at least one rollout ({rollout_length(self.ppo)} steps × {self.n_envs} envs "
+                f"= {steps_per_rollout}), got {self.steps}"
+            )
+        if self.segment_steps is not None and self.segment_steps > rollout_length(self.ppo):
+            raise ValueError(
+                f"segment_steps ({self.segment_steps}) must fit in one rollout of {rollout_length(self.ppo)} steps"
+            )
+
+    @property
+    def steps_per_rollout(self) -> int:
+        """Env steps of one rollout over all envs (T × N)."""
+        return rollout_length(self.ppo) * self.n_envs
+
+    @property
+    def n_rollouts(self) -> int:
+        """PPO iterations of the run (the last partial rollout is dropped)."""
+        return self.steps // self.steps_per_rollout
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (nested configs become dicts)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ControlConfig:
+        """Rebuild from ``to_dict`` output (unknown keys → ``ValueError``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown ControlConfig fields: {sorted(unknown)}")
+        data = dict(data)
+        if isinstance(data.get("ppo"), dict):
+            data["ppo"] = _build_nested(_ppo_config_cls(), data["ppo"])
+        if isinstance(data.get("reward"), dict):
+            data["reward"] = _build_nested(_reward_config_cls(), data["reward"])
+        if "reward_hidden" in data:
+            data["reward_hidden"] = tuple(data["reward_hidden"])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+
+def _build_nested(cls: type, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in values.items():
+        if k not in fields:
+            raise ValueError(f"unknown {cls.__name__} field {k!r}")
+        if not fields[k].init:
+            continue
+        kwargs[k] = tuple(v) if isinstance(v, list) else v
+    return cls(**kwargs)
