@@ -1,0 +1,240 @@
+"""Sampling responses and scoring them token by token: the rollout half of LM PPO.
+
+Conventions used across ``prefrl.lm.ppo`` and ``prefrl.lm.rewards``:
+
+- prompts ("queries") are **left-padded** to a common length P, so every response
+  starts at column P of ``input_ids = [query ‖ response]``;
+- a response of R columns is valid **up to and including its first EOS token**. The
+  EOS is found as the first generated ``eos_token_id`` — never by masking pad tokens,
+  because SmolLM2's pad token *is* its EOS token;
+- position ids are computed from the attention mask (as ``generate`` does), so a
+  left-padded row is scored at the same positions it was sampled at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from prefrl.lm.common import position_ids_from_mask
+
+__all__ = [
+    "RolloutBatch",
+    "encode_prompts",
+    "find_first_eos",
+    "sample_responses",
+    "response_logprobs",
+]
+
+
+@dataclass
+class RolloutBatch:
+    """B sampled responses with their left-padded prompts.
+
+    Attributes:
+        query_ids: (B, P) left-padded prompt tokens.
+        query_mask: (B, P) 1 on prompt tokens, 0 on left padding.
+        response_ids: (B, R) generated tokens (anything after the first EOS is filler).
+        response_mask: (B, R) 1 on tokens up to and including the first EOS.
+        has_eos: (B,) whether the response emitted EOS within ``max_new_tokens``.
+        last_index: (B,) column of the last valid response token (the EOS when present).
+        prompts: the prompt strings.
+        responses: the decoded responses (special tokens removed, cut at EOS).
+    """
+
+    query_ids: torch.Tensor
+    query_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    has_eos: torch.Tensor
+    last_index: torch.Tensor
+    prompts: list[str]
+    responses: list[str]
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """(B, P + R) prompt ‖ response."""
+        return torch.cat([self.query_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """(B, P + R) valid prompt and response tokens (left padding and post-EOS filler are 0)."""
+        return torch.cat([self.query_mask, self.response_mask], dim=1)
+
+    @property
+    def n_query(self) -> int:
+        return int(self.query_ids.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.query_ids.shape[0])
+
+    def select(self, idx: torch.Tensor) -> RolloutBatch:
+        """The rows ``idx`` (a 1-D index tensor) as a new batch."""
+        rows = idx.tolist()
+        return RolloutBatch(
+            self.query_ids[idx],
+            self.query_mask[idx],
+            self.response_ids[idx],
+            self.response_mask[idx],
+            self.has_eos[idx],
+            self.last_index[idx],
+            [self.prompts[i] for i in rows],
+            [self.responses[i] for i in rows],
+        )
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_prompt_length: int,
+    add_special_tokens: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise prompts left-padded (and left-truncated) to a common length.
+
+    Returns ``(query_ids, query_mask)``, both (B, P) with P ≤ ``max_prompt_length``.
+    """
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; set tokenizer.pad_token (e.g. to the EOS token)")
+    rows = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"][-max_prompt_length:] for p in prompts]
+    if any(len(r) == 0 for r in rows):
+        raise ValueError("a prompt tokenises to zero tokens; every prompt needs at least one token")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def find_first_eos(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Locate the first EOS of each response.
+
+    Args:
+        response_ids: (B, R) generated tokens.
+        eos_token_id: the EOS id (may equal the pad id).
+
+    Returns:
+        ``(has_eos (B,), last_index (B,), response_mask (B, R))``: the last valid column is
+        the first EOS when there is one, else R − 1; the mask covers columns ≤ last_index.
+    """
+    if response_ids.dim() != 2:
+        raise ValueError(f"response_ids must be (B, R), got shape {tuple(response_ids.shape)}")
+    is_eos = response_ids == eos_token_id  # (B, R)
+    has_eos = is_eos.any(dim=1)
+    first = torch.argmax(is_eos.to(torch.int64), dim=1)  # index of the first True (0 when none)
+    last_index = torch.where(has_eos, first, torch.full_like(first, response_ids.shape[1] - 1))
+    cols = torch.arange(response_ids.shape[1], device=response_ids.device)
+    response_mask = (cols[None, :] <= last_index[:, None]).to(torch.long)
+    return has_eos, last_index, response_mask
+
+
+def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no eos_token_id")
+    return int(tokenizer.eos_token_id)
+
+
+@torch.no_grad()
+def sample_responses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int = 0,
+    max_prompt_length: int = 512,
+    generator: torch.Generator | None = None,
+    query: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> RolloutBatch:
+    """Sample one response per prompt with batched ``generate`` (left-padded, stop at EOS).
+
+    Randomness comes from ``generator`` (``generate`` draws from the global RNG, so a
+    seed drawn from ``generator`` is installed inside a forked RNG state: the caller's
+    global state is untouched and the result is reproducible).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if query is None:
+        query_ids, query_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
+    else:
+        query_ids, query_mask = query
+    device = next(model.parameters()).device
+    eos = _eos_id(tokenizer)
+    gen_cfg = GenerationConfig(
+        do_sample=True,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item()) if generator is not None else None
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=query_ids.to(device),
+            attention_mask=query_mask.to(device),
+            generation_config=gen_cfg,
+        )
+    response_ids = out[:, query_ids.shape[1] :].cpu()  # (B, R), R ≤ max_new_tokens
+    if response_ids.shape[1] == 0:
+        raise RuntimeError("generate returned no new tokens")
+    has_eos, last_index, response_mask = find_first_eos(response_ids, eos)
+    responses = [
+        tokenizer.decode(r[: int(n) + 1].tolist(), skip_special_tokens=True)
+        for r, n in zip(response_ids, last_index, strict=True)
+    ]
+    return RolloutBatch(
+        query_ids, query_mask, response_ids, response_mask, has_eos, last_index, list(prompts), responses
+    )
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    n_query: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities of the response tokens (and the policy entropy) from one forward.
+
+    Logits at column P − 1 + t predict response token t; they are divided by the sampling
+    ``temperature`` so that the probabilities are those of the distribution sampled from.
+    Only the last R + 1 columns of logits are materialised (``logits_to_keep``).
+
+    Args:
+        input_ids: (B, P + R) prompt ‖ response.
+        attention_mask: (B, P + R).
+        n_query: P.
+
+    Returns:
+        ``(logprobs (B, R), entropy (B, R) or None)``.
+    """
+    n_resp = input_ids.shape[1] - n_query
+    if n_resp <= 0:
+        raise ValueError(f"input_ids has {input_ids.shape[1]} columns, not more than n_query={n_query}")
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=n_resp + 1,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1, :].float() / temperature  # (B, R, V)
+    logp_all = F.log_softmax(logits, dim=-1)  # (B, R, V)
+    logprobs = torch.gather(logp_all, 2, input_ids[:, n_query:].unsqueeze(-1)).squeeze(-1)  # (B, R)
+    entropy = None
+    if with_entropy:
+        entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, R)
+    return logprobs, entropy

@@ -1,0 +1,192 @@
+"""Reward functions for LM PPO, at three granularities, and their placement on tokens.
+
+A reward function is any callable ``reward_fn(batch: RolloutBatch) -> RewardOutput``:
+
+- **sequence**: a (B,) tensor, one score per response, placed on its last valid token
+  (the EOS when there is one — InstructGPT, Ziegler et al. 2019);
+- **token**: a (B, R) tensor aligned with ``batch.response_ids``; entries after the
+  last valid token are ignored;
+- **span**: a list (length B) of lists of ``(start, end, score)`` over response-token
+  columns, ``start`` inclusive and ``end`` exclusive; each score is delivered on the
+  span's last token (``end − 1``), when the span is complete, as in process / segment
+  rewards (Lightman et al. 2023; Wu et al. 2023, "Fine-grained human feedback").
+
+:func:`place_rewards` turns all three into the same (B, R) per-token reward, so GAE and
+the KL penalty treat them alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, Union
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from prefrl.lm.generation import RolloutBatch
+
+__all__ = [
+    "Span",
+    "RewardOutput",
+    "RewardFn",
+    "place_rewards",
+    "RewardModelScorer",
+    "VaderScorer",
+    "TextReward",
+    "TokenFrequencyReward",
+]
+
+Span = tuple[int, int, float]
+RewardOutput = Union[torch.Tensor, Sequence[Sequence[Span]]]
+
+
+class RewardFn(Protocol):
+    """Scores a batch of rollouts per sequence (B,), per token (B, R) or per span."""
+
+    def __call__(self, batch: RolloutBatch) -> RewardOutput: ...
+
+
+def place_rewards(output: RewardOutput, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put a reward function's output on the response tokens.
+
+    Args:
+        output: (B,) sequence scores, (B, R) token rewards, or per-row span lists.
+        batch: the rollouts that were scored.
+
+    Returns:
+        ``(scores (B,), token_rewards (B, R))``: ``scores`` is the total reward of each
+        response (for logging); ``token_rewards`` is zero outside ``response_mask``.
+    """
+    b, r = batch.response_ids.shape
+    last = batch.last_index  # (B,)
+    mask = batch.response_mask.to(torch.float32)
+    token_rewards = torch.zeros((b, r), dtype=torch.float32)
+    if isinstance(output, torch.Tensor):
+        out = output.detach().to("cpu", torch.float32)
+        if out.shape == (b,):
+            token_rewards[torch.arange(b), last] = out
+        elif out.shape == (b, r):
+            token_rewards = out * mask
+        else:
+            raise ValueError(
+                f"reward tensor must be (B,) = ({b},) per sequence or (B, R) = ({b}, {r}) per token, got {tuple(out.shape)}"
+            )
+    else:
+        if len(output) != b:
+            raise ValueError(f"span rewards must have one list per response ({b}), got {len(output)}")
+        for i, spans in enumerate(output):
+            for span in spans:
+                if len(span) != 3:
+                    raise ValueError(f"row {i}: a span must be (start, end, score), got {span!r}")
+                start, end, score = int(span[0]), int(span[1]), float(span[2])
+                if not 0 <= start < end <= r:
+                    raise ValueError(f"row {i}: span ({start}, {end}) must satisfy 0 ≤ start < end ≤ R = {r}")
+                if start > int(last[i]):
+                    raise ValueError(
+                        f"row {i}: span ({start}, {end}) starts after the response ends (last token {int(last[i])})"
+                    )
+                token_rewards[i, min(end - 1, int(last[i]))] += score
+    if not torch.isfinite(token_rewards).all():
+        raise ValueError("reward function returned non-finite values")
+    return token_rewards.sum(dim=1), token_rewards
+
+
+class RewardModelScorer:
+    """Sequence reward from a learned reward model (frozen), read at the last valid token.
+
+    Args:
+        reward_model: a module whose ``forward(input_ids, attention_mask) -> (B,)`` scores a
+            sequence at its last attended token (``prefrl.lm.reward_model.RewardModel``).
+        tokenizer: when the reward model uses a *different* tokenizer than the policy, the
+            prompt and response texts are re-tokenised with it (right padding); None reuses
+            the policy's token ids directly.
+        batch_size: rows per forward pass.
+    """
+
+    def __init__(
+        self, reward_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, batch_size: int = 16
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.reward_model = reward_model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        device = next(self.reward_model.parameters()).device
+        if self.tokenizer is None:
+            ids, mask = batch.input_ids, batch.attention_mask
+        else:
+            texts = [p + r for p, r in zip(batch.prompts, batch.responses, strict=True)]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+        scores = []
+        for s in range(0, ids.shape[0], self.batch_size):
+            scores.append(
+                self.reward_model(ids[s : s + self.batch_size].to(device), mask[s : s + self.batch_size].to(device))
+                .float()
+                .cpu()
+            )
+        return torch.cat(scores)  # (B,)
+
+
+class VaderScorer:
+    """Gold sentiment: VADER compound score in [−1, 1] of the response text (Hutto & Gilbert 2014).
+
+    Stands in for people in the positive-reviews example. ``include_prompt=True`` scores
+    prompt + response instead of the response alone.
+    """
+
+    def __init__(self, include_prompt: bool = False) -> None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self._analyzer = SentimentIntensityAnalyzer()
+        self.include_prompt = include_prompt
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(N,) compound scores."""
+        return np.array([self._analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        texts = (
+            [p + r for p, r in zip(batch.prompts, batch.responses, strict=True)]
+            if self.include_prompt
+            else batch.responses
+        )
+        return torch.as_tensor(self.score_texts(texts), dtype=torch.float32)
+
+
+class TextReward:
+    """Adapts ``fn(prompts, responses) -> sequence of floats`` to a sequence-level reward."""
+
+    def __init__(self, fn: Callable[[list[str], list[str]], Sequence[float]]) -> None:
+        self.fn = fn
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        scores = list(self.fn(batch.prompts, batch.responses))
+        if len(scores) != len(batch):
+            raise ValueError(f"reward fn returned {len(scores)} scores for {len(batch)} responses")
+        return torch.tensor(scores, dtype=torch.float32)
+
+
+class TokenFrequencyReward:
+    """A toy reward with a known optimum: emit ``token_id``.
+
+    ``granularity="token"`` pays ``value`` on every response token equal to ``token_id``;
+    ``"sequence"`` pays ``value`` × the fraction of valid response tokens that equal it.
+    """
+
+    def __init__(self, token_id: int, granularity: str = "token", value: float = 1.0) -> None:
+        if granularity not in ("token", "sequence"):
+            raise ValueError(f"granularity must be 'token' or 'sequence', got {granularity!r}")
+        self.token_id = token_id
+        self.granularity = granularity
+        self.value = value
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        hits = (batch.response_ids == self.token_id).float() * batch.response_mask.float()  # (B, R)
+        if self.granularity == "token":
+            return self.value * hits
+        return self.value * hits.sum(1) / batch.response_mask.float().sum(1).clamp(min=1.0)

@@ -1,0 +1,181 @@
+"""LM PPO on tiny random models: invariants at step one, learning a toy reward, EOS handling, resume."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from prefrl.lm.generation import find_first_eos, sample_responses
+from prefrl.lm.models import LoraSpec, tiny_causal_lm
+from prefrl.lm.ppo import METRIC_NAMES, LMPPOConfig, LMPPOTrainer
+from prefrl.lm.reward_model import RewardModel
+from prefrl.lm.rewards import TokenFrequencyReward
+
+PROMPTS = ["hello", "the cat sat", "x", "a good film because", "b", "review:", "yes", "ok then"]
+
+
+def make_trainer(reward_fn=None, ref="copy", lora=False, **cfg_kwargs) -> LMPPOTrainer:
+    torch.set_num_threads(1)
+    policy, tok = tiny_causal_lm(seed=0)
+    if lora:
+        from peft import get_peft_model
+
+        policy = get_peft_model(policy, LoraSpec(r=4, alpha=8, dropout=0.0).to_peft())
+    critic = RewardModel.from_causal_lm(tiny_causal_lm(seed=1)[0])
+    ref_policy = copy.deepcopy(policy) if ref == "copy" else None
+    defaults = dict(batch_size=8, mini_batch_size=4, max_new_tokens=10, temperature=1.0, learning_rate=3e-3, ppo_epochs=2)
+    defaults.update(cfg_kwargs)
+    if reward_fn is None:
+        reward_fn = TokenFrequencyReward(tok.convert_tokens_to_ids("a"), "token")
+    return LMPPOTrainer(policy, ref_policy, critic, reward_fn, tok, LMPPOConfig(**defaults))
+
+
+@pytest.mark.parametrize("ref, lora", [("copy", False), (None, False), (None, True)])
+def test_reference_equal_to_policy_gives_zero_kl_and_unit_ratio(ref, lora):
+    trainer = make_trainer(ref=ref, lora=lora, kl_coef=0.1)
+    metrics = trainer.step(PROMPTS)
+    assert set(METRIC_NAMES) <= set(metrics)
+    assert abs(metrics["objective/kl"]) < 1e-4
+    assert abs(metrics["objective/non_score_reward"]) < 1e-5
+    first = trainer.last_minibatch_stats[0]
+    assert first["policy/approx_kl"] < 1e-9
+    assert first["policy/clipfrac"] == 0.0
+    # the update moved the policy away from the reference, so the second step sees KL
+    assert trainer.step(PROMPTS)["objective/kl_token"] != 0.0
+
+
+@torch.no_grad()
+def _mean_reward(trainer: LMPPOTrainer, token_id: int, seed: int) -> float:
+    g = torch.Generator().manual_seed(seed)
+    batch = sample_responses(
+        trainer.policy, trainer.tokenizer, PROMPTS * 4, max_new_tokens=10, temperature=1.0, generator=g
+    )
+    hits = (batch.response_ids == token_id).float() * batch.response_mask
+    return float(hits.sum(1).mean())
+
+
+@pytest.mark.parametrize("granularity", ["token", "sequence"])
+def test_ppo_learns_to_emit_a_token(granularity):
+    _, tok = tiny_causal_lm()
+    x = tok.convert_tokens_to_ids("a")
+    reward = TokenFrequencyReward(x, granularity, value=1.0 if granularity == "token" else 10.0)
+    trainer = make_trainer(reward, kl_coef=0.0)
+    before = _mean_reward(trainer, x, seed=123)
+    for _ in range(25):
+        trainer.step(PROMPTS)
+    after = _mean_reward(trainer, x, seed=123)
+    assert after > before + 1.0, (before, after)
+
+
+def test_kl_penalty_is_in_the_reward():
+    trainer = make_trainer(kl_coef=0.5, kl_estimator="k3")
+    trainer.step(PROMPTS)
+    m = trainer.step(PROMPTS)
+    assert m["objective/kl"] > 0  # k3 ≥ 0 and the policy moved
+    assert m["objective/non_score_reward"] == pytest.approx(-0.5 * m["objective/kl"], rel=1e-4)
+    assert m["objective/rlhf_reward"] == pytest.approx(m["objective/scores"] + m["objective/non_score_reward"], rel=1e-4)
+    assert m["objective/kl_seq_max"] >= m["objective/kl"]
+
+
+def test_adaptive_controller_moves_beta():
+    trainer = make_trainer(kl_control="adaptive", kl_coef=0.1, kl_target=0.01, kl_horizon=10)
+    trainer.step(PROMPTS)
+    m = trainer.step(PROMPTS)
+    # β ← β·(1 + 0.1·e·n/horizon), e = clip((KL − target)/target, ±0.2), n = 8: step one has KL = 0 (e = −0.2)
+    assert m["objective/kl_coef"] == pytest.approx(0.1 * (1 - 0.1 * 0.2 * 8 / 10))
+    assert m["objective/kl"] > 0.012  # step two has KL above target (e = +0.2)
+    assert trainer.kl_controller.value == pytest.approx(m["objective/kl_coef"] * (1 + 0.1 * 0.2 * 8 / 10))
+
+
+def test_eos_found_as_first_generated_eos_even_when_pad_is_eos():
+    _, tok = tiny_causal_lm()
+    eos = tok.eos_token_id
+    assert tok.pad_token_id == eos
+    a = tok.convert_tokens_to_ids("a")
+    resp = torch.tensor([[a, a, eos, eos, eos], [a, a, a, a, a], [eos, eos, eos, eos, eos]])
+    has_eos, last, mask = find_first_eos(resp, eos)
+    assert has_eos.tolist() == [True, False, True]
+    assert last.tolist() == [2, 4, 0]
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+
+
+def test_sampled_responses_are_cut_at_first_eos():
+    policy, tok = tiny_causal_lm(seed=0)
+    eos = tok.eos_token_id
+    with torch.no_grad():  # make EOS likely so that some rows end early
+        policy.lm_head.weight[eos] += 3.0 * policy.model.norm.weight.sign()
+    batch = sample_responses(policy, tok, PROMPTS, max_new_tokens=12, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert batch.has_eos.any() and (batch.response_mask.sum(1) < 12).any()
+    for row, last, has, m in zip(batch.response_ids, batch.last_index, batch.has_eos, batch.response_mask, strict=True):
+        assert int(m.sum()) == int(last) + 1
+        assert (row[:last] != eos).all()  # no EOS before the last valid token
+        assert bool(row[last] == eos) == bool(has)
+    # the prompts are left-padded
+    assert (batch.query_mask[:, -1] == 1).all()
+
+
+def test_missing_eos_penalty_is_applied():
+    zero = lambda batch: torch.zeros(len(batch))  # noqa: E731
+    trainer = make_trainer(zero, max_new_tokens=3, missing_eos_penalty=2.0)
+    m = trainer.step(PROMPTS)
+    n_no_eos = 8 - m["val/num_eos_tokens"]
+    assert n_no_eos > 0
+    assert m["objective/scores"] == pytest.approx(-2.0 * n_no_eos / 8)
+
+
+def test_sampling_is_reproducible_from_the_seed():
+    a, b = make_trainer(seed=7), make_trainer(seed=7)
+    ra, rb = a.rollout(PROMPTS), b.rollout(PROMPTS)
+    assert torch.equal(ra.response_ids, rb.response_ids)
+    assert not torch.equal(ra.response_ids, make_trainer(seed=8).rollout(PROMPTS).response_ids)
+
+
+def test_resume_continues_counters_optimiser_and_rng(tmp_path):
+    straight = make_trainer(kl_control="adaptive", kl_target=0.5)
+    for _ in range(3):
+        straight.step(PROMPTS)
+
+    first = make_trainer(kl_control="adaptive", kl_target=0.5)
+    for _ in range(2):
+        first.step(PROMPTS)
+    first.save_checkpoint(tmp_path / "ckpt")
+    resumed = make_trainer(kl_control="adaptive", kl_target=0.5)
+    resumed.load_checkpoint(tmp_path / "ckpt")
+    assert resumed.global_step == 2 and resumed.n_samples == 16
+    assert resumed.kl_controller.value == first.kl_controller.value
+    assert resumed.policy_optimizer.state_dict()["state"][0]["step"] == 2 * 2 * 2  # steps × epochs × minibatches
+    resumed.step(PROMPTS)
+    for p_s, p_r in zip(straight.policy.parameters(), resumed.policy.parameters(), strict=True):
+        torch.testing.assert_close(p_s, p_r)
+    for p_s, p_r in zip(straight.critic.parameters(), resumed.critic.parameters(), strict=True):
+        torch.testing.assert_close(p_s, p_r)
+
+
+def test_train_runs_to_total_steps_and_logs(tmp_path):
+    trainer = make_trainer()
+    history = trainer.train(PROMPTS * 2, total_steps=2, log_path=tmp_path / "log.jsonl", checkpoint_dir=tmp_path / "c")
+    assert len(history) == 2 and trainer.global_step == 2
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+    assert (tmp_path / "c" / "policy" / "config.json").exists()
+    assert trainer.train(PROMPTS, total_steps=2) == []  # already there
+
+
+def test_bad_inputs_raise():
+    trainer = make_trainer()
+    with pytest.raises(ValueError, match="batch_size"):
+        trainer.step(PROMPTS[:3])
+    with pytest.raises(ValueError, match="mini_batch_size"):
+        LMPPOConfig(batch_size=8, mini_batch_size=3)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        LMPPOConfig(kl_estimator="k4")
+    with pytest.raises(ValueError, match="kl_control"):
+        LMPPOConfig(kl_control="pid")
+    with pytest.raises(ValueError, match="temperature"):
+        LMPPOConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="unknown LMPPOConfig"):
+        LMPPOConfig.from_dict({"batch_size": 8, "lr": 1.0})
+    bad = make_trainer(lambda batch: torch.zeros(3))
+    with pytest.raises(ValueError, match="per sequence"):
+        bad.step(PROMPTS)
