@@ -1,0 +1,329 @@
+"""Fitting the reward ensemble to preference labels (Christiano et al. 2017, §2.2.3 and Appendix A).
+
+One call of :meth:`RewardTrainer.train` is one round: the comparisons are stacked into
+tensors once, a fraction 1/e is held out for validation (shared by the members), each
+member trains on its own bootstrap resample of the rest with the Bradley-Terry loss of
+:func:`prefrl.losses.bradley_terry_loss` on its raw segment returns, and the L2
+coefficient is adapted after every epoch so that the validation loss stays between 1.1
+and 1.5 times the training loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from prefrl.data.types import Segment, check_mu
+from prefrl.losses import bradley_terry_loss
+from prefrl.reward.ensemble import RewardEnsemble
+
+__all__ = ["RewardTrainerConfig", "RewardTrainer", "stack_segments"]
+
+Pair = tuple[Segment, Segment, float]
+
+
+@dataclass
+class RewardTrainerConfig:
+    """Hyperparameters of the reward trainer (defaults from Christiano et al. 2017, App. A)."""
+
+    lr: float = 3e-4
+    """Adam learning rate."""
+    epochs: int = 50
+    """Passes over each member's bootstrap resample per call of ``train`` (one round)."""
+    batch_size: int = 64
+    """Comparisons per minibatch and member."""
+    val_fraction: float = 1.0 / math.e
+    """Fraction of the comparisons held out for validation (the paper: 1/e), shared by all members."""
+    l2: float = 1e-4
+    """Initial L2 coefficient on the networks' weights (sum of squares, added to each member's loss)."""
+    adaptive_l2: bool = True
+    """Adapt the L2 coefficient after each epoch to keep val loss within [l2_ratio_low, l2_ratio_high] × train loss."""
+    l2_ratio_low: float = 1.1
+    """Below this val/train loss ratio the model underfits: L2 is divided by ``l2_factor``."""
+    l2_ratio_high: float = 1.5
+    """Above this val/train loss ratio the model overfits: L2 is multiplied by ``l2_factor``."""
+    l2_factor: float = 1.5
+    """Multiplicative step of the adaptive L2 coefficient."""
+    l2_min: float = 1e-8
+    """Lower bound of the adaptive L2 coefficient."""
+    l2_max: float = 1.0
+    """Upper bound of the adaptive L2 coefficient."""
+    random_response: float = 0.1
+    """ε: the teacher answers uniformly at random with this probability (the paper: 0.1)."""
+    bootstrap: bool = True
+    """Train each member on its own bootstrap resample (with replacement) of the training split."""
+    normalisation_segments: int = 1000
+    """After training, renormalise the members over the steps of the last this-many segments (0: don't)."""
+    seed: int = 0
+    """Seeds the trainer's numpy generator when none is passed (splits, bootstrap, shuffling)."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "lr": self.lr > 0,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "val_fraction": 0.0 <= self.val_fraction < 1.0,
+            "l2": self.l2 >= 0,
+            "l2_ratio_low": 0 < self.l2_ratio_low < self.l2_ratio_high,
+            "l2_factor": self.l2_factor > 1.0,
+            "l2_min": 0 <= self.l2_min <= self.l2_max,
+            "random_response": 0.0 <= self.random_response < 1.0,
+            "normalisation_segments": self.normalisation_segments >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid RewardTrainerConfig.{name} = {getattr(self, name)!r}")
+
+
+@dataclass
+class _Stacked:
+    """All comparisons of a round as tensors, built once."""
+
+    obs_left: torch.Tensor  # (P, T, *obs_shape)
+    act_left: torch.Tensor  # (P, T, *act_shape)
+    obs_right: torch.Tensor
+    act_right: torch.Tensor
+    mask_left: torch.Tensor  # (P, T) 1 for real steps, 0 for padding
+    mask_right: torch.Tensor
+    mu: torch.Tensor  # (P,)
+
+
+def stack_segments(segments: Sequence[Segment]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack segments into (B, T_max, …) obs and action tensors plus a (B, T_max) step mask.
+
+    Shorter segments are zero-padded at the end; the mask removes the padding from returns.
+    Image observations keep their dtype (uint8) to save memory.
+    """
+    if not segments:
+        raise ValueError("no segments to stack")
+    t_max = max(len(s) for s in segments)
+    first_obs, first_act = np.asarray(segments[0].obs), np.asarray(segments[0].actions)
+    obs = np.zeros((len(segments), t_max, *first_obs.shape[1:]), dtype=first_obs.dtype)
+    act = np.zeros((len(segments), t_max, *first_act.shape[1:]), dtype=first_act.dtype)
+    mask = np.zeros((len(segments), t_max), dtype=np.float32)
+    for i, seg in enumerate(segments):
+        o, a = np.asarray(seg.obs), np.asarray(seg.actions)
+        if o.shape[1:] != first_obs.shape[1:] or a.shape[1:] != first_act.shape[1:] or a.shape[0] != o.shape[0]:
+            raise ValueError(
+                f"segment {i} has obs {o.shape} and actions {a.shape}, unlike the first segment's "
+                f"{first_obs.shape} and {first_act.shape}"
+            )
+        obs[i, : len(o)] = o
+        act[i, : len(a)] = a
+        mask[i, : len(o)] = 1.0
+    return torch.from_numpy(obs), torch.from_numpy(act), torch.from_numpy(mask)
+
+
+class RewardTrainer:
+    """Trains a :class:`RewardEnsemble` on comparisons, round after round.
+
+    The Adam state and the adaptive L2 coefficient persist across rounds; save them with
+    :meth:`state_dict` (the ensemble's own ``state_dict`` holds weights and normalisation).
+    """
+
+    def __init__(
+        self,
+        ensemble: RewardEnsemble,
+        cfg: RewardTrainerConfig | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.ensemble = ensemble
+        self.cfg = cfg or RewardTrainerConfig()
+        self.rng = rng if rng is not None else np.random.default_rng(self.cfg.seed)
+        self.l2 = float(self.cfg.l2)
+        self.rounds = 0
+        self.optimizer = torch.optim.Adam(ensemble.parameters(), lr=self.cfg.lr)
+
+    # ------------------------------------------------------------------ one round
+    def train(
+        self,
+        pairs: Sequence[Pair],
+        progress: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> dict[str, float]:
+        """Fit the ensemble to ``pairs`` of (left, right, μ); returns the round's metrics.
+
+        Pairs with μ = ``None`` (incomparable) are dropped. ``progress(epoch, metrics)``
+        is called after every epoch (for progress bars).
+
+        Returns ``reward/train_loss`` and ``reward/val_loss`` (mean member Bradley-Terry
+        loss, dropout off), ``reward/accuracy`` (validation pairs with μ ∈ {0, 1} whose
+        side the ensemble mean prefers; NaN without any), ``reward/l2``, and when every
+        segment has true rewards ``reward/true_agreement`` (fraction of all pairs with
+        unequal true returns where the ensemble prefers the truly better side) and
+        ``reward/rank_correlation`` (Spearman between predicted and true returns of the
+        distinct segments in ``pairs``).
+        """
+        cfg = self.cfg
+        kept = [(left, right, check_mu(mu)) for left, right, mu in pairs if mu is not None]
+        if not kept:
+            raise ValueError("train needs at least one comparison with mu in {1, 0, 0.5}")
+        data = self._stack(kept)
+        n = len(kept)
+        order = self.rng.permutation(n)
+        n_val = min(int(n * cfg.val_fraction), n - 1)
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        n_train = len(train_idx)
+        m = self.ensemble.n_members
+        if cfg.bootstrap:
+            member_idx = train_idx[self.rng.integers(0, n_train, size=(m, n_train))]  # (M, n_train)
+        else:
+            member_idx = np.tile(train_idx, (m, 1))
+
+        metrics: dict[str, float] = {}
+        for epoch in range(cfg.epochs):
+            self.ensemble.train()
+            shuffled = np.take_along_axis(member_idx, self.rng.random((m, n_train)).argsort(axis=1), axis=1)
+            for start in range(0, n_train, cfg.batch_size):
+                mb_idx = torch.from_numpy(shuffled[:, start : start + cfg.batch_size])  # (M, b)
+                loss = self._member_loss(data, mb_idx) + self.l2 * self._weight_penalty()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+            metrics = self._evaluate(data, train_idx, val_idx)
+            if cfg.adaptive_l2 and n_val > 0:
+                self._adapt_l2(metrics["reward/train_loss"], metrics["reward/val_loss"])
+            metrics["reward/l2"] = self.l2
+            if progress is not None:
+                progress(epoch, metrics)
+
+        metrics.update(self._truth_metrics(kept, data))
+        metrics["reward/n_train"] = float(n_train)
+        metrics["reward/n_val"] = float(n_val)
+        if cfg.normalisation_segments > 0:
+            self._renormalise(kept)
+        self.rounds += 1
+        return metrics
+
+    # ------------------------------------------------------------------ pieces
+    def _stack(self, kept: Sequence[Pair]) -> _Stacked:
+        device = self.ensemble.norm_offset.device
+        obs_l, act_l, mask_l = stack_segments([p[0] for p in kept])
+        obs_r, act_r, mask_r = stack_segments([p[1] for p in kept])
+        mu = torch.tensor([p[2] for p in kept], dtype=torch.float32)
+        tensors = [t.to(device) for t in (obs_l, act_l, obs_r, act_r, mask_l, mask_r, mu)]
+        return _Stacked(*tensors[:4], mask_left=tensors[4], mask_right=tensors[5], mu=tensors[6])
+
+    def _member_returns(self, data: _Stacked, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw returns of each member on its own pairs idx (M, b) → left, right (M, b)."""
+        returns = []
+        for obs, act, mask in (
+            (data.obs_left, data.act_left, data.mask_left),
+            (data.obs_right, data.act_right, data.mask_right),
+        ):
+            r = self.ensemble.member_rewards_per_member(obs[idx], act[idx], normalised=False)  # (M, b, T)
+            returns.append((r * mask[idx]).sum(dim=-1))
+        return returns[0], returns[1]
+
+    def _member_loss(self, data: _Stacked, idx: torch.Tensor) -> torch.Tensor:
+        """Sum over members of each member's mean Bradley-Terry loss on its minibatch."""
+        r_left, r_right = self._member_returns(data, idx)
+        loss = bradley_terry_loss(r_left, r_right, data.mu[idx], self.cfg.random_response)
+        return loss * self.ensemble.n_members
+
+    def _weight_penalty(self) -> torch.Tensor:
+        """Σ w² over weight matrices and conv kernels (biases and batch norm excluded)."""
+        return sum(
+            (p.pow(2).sum() for name, p in self.ensemble.named_parameters() if p.dim() >= 2 and "bias" not in name),
+            torch.zeros(()),
+        )
+
+    @torch.no_grad()
+    def _shared_returns(self, data: _Stacked, idx: np.ndarray, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw returns of every member on the same pairs idx (k,) → left, right (M, k), eval mode."""
+        self.ensemble.eval()
+        lefts, rights = [], []
+        for start in range(0, len(idx), batch):
+            b_idx = torch.from_numpy(idx[start : start + batch])
+            lefts.append(self.ensemble.segment_returns(data.obs_left[b_idx], data.act_left[b_idx], False,
+                                                       data.mask_left[b_idx]))
+            rights.append(self.ensemble.segment_returns(data.obs_right[b_idx], data.act_right[b_idx], False,
+                                                        data.mask_right[b_idx]))
+        m = self.ensemble.n_members
+        if not lefts:
+            return torch.zeros(m, 0), torch.zeros(m, 0)
+        return torch.cat(lefts, dim=1), torch.cat(rights, dim=1)
+
+    def _evaluate(self, data: _Stacked, train_idx: np.ndarray, val_idx: np.ndarray) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for split, idx in (("train", train_idx), ("val", val_idx)):
+            if len(idx) == 0:
+                out[f"reward/{split}_loss"] = float("nan")
+                continue
+            r_l, r_r = self._shared_returns(data, idx)
+            mu = data.mu[torch.from_numpy(idx)].expand_as(r_l)
+            out[f"reward/{split}_loss"] = float(bradley_terry_loss(r_l, r_r, mu, self.cfg.random_response))
+            if split == "val":
+                out["reward/accuracy"] = _accuracy(r_l.mean(0), r_r.mean(0), data.mu[torch.from_numpy(idx)])
+        out.setdefault("reward/accuracy", float("nan"))
+        return out
+
+    def _adapt_l2(self, train_loss: float, val_loss: float) -> None:
+        """Keep val loss within [low, high] × train loss (Christiano et al. 2017, App. A)."""
+        cfg = self.cfg
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)) or train_loss <= 0:
+            return
+        ratio = val_loss / train_loss
+        if ratio > cfg.l2_ratio_high:
+            self.l2 = max(self.l2, cfg.l2_min) * cfg.l2_factor
+        elif ratio < cfg.l2_ratio_low:
+            self.l2 = self.l2 / cfg.l2_factor
+        self.l2 = min(max(self.l2, cfg.l2_min), cfg.l2_max)
+
+    def _truth_metrics(self, kept: Sequence[Pair], data: _Stacked) -> dict[str, float]:
+        if any(s.true_rewards is None for left, right, _ in kept for s in (left, right)):
+            return {}
+        r_l, r_r = self._shared_returns(data, np.arange(len(kept)))
+        pred_l, pred_r = r_l.mean(0).numpy(), r_r.mean(0).numpy()
+        true_l = np.array([float(np.sum(p[0].true_rewards)) for p in kept])
+        true_r = np.array([float(np.sum(p[1].true_rewards)) for p in kept])
+        decided = true_l != true_r
+        agreement = float(np.mean((pred_l > pred_r)[decided] == (true_l > true_r)[decided])) if decided.any() else float("nan")
+        # Each distinct segment once (pairs may share segments).
+        seen: dict[int, tuple[float, float]] = {}
+        for i, (left, right, _) in enumerate(kept):
+            seen.setdefault(id(left), (pred_l[i], true_l[i]))
+            seen.setdefault(id(right), (pred_r[i], true_r[i]))
+        pred, true = np.array(list(seen.values())).T
+        rank = float(spearmanr(pred, true).statistic) if len(seen) > 2 else float("nan")
+        return {"reward/true_agreement": agreement, "reward/rank_correlation": rank}
+
+    def _renormalise(self, kept: Sequence[Pair]) -> None:
+        recent: dict[int, Segment] = {}
+        for left, right, _ in reversed(kept):
+            for seg in (right, left):
+                if len(recent) < self.cfg.normalisation_segments:
+                    recent.setdefault(id(seg), seg)
+        obs, act, mask = stack_segments(list(recent.values()))
+        keep = mask.bool()
+        self.ensemble.update_normalisation(obs[keep].numpy(), act[keep].numpy())
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer state, current L2 coefficient, round counter and numpy rng state."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "l2": self.l2,
+            "rounds": self.rounds,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.l2 = float(state["l2"])
+        self.rounds = int(state["rounds"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+def _accuracy(pred_left: torch.Tensor, pred_right: torch.Tensor, mu: torch.Tensor) -> float:
+    """Fraction of pairs with μ ∈ {0, 1} where the predicted better side is the labelled one."""
+    decided = mu != 0.5
+    if not bool(decided.any()):
+        return float("nan")
+    correct = (pred_left > pred_right) == (mu > 0.5)
+    return float(correct[decided].float().mean())

@@ -1,0 +1,156 @@
+"""Synthetic teachers that answer from the hidden true reward (B-Pref, Lee et al. 2021).
+
+One parametrised teacher covers the six B-Pref kinds; ``make_teacher`` builds the named
+presets and accepts overrides, so kinds combine (e.g. a myopic teacher that also makes
+mistakes). Following B-Pref's ``get_label``, an answer is decided in this order:
+
+1. *skip*: both undiscounted returns below ``skip_threshold`` → ``None`` (incomparable);
+2. *choice* on the (possibly myopic) returns R̃ⁱ = Σ_t γ^(T−1−t)·r_t: rational
+   (μ = 1 if R̃¹ > R̃², 0 if <, 0.5 if equal) when ``beta`` is ``None``, else
+   Bradley-Terry: left with probability σ(β·(R̃¹ − R̃²)), sampled;
+3. *mistake*: the choice flipped with probability ε (0.5 stays 0.5);
+4. *equal*: |R¹ − R²| < ``equal_threshold`` on the undiscounted returns → 0.5.
+
+``answer_returns`` works on returns alone, so text pairs with a gold score use the same
+code (a myopic discount needs per-step rewards and so applies in ``answer`` only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from prefrl.data.types import Segment
+
+__all__ = ["SyntheticTeacher", "TEACHER_PRESETS", "make_teacher", "segment_true_rewards"]
+
+
+@dataclass
+class SyntheticTeacher:
+    """A B-Pref simulated teacher. Use :func:`make_teacher` for the named kinds."""
+
+    rng: np.random.Generator = field(repr=False)
+    """Source of all randomness (stochastic choices, mistakes)."""
+    name: str = "rational"
+    """Recorded with each comparison as the teacher's name."""
+    beta: float | None = None
+    """Rationality β of the Bradley-Terry choice; ``None`` = perfectly rational (β → ∞)."""
+    gamma: float = 1.0
+    """Myopic discount γ ∈ (0, 1]: step t of a T-step segment weighs γ^(T−1−t), so the end counts most."""
+    epsilon: float = 0.0
+    """Probability ε ∈ [0, 1] of flipping the chosen side (a mistake)."""
+    skip_threshold: float | None = None
+    """Skip (answer ``None``) when both returns are below this; ``None`` never skips."""
+    equal_threshold: float = 0.0
+    """Answer 0.5 when |R¹ − R²| < this; 0 leaves only exact ties (rational) as equal."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rng, np.random.Generator):
+            raise ValueError(f"rng must be a numpy Generator, got {type(self.rng).__name__}")
+        if self.beta is not None and not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be a positive finite number or None (rational), got {self.beta}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        if not self.equal_threshold >= 0.0:
+            raise ValueError(f"equal_threshold must be ≥ 0, got {self.equal_threshold}")
+        if self.skip_threshold is not None and math.isnan(self.skip_threshold):
+            raise ValueError("skip_threshold must be a number or None, got NaN")
+
+    def answer(self, pairs: Sequence[tuple[Segment, Segment]]) -> list[float | None]:
+        """μ for each (left, right) pair from the segments' hidden ``true_rewards``."""
+        if not pairs:
+            return []
+        rewards = [(segment_true_rewards(left, "left"), segment_true_rewards(right, "right")) for left, right in pairs]
+        returns_left = np.array([r_l.sum() for r_l, _ in rewards])
+        returns_right = np.array([r_r.sum() for _, r_r in rewards])
+        if self.gamma == 1.0:
+            return self._answer(returns_left, returns_right, returns_left, returns_right)
+        myopic_left = np.array([_discounted_sum(r_l, self.gamma) for r_l, _ in rewards])
+        myopic_right = np.array([_discounted_sum(r_r, self.gamma) for _, r_r in rewards])
+        return self._answer(returns_left, returns_right, myopic_left, myopic_right)
+
+    def answer_returns(self, returns_left: np.ndarray, returns_right: np.ndarray) -> list[float | None]:
+        """μ for each pair of returns (R¹_i, R²_i), e.g. gold scores of two responses."""
+        r_l = np.asarray(returns_left, dtype=np.float64)
+        r_r = np.asarray(returns_right, dtype=np.float64)
+        if r_l.ndim != 1 or r_l.shape != r_r.shape:
+            raise ValueError(
+                f"returns_left and returns_right must be 1-D of equal length, got {r_l.shape} and {r_r.shape}"
+            )
+        return self._answer(r_l, r_r, r_l, r_r)
+
+    def _answer(
+        self, r_l: np.ndarray, r_r: np.ndarray, choice_l: np.ndarray, choice_r: np.ndarray
+    ) -> list[float | None]:
+        """Decide μ from undiscounted returns (skip, equal) and choice returns (rational/stochastic)."""
+        for name, arr in (("returns_left", r_l), ("returns_right", r_r)):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} contains NaN or infinite values")
+        n = r_l.shape[0]
+        delta = choice_l - choice_r  # (n,)
+        if self.beta is None:
+            mu = np.where(delta > 0, 1.0, np.where(delta < 0, 0.0, 0.5))
+        else:
+            # σ(βΔ) written with tanh so that βΔ of ±1e4 stays finite.
+            p_left = 0.5 * (1.0 + np.tanh(0.5 * self.beta * delta))
+            mu = (self.rng.random(n) < p_left).astype(np.float64)
+        if self.epsilon > 0:
+            flip = self.rng.random(n) < self.epsilon
+            mu = np.where(flip, 1.0 - mu, mu)  # 0.5 stays 0.5
+        if self.equal_threshold > 0:
+            mu = np.where(np.abs(r_l - r_r) < self.equal_threshold, 0.5, mu)
+        answers: list[float | None] = [float(m) for m in mu]
+        if self.skip_threshold is not None:
+            skip = np.maximum(r_l, r_r) < self.skip_threshold
+            answers = [None if s else a for s, a in zip(skip, answers)]
+        return answers
+
+
+def segment_true_rewards(segment: Segment, side: str = "segment") -> np.ndarray:
+    """The hidden (T,) rewards of a segment; ``ValueError`` when it has none."""
+    if segment.true_rewards is None:
+        raise ValueError(f"{side} segment has no true_rewards; a synthetic teacher needs the hidden reward")
+    rewards = np.asarray(segment.true_rewards, dtype=np.float64)
+    if rewards.ndim != 1:
+        raise ValueError(f"{side} segment's true_rewards must be (T,), got shape {rewards.shape}")
+    return rewards
+
+
+def _discounted_sum(rewards: np.ndarray, gamma: float) -> float:
+    """Σ_t γ^(T−1−t)·r_t: the last step weighs 1, the first γ^(T−1)."""
+    weights = gamma ** np.arange(rewards.shape[0] - 1, -1, -1, dtype=np.float64)
+    return float(np.dot(weights, rewards))
+
+
+#: The B-Pref kinds and their default parameters (Lee et al. 2021, §4 uses β = 1, γ = 0.9, ε = 0.1).
+#: The skip and equal thresholds are absolute returns; B-Pref sets them relative to the
+#: average segment return, so pass values fitted to your reward scale.
+TEACHER_PRESETS: dict[str, dict[str, Any]] = {
+    "rational": {},
+    "stochastic": {"beta": 1.0},
+    "myopic": {"gamma": 0.9},
+    "skip": {"skip_threshold": 0.0},
+    "equal": {"equal_threshold": 1.0},
+    "mistake": {"epsilon": 0.1},
+}
+
+
+def make_teacher(name: str, rng: np.random.Generator, **kwargs: Any) -> SyntheticTeacher:
+    """Build the named synthetic teacher; ``kwargs`` override or add parameters.
+
+    Example: ``make_teacher("mistake", rng, epsilon=0.2, gamma=0.95)``.
+    """
+    if name not in TEACHER_PRESETS:
+        raise ValueError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHER_PRESETS)}")
+    allowed = {"beta", "gamma", "epsilon", "skip_threshold", "equal_threshold"}
+    unknown = set(kwargs) - allowed
+    if unknown:
+        raise ValueError(f"unknown teacher parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    params = {**TEACHER_PRESETS[name], **kwargs}
+    return SyntheticTeacher(rng=rng, name=name, **params)
