@@ -1,0 +1,390 @@
+"""Training utilities shared by the LM stages (SFT, RM, DPO, PPO, best-of-n).
+
+- tokenisation of prompt + completion pairs and padding (left or right) into batches;
+- position ids from the attention mask, so left-padded rows score like right-padded ones;
+- per-token and per-completion log-probabilities under a causal LM;
+- deterministic, resumable batch order sharded over ``accelerate`` processes;
+- checkpoints: HF model + tokenizer, plus optimizer, scheduler, step and RNG states;
+- a progress bar and TensorBoard writer behind one ``log`` call.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "position_ids_from_mask",
+    "last_token_index",
+    "pad_sequences",
+    "encode_prompt_completion",
+    "collate_prompt_completion",
+    "logprobs_from_logits",
+    "token_logprobs",
+    "completion_logprobs",
+    "batch_indices",
+    "steps_per_epoch",
+    "rng_state",
+    "set_rng_state",
+    "save_training_state",
+    "load_training_state",
+    "TRAINING_STATE_FILE",
+    "TrainLogger",
+    "unwrap",
+    "seed_everything",
+]
+
+TRAINING_STATE_FILE = "training_state.pt"
+
+
+# ---------------------------------------------------------------- masks and padding
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions counting only real tokens: 0 at each row's first non-pad token.
+
+    Without this, a left-padded row would see its tokens at positions shifted by the
+    pad count, and score differently from the same row right-padded.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the last non-pad token of each row, for left or right padding.
+
+    Read from the mask, never from pad ids: SmolLM2's pad token is its EOS token, so a
+    response that ends in EOS would otherwise be cut one token early
+    (TRL issues #2778, #3750). Rows with no real token get index 0.
+    """
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be (B, T), got shape {tuple(attention_mask.shape)}")
+    t = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * (t + 1)).argmax(-1)
+
+
+def pad_sequences(
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    side: Literal["left", "right"] = "right",
+    pad_value: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists into ``(ids (B, T), mask (B, T))``; ``pad_value`` overrides ``pad_id``."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    if len(sequences) == 0:
+        raise ValueError("pad_sequences needs at least one sequence")
+    fill = pad_id if pad_value is None else pad_value
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), fill, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        n = len(seq)
+        if n == 0:
+            continue
+        sl = slice(0, n) if side == "right" else slice(width - n, width)
+        ids[i, sl] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def encode_prompt_completion(
+    tokenizer: Any, prompt: str, completion: str, max_length: int | None = None, add_eos: bool = True
+) -> tuple[list[int], list[int]]:
+    """Token ids of prompt‖completion and a 0/1 list marking the completion tokens.
+
+    Prompt and completion are tokenised separately so the boundary is exact. An EOS is
+    appended to the completion unless it already ends with one. When ``max_length`` is
+    exceeded the prompt is cut from the left first (keeping its end, next to the
+    response), then the completion from the right.
+    """
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    completion_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    eos = tokenizer.eos_token_id
+    if add_eos and eos is not None and (not completion_ids or completion_ids[-1] != eos):
+        # chat-rendered completions end in "<|im_end|>\n": the EOS is already there
+        if eos not in completion_ids[-2:]:
+            completion_ids.append(eos)
+    if max_length is not None:
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {max_length}")
+        excess = len(prompt_ids) + len(completion_ids) - max_length
+        if excess > 0:
+            cut = min(excess, max(len(prompt_ids) - 1, 0))
+            prompt_ids = prompt_ids[cut:]
+            excess -= cut
+        if excess > 0:
+            completion_ids = completion_ids[: len(completion_ids) - excess]
+    return prompt_ids + completion_ids, [0] * len(prompt_ids) + [1] * len(completion_ids)
+
+
+def collate_prompt_completion(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_length: int | None = None,
+    side: Literal["left", "right"] = "right",
+) -> dict[str, torch.Tensor]:
+    """Batch of prompt‖completion: ``input_ids``, ``attention_mask``, ``completion_mask`` (B, T)."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    encoded = [encode_prompt_completion(tokenizer, p, c, max_length) for p, c in zip(prompts, completions)]
+    ids, mask = pad_sequences([e[0] for e in encoded], tokenizer.pad_token_id, side)
+    completion_mask, _ = pad_sequences([e[1] for e in encoded], 0, side, pad_value=0)
+    return {"input_ids": ids, "attention_mask": mask, "completion_mask": completion_mask}
+
+
+# ---------------------------------------------------------------- log-probabilities
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[labels]: (B, T, V), (B, T) → (B, T), without a (B, T, V) log-softmax copy."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree")
+    logits = logits.float()
+    picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def token_logprobs(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """(B, T − 1): log π(x_{t+1} | x_{≤t}) for every position, under padding-aware positions.
+
+    Entry t is the log-probability of token t + 1. Calls ``model(...)`` (so DDP hooks
+    run) with position ids from the mask.
+    """
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1, :]  # (B, T-1, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logprobs_from_logits(logits, input_ids[:, 1:])
+
+
+def completion_logprobs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    average: bool = False,
+) -> torch.Tensor:
+    """(B,) summed (or, with ``average``, mean) log π(completion | prompt) over completion tokens."""
+    logps = token_logprobs(model, input_ids, attention_mask)  # (B, T-1)
+    mask = (completion_mask[:, 1:] * attention_mask[:, 1:]).to(logps.dtype)
+    total = (logps * mask).sum(-1)
+    if average:
+        return total / mask.sum(-1).clamp(min=1.0)
+    return total
+
+
+# ---------------------------------------------------------------- batch order
+
+
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over the data (the last batch may be short)."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    return max(1, math.ceil(n_examples / batch_size))
+
+
+def batch_indices(
+    n_examples: int,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    num_processes: int = 1,
+    shuffle: bool = True,
+) -> Iterator[list[int]]:
+    """Endless global batches of example indices, this process's shard of each.
+
+    Epoch e is a permutation drawn from ``torch.Generator().manual_seed(seed + e)``, so
+    the order depends only on (seed, step): resuming at ``start_step`` replays exactly
+    the batches a run without interruption would have seen. Every process sees the
+    same global batch and takes rows ``process_index::num_processes``.
+    """
+    if n_examples <= 0:
+        raise ValueError("no training examples")
+    per_epoch = steps_per_epoch(n_examples, batch_size)
+    step = start_step
+    while True:
+        epoch, k = divmod(step, per_epoch)
+        if shuffle:
+            order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        else:
+            order = list(range(n_examples))
+        batch = order[k * batch_size : (k + 1) * batch_size]
+        yield batch[process_index::num_processes] or batch[:1]
+        step += 1
+
+
+# ---------------------------------------------------------------- RNG and checkpoints
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch global RNGs (entry points only)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states of Python, NumPy and torch (CPU, and CUDA when present)."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(
+    directory: str | Path,
+    step: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``training_state.pt`` (step, optimizer, scheduler, RNG, ``extra``) next to a model.
+
+    Written to a temporary name then renamed, so an interrupted save leaves the previous
+    state intact.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": int(step),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "rng": rng_state(),
+        "extra": dict(extra or {}),
+    }
+    tmp = directory / (TRAINING_STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(directory / TRAINING_STATE_FILE)
+    return directory / TRAINING_STATE_FILE
+
+
+def load_training_state(
+    directory: str | Path,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Load :func:`save_training_state`'s file into ``optimizer``/``scheduler``; returns the dict."""
+    path = Path(directory) / TRAINING_STATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"cannot resume: {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if restore_rng and state.get("rng") is not None:
+        set_rng_state(state["rng"])
+    return state
+
+
+def unwrap(model: Any) -> Any:
+    """The module inside DDP / ``accelerate`` wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
+
+
+# ---------------------------------------------------------------- logging
+
+
+class TrainLogger:
+    """Progress bar + TensorBoard scalars behind one call; silent on non-main processes.
+
+    Args:
+        log_dir: TensorBoard directory (``None``: no event files).
+        total: number of steps, for the bar.
+        desc: bar label.
+        enabled: False on non-main processes.
+        initial: step to start the bar at (when resuming).
+    """
+
+    def __init__(
+        self,
+        log_dir: str | Path | None,
+        total: int,
+        desc: str = "train",
+        enabled: bool = True,
+        initial: int = 0,
+    ) -> None:
+        self.enabled = enabled
+        self.writer = None
+        self.bar = None
+        self.history: list[dict[str, float]] = []
+        if not enabled:
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir))
+
+    def log(self, metrics: Mapping[str, float], step: int, advance: int = 1) -> None:
+        """Record ``metrics`` at ``step`` and move the bar by ``advance``."""
+        clean = {k: float(v) for k, v in metrics.items()}
+        self.history.append({"step": float(step), **clean})
+        if not self.enabled:
+            return
+        if self.writer is not None:
+            for key, value in clean.items():
+                self.writer.add_scalar(key, value, step)
+        if self.bar is not None:
+            shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in list(clean.items())[:4]}
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(advance)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+def mean_metrics(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Key-wise mean of metric dicts (keys missing from a row are skipped for it)."""
+    keys = {k for r in rows for k in r}
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in rows if k in r and not (isinstance(r[k], float) and math.isnan(r[k]))]
+        if vals:
+            out[k] = float(np.mean(vals))
+    return out
+
+
+def cross_entropy_on_completion(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy; labels of -100 (prompt, padding) are ignored. (B, T, V), (B, T)."""
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
