@@ -20,7 +20,9 @@ def postgres_url() -> Iterator[str]:
     """URL of a throw-away database on the test server (created and dropped around the test)."""
     base = os.environ.get(POSTGRES_ENV)
     if not base:
-        pytest.skip(f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/prefrl_test)")
+        pytest.skip(
+            f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/prefrl_test)"
+        )
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     name = f"prefrl_store_{uuid.uuid4().hex[:12]}"
     try:

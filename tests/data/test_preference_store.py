@@ -137,12 +137,16 @@ def test_comparison_round_trip(store: PreferenceStore, two_segments) -> None:
     assert (comp.id, comp.left_id, comp.right_id, comp.text_pair_id) == (cid, a, b, None)
     assert (comp.mu, comp.teacher, comp.labeller) == (0.5, "synthetic:rational", "alice")
     assert comp.created_at.tzinfo is not None and comp.created_at.utcoffset() == timedelta(0)
-    assert before - timedelta(seconds=1) <= comp.created_at <= datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert (
+        before - timedelta(seconds=1) <= comp.created_at <= datetime.now(timezone.utc) + timedelta(seconds=1)
+    )
     assert store.get_comparison(cid) == comp
 
     # created_at given by the caller survives exactly (microseconds, converted to UTC).
     stamp = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
-    (cid2,) = store.add_comparisons([Comparison(mu=0.0, teacher="t", left_id=b, right_id=a, created_at=stamp)])
+    (cid2,) = store.add_comparisons(
+        [Comparison(mu=0.0, teacher="t", left_id=b, right_id=a, created_at=stamp)]
+    )
     got = store.get_comparison(cid2)
     assert got.created_at == stamp and got.created_at.tzinfo == timezone.utc
 
@@ -202,7 +206,9 @@ def test_incomparable_is_stored_but_not_trained_on(store: PreferenceStore, two_s
     pairs = store.training_pairs()
     assert [(left.id, right.id, mu) for left, right, mu in pairs] == [(a, b, 1.0), (b, a, 0.0)]
     assert_same_segment(store.get_segment(a), pairs[0][0])
-    assert [(left.id, right.id, mu) for left, right, mu in store.training_pairs(since_id=first)] == [(b, a, 0.0)]
+    assert [(left.id, right.id, mu) for left, right, mu in store.training_pairs(since_id=first)] == [
+        (b, a, 0.0)
+    ]
     assert store.training_pairs(since_id=third) == []
     assert [c.id for c in store.comparisons(since_id=first)][-1] == third
 
@@ -282,7 +288,13 @@ def test_answer_query_and_replay_refused(store: PreferenceStore, two_segments) -
     with pytest.raises(ValueError, match="mu"):
         store.answer_query(qid, "alice", 3)
     comp = store.answer_query(qid, "alice", 0.0)
-    assert (comp.left_id, comp.right_id, comp.mu, comp.labeller, comp.teacher) == (a, b, 0.0, "alice", "human")
+    assert (comp.left_id, comp.right_id, comp.mu, comp.labeller, comp.teacher) == (
+        a,
+        b,
+        0.0,
+        "alice",
+        "human",
+    )
     assert store.get_comparison(comp.id) == comp
     assert store.get_query(qid).status == "answered"
     with pytest.raises(LeaseError, match="already answered"):
@@ -355,7 +367,12 @@ def test_comparisons_by_labeller_and_item(store: PreferenceStore, two_segments) 
     recent = store.comparisons(labeller="alice", newest_first=True, limit=1)
     assert [c.id for c in recent] == [ids[2]]
     assert [c.id for c in store.comparisons(labeller="alice")] == [ids[0], ids[2]]
-    assert [c.labeller for c in store.comparisons_of(left_id=b, right_id=a)] == ["alice", "bob", "alice", "bob"]
+    assert [c.labeller for c in store.comparisons_of(left_id=b, right_id=a)] == [
+        "alice",
+        "bob",
+        "alice",
+        "bob",
+    ]
     assert len(store.comparisons(teacher="human", kind="segment")) == 4
     assert store.comparisons(kind="text") == []
 
