@@ -125,3 +125,26 @@ def test_racing_for_one_query_gives_one_live_lease(store_url: str) -> None:
         assert store.count_comparisons() == 5
     finally:
         store.close()
+
+
+def _fork_child_writes(store: PreferenceStore, left: int, right: int) -> None:
+    # The parent's pooled connection (socket / SQLite handle) must not be handed out here.
+    assert store._engine.pool.checkedin() == 0, "child inherited the parent's pooled connections"
+    store.add_comparison(left, right, 1.0, teacher="child")
+
+
+def test_forked_child_gets_its_own_connections(store_url: str) -> None:
+    """A store opened before a fork keeps working in the parent and in the child."""
+    store = PreferenceStore(store_url)
+    try:
+        left, right = _seed_segments(store, 2)
+        store.add_comparison(left, right, 0.0, teacher="parent")  # the pool now holds a connection
+        ctx = mp.get_context("fork")
+        child = ctx.Process(target=_fork_child_writes, args=(store, left, right))
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+        store.add_comparison(left, right, 0.5, teacher="parent")
+        assert [c.teacher for c in store.comparisons()] == ["parent", "child", "parent"]
+    finally:
+        store.close()

@@ -32,6 +32,7 @@ import random
 import secrets
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -466,6 +467,17 @@ class PreferenceStore:
             raise ValueError(f"url_or_path is not a valid database URL: {self.url!r} ({err})") from err
         if self._engine.dialect.name == "sqlite":
             self._configure_sqlite(self._engine, busy_timeout_ms=int(busy_timeout_s * 1000), memory=memory)
+        # A forked child (e.g. a vector-env worker) must not reuse the parent's connections:
+        # https://docs.sqlalchemy.org/en/20/core/pooling.html#using-connection-pools-with-multiprocessing-or-os-fork
+        if not memory and hasattr(os, "register_at_fork"):
+            engine_ref = weakref.ref(self._engine)
+
+            def _forget_parent_connections() -> None:
+                engine = engine_ref()
+                if engine is not None:
+                    engine.dispose(close=False)
+
+            os.register_at_fork(after_in_child=_forget_parent_connections)
         self._create_schema()
 
     # ---- plumbing -----------------------------------------------------------------------
