@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RewardEnsemble"]
+from prefrl.data.types import Segment
+
+__all__ = ["RewardEnsemble", "stack_segments"]
 
 #: Leaky-ReLU slope of the paper's reward networks (Appendix A).
 LEAKY_SLOPE = 0.01
@@ -334,6 +336,28 @@ class RewardEnsemble(nn.Module):
         return self.predict_members(obs_np, act_np, batch_size).mean(axis=0)
 
     @torch.no_grad()
+    def segments_member_returns(
+        self, segments: Sequence[Segment], normalised: bool = False, batch_size: int = 256
+    ) -> np.ndarray:
+        """Per-member returns of whole segments in eval mode: → (M, len(segments)).
+
+        Raw (``normalised=False``) by default: the scale the Bradley-Terry model was fit in,
+        which is what preference probabilities for query selection need.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for start in range(0, len(segments), batch_size):
+                obs, act, mask = stack_segments(segments[start : start + batch_size])
+                out.append(self.segment_returns(obs, act if self.use_actions else None, normalised, mask))
+        finally:
+            self.train(was_training)
+        if not out:
+            return np.zeros((self.n_members, 0), dtype=np.float32)
+        return torch.cat(out, dim=1).cpu().numpy()
+
+    @torch.no_grad()
     def update_normalisation(
         self, obs: np.ndarray | torch.Tensor, act: np.ndarray | torch.Tensor | None = None, batch_size: int = 4096
     ) -> None:
@@ -351,6 +375,32 @@ class RewardEnsemble(nn.Module):
         std = raw.std(dim=1, unbiased=False)
         self.norm_offset.copy_(mean)
         self.norm_scale.copy_(self.target_std / std.clamp(min=1e-8))
+
+
+def stack_segments(segments: Sequence[Segment]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack segments into (B, T_max, …) obs and action tensors plus a (B, T_max) step mask.
+
+    Shorter segments are zero-padded at the end; the mask removes the padding from returns.
+    Image observations keep their dtype (uint8) to save memory.
+    """
+    if not segments:
+        raise ValueError("no segments to stack")
+    t_max = max(len(s) for s in segments)
+    first_obs, first_act = np.asarray(segments[0].obs), np.asarray(segments[0].actions)
+    obs = np.zeros((len(segments), t_max, *first_obs.shape[1:]), dtype=first_obs.dtype)
+    act = np.zeros((len(segments), t_max, *first_act.shape[1:]), dtype=first_act.dtype)
+    mask = np.zeros((len(segments), t_max), dtype=np.float32)
+    for i, seg in enumerate(segments):
+        o, a = np.asarray(seg.obs), np.asarray(seg.actions)
+        if o.shape[1:] != first_obs.shape[1:] or a.shape[1:] != first_act.shape[1:] or a.shape[0] != o.shape[0]:
+            raise ValueError(
+                f"segment {i} has obs {o.shape} and actions {a.shape}, unlike the first segment's "
+                f"{first_obs.shape} and {first_act.shape}"
+            )
+        obs[i, : len(o)] = o
+        act[i, : len(a)] = a
+        mask[i, : len(o)] = 1.0
+    return torch.from_numpy(obs), torch.from_numpy(act), torch.from_numpy(mask)
 
 
 def _reinit(modules: nn.Module, generator: torch.Generator) -> None:

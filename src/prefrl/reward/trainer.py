@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 
 from prefrl.data.types import Segment, check_mu
 from prefrl.losses import bradley_terry_loss
-from prefrl.reward.ensemble import RewardEnsemble
+from prefrl.reward.ensemble import RewardEnsemble, stack_segments
 
 __all__ = ["RewardTrainerConfig", "RewardTrainer", "stack_segments"]
 
@@ -92,32 +92,6 @@ class _Stacked:
     mask_left: torch.Tensor  # (P, T) 1 for real steps, 0 for padding
     mask_right: torch.Tensor
     mu: torch.Tensor  # (P,)
-
-
-def stack_segments(segments: Sequence[Segment]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack segments into (B, T_max, …) obs and action tensors plus a (B, T_max) step mask.
-
-    Shorter segments are zero-padded at the end; the mask removes the padding from returns.
-    Image observations keep their dtype (uint8) to save memory.
-    """
-    if not segments:
-        raise ValueError("no segments to stack")
-    t_max = max(len(s) for s in segments)
-    first_obs, first_act = np.asarray(segments[0].obs), np.asarray(segments[0].actions)
-    obs = np.zeros((len(segments), t_max, *first_obs.shape[1:]), dtype=first_obs.dtype)
-    act = np.zeros((len(segments), t_max, *first_act.shape[1:]), dtype=first_act.dtype)
-    mask = np.zeros((len(segments), t_max), dtype=np.float32)
-    for i, seg in enumerate(segments):
-        o, a = np.asarray(seg.obs), np.asarray(seg.actions)
-        if o.shape[1:] != first_obs.shape[1:] or a.shape[1:] != first_act.shape[1:] or a.shape[0] != o.shape[0]:
-            raise ValueError(
-                f"segment {i} has obs {o.shape} and actions {a.shape}, unlike the first segment's "
-                f"{first_obs.shape} and {first_act.shape}"
-            )
-        obs[i, : len(o)] = o
-        act[i, : len(a)] = a
-        mask[i, : len(o)] = 1.0
-    return torch.from_numpy(obs), torch.from_numpy(act), torch.from_numpy(mask)
 
 
 class RewardTrainer:
