@@ -1,0 +1,60 @@
+"""Fixtures for the labelling app: a SQLite store, a fake clip renderer, logged-in clients."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from labelapp_helpers import FakeRenderer
+
+from prefrl.app.server import AppConfig, create_app
+from prefrl.data.store import PreferenceStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    with PreferenceStore(tmp_path / "prefs.db") as s:
+        yield s
+
+
+@pytest.fixture
+def renderer():
+    return FakeRenderer()
+
+
+@pytest.fixture
+def make_app(store, renderer, tmp_path):
+    def build(**overrides):
+        cfg = AppConfig(clips_dir=tmp_path / "clips", **overrides)
+        return create_app(store, cfg, renderer=renderer)
+
+    return build
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def live_server(store, renderer, tmp_path):
+    """A real uvicorn server on 127.0.0.1 and a random free port; yields its base URL."""
+    import uvicorn
+
+    app = create_app(store, AppConfig(clips_dir=tmp_path / "live-clips"), renderer=renderer)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()

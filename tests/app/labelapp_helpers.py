@@ -1,0 +1,82 @@
+"""Helpers shared by the labelling-app tests (a unique module name: tests dirs have no __init__)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from prefrl.data.store import PreferenceStore
+from prefrl.data.types import Segment, TextPair
+
+
+class FakeRenderer:
+    """Writes a small fake MP4 per segment and counts renders (the real one needs MuJoCo)."""
+
+    def __init__(self) -> None:
+        self.rendered: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, segment: Segment, path: Path) -> None:
+        with self.lock:
+            self.rendered.append(int(segment.id))
+        path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + f"segment {segment.id}".encode())
+
+
+def make_segment(ret: float, env_id: str = "Toy-v0") -> Segment:
+    """A 5-step segment whose true return is ``ret``."""
+    return Segment(obs=np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32),
+                   actions=np.zeros((5, 1), np.float32), true_rewards=np.full(5, ret / 5, np.float32),
+                   env_id=env_id)
+
+
+def add_segment_queries(store: PreferenceStore, returns: list[tuple[float, float]], priority=None,
+                        labeller: str | None = None) -> list[int]:
+    """One query per (return_left, return_right) pair; priorities descending in list order by default."""
+    ids = []
+    for i, (rl, rr) in enumerate(returns):
+        left, right = store.add_segments([make_segment(rl), make_segment(rr)])
+        prio = float(len(returns) - i) if priority is None else priority
+        ids.append(store.add_query(left_id=left, right_id=right, priority=prio, labeller=labeller))
+    return ids
+
+
+def add_text_query(store: PreferenceStore, priority: float = 0.0) -> int:
+    pid = store.add_text_pair(TextPair("Greet the user.", "Hello! How can I help?", "What do you want?"))
+    return store.add_query(text_pair_id=pid, priority=priority)
+
+
+class Labeller:
+    """A logged-in HTTP client with its CSRF token (as the page's JS would have it)."""
+
+    def __init__(self, client: TestClient, name: str) -> None:
+        self.client = client
+        self.name = name
+        page = client.get("/")
+        match = re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text)
+        assert match, "label page has no CSRF token"
+        self.csrf = match.group(1)
+
+    def post(self, url: str, body: dict | None = None, **kw):
+        headers = {"X-CSRF-Token": self.csrf, **kw.pop("headers", {})}
+        return self.client.post(url, json=body or {}, headers=headers, **kw)
+
+    def next(self) -> dict | None:
+        r = self.post("/api/next")
+        assert r.status_code == 200, r.text
+        return r.json()["query"]
+
+    def answer(self, query_id: int, mu):
+        return self.post("/api/answer", {"query_id": query_id, "mu": mu})
+
+
+def login(app, store: PreferenceStore, name: str, role: str = "labeller") -> Labeller:
+    """Register ``name`` and log a fresh client in through the login link."""
+    token = store.add_labeller(name, role=role)
+    client = TestClient(app)
+    r = client.get("/login", params={"token": token}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return Labeller(client, name)
