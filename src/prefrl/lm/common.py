@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +42,13 @@ __all__ = [
     "TrainLogger",
     "unwrap",
     "seed_everything",
+    "doc",
+    "TrainArgs",
+    "run_training",
+    "linear_schedule",
+    "mean_metrics",
+    "cross_entropy_on_completion",
+    "config_to_dict",
 ]
 
 TRAINING_STATE_FILE = "training_state.pt"
@@ -388,3 +398,180 @@ def cross_entropy_on_completion(logits: torch.Tensor, labels: torch.Tensor) -> t
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
     )
+
+
+# ---------------------------------------------------------------- shared training config and loop
+
+
+def doc(text: str, **kwargs: Any) -> Any:
+    """A dataclass field whose help text (``metadata["help"]``) becomes the CLI's ``--help``."""
+    from dataclasses import field
+
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class TrainArgs:
+    """Options every LM training stage shares (SFT, RM, DPO)."""
+
+    model: str = doc(
+        "Causal LM to start from: a checkpoint directory, 'smollm2' or 'tiny'.", default="smollm2"
+    )
+    output_dir: str = doc(
+        "Where the final checkpoint, step checkpoints and TensorBoard logs go.", default="runs/lm"
+    )
+    seed: int = doc("Seed of data order, head initialisation and dropout.", default=0)
+    learning_rate: float = doc("Peak AdamW learning rate.", default=1e-5)
+    weight_decay: float = doc("AdamW weight decay.", default=0.0)
+    warmup_steps: int = doc("Linear warm-up steps, then a linear decay to 0.", default=0)
+    batch_size: int = doc("Examples per optimizer step, over all processes.", default=8)
+    epochs: float = doc("Passes over the data (ignored when max_steps > 0).", default=1.0)
+    max_steps: int = doc("Optimizer steps to run; 0 means derive from epochs.", default=0)
+    max_length: int = doc("Truncate prompt+response to this many tokens.", default=512)
+    max_grad_norm: float = doc("Clip the gradient norm to this value; 0 disables clipping.", default=1.0)
+    lora_r: int = doc("LoRA rank; 0 trains all weights.", default=0)
+    lora_alpha: float = doc("LoRA scaling numerator alpha (update scaled by alpha/r).", default=32.0)
+    lora_dropout: float = doc("Dropout on the LoRA adapter input.", default=0.05)
+    lora_target_modules: str = doc(
+        "Comma-separated module names that get LoRA adapters.", default="q_proj,k_proj,v_proj,o_proj"
+    )
+    save_every: int = doc("Write a resumable checkpoint every this many steps; 0 only at the end.", default=0)
+    log_every: int = doc("Write TensorBoard scalars every this many steps.", default=1)
+    resume: str | None = doc(
+        "Checkpoint directory to resume from (model, optimizer, scheduler, step, RNG).", default=None
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_length", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("max_steps", "warmup_steps", "save_every", "lora_r"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.max_steps == 0 and self.epochs <= 0:
+            raise ValueError("set epochs > 0 or max_steps > 0")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"max_grad_norm must be ≥ 0, got {self.max_grad_norm}")
+        if self.resume is not None and not Path(self.resume).is_dir():
+            raise ValueError(f"resume: {self.resume} is not a directory")
+        if self.lora_r > 0:
+            self.lora  # noqa: B018 - validate the LoRA fields now
+
+    @property
+    def lora(self) -> Any:
+        """The :class:`~prefrl.lm.models.LoraSpec`, or ``None`` for full fine-tuning."""
+        from prefrl.lm.models import LoraSpec
+
+        if self.lora_r == 0:
+            return None
+        return LoraSpec(
+            self.lora_r, self.lora_alpha, self.lora_dropout, tuple(self.lora_target_modules.split(","))
+        )
+
+    def total_steps(self, n_examples: int) -> int:
+        """Optimizer steps for ``n_examples`` training examples."""
+        if self.max_steps > 0:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * steps_per_epoch(n_examples, self.batch_size)))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-safe dict of a config dataclass."""
+    from dataclasses import asdict
+
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> Any:
+    """Linear warm-up to the peak learning rate, then linear decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+LossFn = Callable[[Any, list[int], Any], tuple[torch.Tensor, dict[str, float]]]
+SaveFn = Callable[[Any, Path], None]
+
+
+def run_training(
+    cfg: TrainArgs,
+    model: torch.nn.Module,
+    n_examples: int,
+    loss_fn: LossFn,
+    save_fn: SaveFn,
+    desc: str,
+    accelerator: Any = None,
+) -> dict[str, Any]:
+    """The loop shared by SFT, RM and DPO: seed → batches → loss → update → log → checkpoint.
+
+    ``loss_fn(model, batch_indices, device) -> (loss, metrics)`` computes one batch (this
+    process's shard); ``save_fn(model, directory)`` writes the unwrapped model in HF
+    format. With ``cfg.resume`` the optimizer, scheduler, step counter and RNG are
+    restored from the checkpoint and the batch order continues where it stopped
+    (the caller has already loaded the model weights from it).
+
+    Returns ``{"step", "history", "output_dir"}``.
+    """
+    from accelerate import Accelerator
+
+    acc = accelerator if accelerator is not None else Accelerator()
+    out = Path(cfg.output_dir)
+    total = cfg.total_steps(n_examples)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = linear_schedule(optimizer, cfg.warmup_steps, total)
+    start = 0
+    if cfg.resume is not None:
+        state = load_training_state(cfg.resume, optimizer, scheduler)
+        start = int(state["step"])
+    else:
+        seed_everything(cfg.seed + acc.process_index)
+    model, optimizer = acc.prepare(model, optimizer)
+    batches = batch_indices(n_examples, cfg.batch_size, cfg.seed, start, acc.process_index, acc.num_processes)
+    logger = TrainLogger(out / "runs", total, desc, enabled=acc.is_main_process, initial=start)
+
+    def checkpoint(directory: Path, step: int) -> None:
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            directory.mkdir(parents=True, exist_ok=True)
+            save_fn(acc.unwrap_model(model), directory)
+            save_training_state(directory, step, optimizer, scheduler, {"config": config_to_dict(cfg)})
+            (directory / "prefrl_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+        acc.wait_for_everyone()
+
+    step = start
+    t0 = time.perf_counter()
+    window: list[dict[str, float]] = []
+    for step in range(start + 1, total + 1):
+        model.train()
+        loss, metrics = loss_fn(model, next(batches), acc.device)
+        optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if cfg.max_grad_norm > 0:
+            metrics["grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        metrics["lr"] = scheduler.get_last_lr()[0]
+        window.append(metrics)
+        if step % cfg.log_every == 0 or step == total:
+            row = mean_metrics(window)
+            if acc.num_processes > 1:
+                keys = sorted(row)
+                vals = acc.reduce(torch.tensor([row[k] for k in keys], device=acc.device), "mean")
+                row = dict(zip(keys, vals.tolist()))
+            row["charts/sps"] = len(window) / max(time.perf_counter() - t0, 1e-9)
+            logger.log(row, step, advance=len(window))
+            window, t0 = [], time.perf_counter()
+        if cfg.save_every and step % cfg.save_every == 0 and step < total:
+            checkpoint(out / f"checkpoint-{step}", step)
+    logger.close()
+    checkpoint(out, step)
+    return {"step": step, "history": logger.history, "output_dir": out}

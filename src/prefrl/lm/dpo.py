@@ -1,0 +1,173 @@
+"""Direct preference optimisation (Rafailov et al. 2023), with IPO and conservative DPO.
+
+The loss is :func:`prefrl.losses.dpo_loss`. Reference log-probabilities are computed
+ONCE before training and cached in ``output_dir/ref_logps.pt`` (reused on resume):
+the reference never changes, so recomputing it every step would double the cost.
+With LoRA the reference is the base model with the adapter disabled
+(``with model.disable_adapter():``), so no second copy of the weights is held.
+
+Logged: ``loss/dpo``, ``rewards/chosen`` = β·(log π(y_c) − log π_ref(y_c)),
+``rewards/rejected``, ``reward/accuracy`` (implicit reward of chosen > rejected) and
+``reward/margin``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+
+from prefrl.lm.common import TrainArgs, collate_prompt_completion, completion_logprobs, doc, run_training
+from prefrl.lm.data import PreferenceExample, load_preferences
+from prefrl.lm.models import load_causal_lm
+from prefrl.losses import dpo_loss
+
+__all__ = ["DPOConfig", "train_dpo", "reference_logprobs", "dpo_batch_metrics"]
+
+DPOLoss = Literal["sigmoid", "ipo"]
+
+
+@dataclass
+class DPOConfig(TrainArgs):
+    """DPO / IPO / cDPO on preference pairs."""
+
+    data: str = doc("Preference data file/directory (prompt/chosen/rejected).", default="")
+    ref_model: str | None = doc(
+        "Reference model; default: the starting model (LoRA: adapter disabled).", default=None
+    )
+    beta: float = doc("β: strength of the implicit KL penalty to the reference.", default=0.1)
+    loss_type: str = doc("'sigmoid' (DPO) or 'ipo' (Azar et al. 2023).", default="sigmoid")
+    label_smoothing: float = doc("Assumed label-noise rate; > 0 gives conservative DPO (cDPO).", default=0.0)
+    skip_bad_rows: bool = doc("Skip malformed rows (and report how many) instead of failing.", default=False)
+    learning_rate: float = doc("Peak AdamW learning rate.", default=5e-7)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.data:
+            raise ValueError("data: give a preference file")
+        if self.loss_type not in get_args(DPOLoss):
+            raise ValueError(f"loss_type must be one of {get_args(DPOLoss)}, got {self.loss_type!r}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
+
+def _pair_batch(
+    tokenizer: Any, rows: list[PreferenceExample], max_length: int, device: Any
+) -> dict[str, torch.Tensor]:
+    """Chosen rows then rejected rows, (2B, T), for one concatenated forward pass."""
+    b = collate_prompt_completion(
+        tokenizer,
+        [r.prompt for r in rows] * 2,
+        [r.chosen for r in rows] + [r.rejected for r in rows],
+        max_length,
+    )
+    return {k: v.to(device) for k, v in b.items()}
+
+
+@torch.no_grad()
+def reference_logprobs(
+    ref: Any, tokenizer: Any, examples: list[PreferenceExample], max_length: int, batch_size: int = 8
+) -> torch.Tensor:
+    """(N, 2) summed reference log-probs of (chosen, rejected) for every example.
+
+    ``ref`` is a model, or a peft model whose adapter is disabled for the pass.
+    """
+    was_training = ref.training
+    ref.eval()
+    device = next(ref.parameters()).device
+    out = []
+    ctx = ref.disable_adapter() if hasattr(ref, "disable_adapter") else _null()
+    with ctx:
+        for i in range(0, len(examples), batch_size):
+            rows = examples[i : i + batch_size]
+            b = _pair_batch(tokenizer, rows, max_length, device)
+            lp = completion_logprobs(ref, b["input_ids"], b["attention_mask"], b["completion_mask"])  # (2B,)
+            out.append(torch.stack([lp[: len(rows)], lp[len(rows) :]], dim=1).cpu())
+    ref.train(was_training)
+    return torch.cat(out)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def dpo_batch_metrics(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> dict[str, float]:
+    """Implicit rewards β·log(π/π_ref) of chosen and rejected, their accuracy and margin."""
+    r_c = beta * (policy_chosen - ref_chosen).detach()
+    r_r = beta * (policy_rejected - ref_rejected).detach()
+    return {
+        "rewards/chosen": float(r_c.mean()),
+        "rewards/rejected": float(r_r.mean()),
+        "reward/accuracy": float((r_c > r_r).float().mean()),
+        "reward/margin": float((r_c - r_r).mean()),
+    }
+
+
+def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
+    """Run DPO from ``cfg.model`` (or ``cfg.resume``); the checkpoint goes to ``cfg.output_dir``."""
+    policy, tokenizer = load_causal_lm(cfg.resume or cfg.model, lora=None if cfg.resume else cfg.lora)
+    loaded = load_preferences(cfg.data, tokenizer, cfg.skip_bad_rows)
+    examples = loaded.examples
+    is_lora = hasattr(policy, "disable_adapter")
+
+    cache = Path(cfg.output_dir) / "ref_logps.pt"
+    key = {
+        "n": len(examples),
+        "ref": cfg.ref_model or cfg.model,
+        "max_length": cfg.max_length,
+        "data": cfg.data,
+    }
+    ref_logps = None
+    for candidate in (cache, Path(cfg.resume) / "ref_logps.pt" if cfg.resume else None):
+        if candidate is not None and candidate.exists():
+            saved = torch.load(candidate, weights_only=False)
+            if saved.get("key") == key:
+                ref_logps = saved["logps"]
+                break
+    if ref_logps is None:
+        if cfg.ref_model is not None:
+            ref, _ = load_causal_lm(cfg.ref_model)
+        elif is_lora:
+            ref = policy  # the adapter is disabled inside reference_logprobs
+        elif cfg.resume is not None:
+            ref, _ = load_causal_lm(cfg.model)
+        else:
+            ref = policy
+        ref_logps = reference_logprobs(ref, tokenizer, examples, cfg.max_length, cfg.batch_size)
+        del ref
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "logps": ref_logps}, cache)
+
+    def loss_fn(m: Any, idx: list[int], device: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        rows = [examples[i] for i in idx]
+        b = _pair_batch(tokenizer, rows, cfg.max_length, device)
+        lp = completion_logprobs(m, b["input_ids"], b["attention_mask"], b["completion_mask"])  # (2B,)
+        pc, pr = lp[: len(rows)], lp[len(rows) :]
+        ref = ref_logps[idx].to(device)  # (B, 2)
+        losses = dpo_loss(pc, pr, ref[:, 0], ref[:, 1], cfg.beta, cfg.label_smoothing, cfg.loss_type)  # (B,)
+        loss = losses.mean()
+        return loss, {"loss/dpo": loss.item(), **dpo_batch_metrics(pc, pr, ref[:, 0], ref[:, 1], cfg.beta)}
+
+    def save_fn(m: Any, d: Path) -> None:
+        m.save_pretrained(d)
+        tokenizer.save_pretrained(d)
+        if Path(d) != cache.parent:
+            torch.save({"key": key, "logps": ref_logps}, Path(d) / "ref_logps.pt")
+
+    result = run_training(cfg, policy, len(examples), loss_fn, save_fn, "dpo")
+    result["skipped_rows"] = loaded.skipped
+    return result
