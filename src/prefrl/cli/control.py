@@ -47,6 +47,8 @@ def train(
     baseline: bool = typer.Option(False, "--baseline", help="Also run PPO on the true reward with the same steps, for the report."),
     n_envs: int = typer.Option(1, "--n-envs", help="Parallel envs."),
     n_steps: int = typer.Option(2048, "--n-steps", help="PPO rollout length per env (T)."),
+    n_minibatches: int = typer.Option(32, "--n-minibatches", help="PPO minibatches per epoch."),
+    lr: float = typer.Option(3e-4, "--lr", help="PPO learning rate (annealed to 0)."),
     segment_steps: int | None = typer.Option(None, "--segment-steps", help="Steps per segment (default: 1.5 s of env time, clamped to [25, 60]; 25 without dt)."),
     selector: str = typer.Option("disagreement", "--selector", help="Query selection: disagreement | entropy | uniform."),
     reward_epochs: int = typer.Option(50, "--reward-epochs", help="Reward-model epochs per training round."),
@@ -69,7 +71,7 @@ def train(
         if resume is not None:
             loop = PreferenceLoop.resume(resume, progress=progress)
         else:
-            ppo = PPOConfig(n_steps=n_steps, n_minibatches=min(32, n_steps * n_envs), total_steps=steps)
+            ppo = PPOConfig(n_steps=n_steps, n_minibatches=n_minibatches, lr=lr, total_steps=max(steps, 1))
             cfg = ControlConfig(
                 env_id=env,
                 labels=labels,

@@ -197,7 +197,10 @@ class PreferenceLoop:
         self.train_ensemble = copy.deepcopy(self.ensemble) if cfg.asynchronous else self.ensemble
         self.trainer = RewardTrainer(self.train_ensemble, cfg.reward, np.random.default_rng(cfg.seed + 1))
         self.selector = make_selector(cfg.selector, np.random.default_rng(cfg.seed + 2))
-        self.schedule = LabelSchedule(cfg.labels, cfg.steps, initial_fraction=cfg.initial_fraction)
+        # The last ask happens after the last full rollout, so the whole budget is due by then.
+        self.schedule = LabelSchedule(
+            cfg.labels, cfg.n_rollouts * cfg.steps_per_rollout, initial_fraction=cfg.initial_fraction
+        )
         self.teacher = None
         if cfg.teacher != "human":
             from prefrl.teachers.synthetic import make_teacher
@@ -266,6 +269,10 @@ class PreferenceLoop:
             self.pool.load_state(state["pool"])
             restore_rng_states(self.rng, state["rng"])
             self.reward_metrics = dict(state.get("reward_metrics", {}))
+            if self.cfg.store is None:
+                # The run's own store may hold queries posted after the last checkpoint (killed
+                # between ask and checkpoint): count them so that no label is asked twice.
+                self.counters.queries_posted = max(self.counters.queries_posted, self.store.count_queries())
         except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as e:
             raise CheckpointError(f"checkpoint in {self.run_dir} does not fit this run: {type(e).__name__}: {e}") from e
 

@@ -1,0 +1,113 @@
+"""Resume: a run killed with SIGKILL mid-way continues where it stopped; bad checkpoints are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import go_right_env
+import pytest
+
+from prefrl.control.checkpoint import CheckpointError, load_checkpoint
+from prefrl.data.store import PreferenceStore
+
+HERE = Path(__file__).parent
+LABELS, N_STEPS, ROLLOUTS = 60, 128, 40
+ARGS = [
+    "--env", go_right_env.ENV_ID, "--labels", str(LABELS), "--steps", str(N_STEPS * ROLLOUTS),
+    "--n-steps", str(N_STEPS), "--n-minibatches", "4", "--lr", "0.003", "--segment-steps", "10",
+    "--reward-epochs", "3", "--no-progress",
+]
+
+
+def _prefrl(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    code = "import go_right_env; from prefrl.cli import app; app(prog_name='prefrl')"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "control", "train", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _checkpoint_or_none(run: Path):
+    try:
+        return load_checkpoint(run)
+    except CheckpointError:
+        return None
+
+
+def test_resume_after_sigkill_continues_without_losing_labels(tmp_path):
+    run = tmp_path / "run"
+    proc = _prefrl(*ARGS, "--run-dir", str(run), "--checkpoint-minutes", "0.0001")
+    deadline = time.monotonic() + 240
+    state = None
+    while time.monotonic() < deadline:
+        state = _checkpoint_or_none(run)
+        if state is not None and state["counters"].iteration >= 6:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before it could be killed:\n{proc.stdout.read()}")
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("no checkpoint with 6 iterations within 240 s")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    before = load_checkpoint(run)["counters"]  # the last checkpoint written before the kill
+    assert before.global_step < N_STEPS * ROLLOUTS
+    store = PreferenceStore(run / "preferences.sqlite")
+    comparisons_before = store.count_comparisons()
+    store.close()
+    assert comparisons_before >= 1
+
+    resumed = _prefrl("--resume", str(run))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+
+    after = load_checkpoint(run)["counters"]
+    assert after.iteration > before.iteration
+    assert after.global_step >= N_STEPS * (ROLLOUTS - 1)  # trained to the end
+    assert after.reward_rounds > before.reward_rounds
+    assert after.queries_posted == LABELS
+    store = PreferenceStore(run / "preferences.sqlite")
+    assert store.count_comparisons() >= comparisons_before  # no label lost
+    assert store.count_comparisons() >= LABELS  # every asked query got answered in the end
+    history = json.loads((run / "history.json").read_text())
+    steps = [row["step"] for row in history["iterations"]]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # counters continued, no restart
+    assert (run / "report.html").is_file()
+
+
+def _digest(run: Path) -> dict[str, str]:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resume_of_a_corrupted_checkpoint_is_a_clear_error_and_destroys_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from prefrl.cli import app
+
+    run = tmp_path / "run"
+    small = [a if a != str(N_STEPS * ROLLOUTS) else str(N_STEPS * 4) for a in ARGS]
+    small[small.index("--labels") + 1] = "12"
+    result = CliRunner().invoke(app, ["control", "train", *small, "--run-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # torn write
+    before = _digest(run)
+
+    result = CliRunner().invoke(app, ["control", "train", "--resume", str(run)])
+    assert result.exit_code != 0
+    assert "corrupted" in result.output and "Traceback" not in result.output
+    assert _digest(run) == before
+
+    result = CliRunner().invoke(app, ["control", "train", "--resume", str(tmp_path / "nothing")])
+    assert result.exit_code != 0 and "does not exist" in result.output
