@@ -14,9 +14,10 @@ N_PROCS = 4
 PER_PROC = 250
 
 
-def _write_comparisons(url: str, worker: int, left: int, right: int, n: int, start: mp.Barrier) -> None:
+def _write_comparisons(url: str, worker: int, n: int, start: mp.Barrier) -> None:
+    start.wait(timeout=60)  # all processes open the new database and hammer it at the same moment
     with PreferenceStore(url) as store:
-        start.wait(timeout=60)  # all processes hammer the file at the same moment
+        left, right = _seed_segments(store, 2)
         for i in range(n):
             mu = (1.0, 0.0, 0.5, None)[i % 4]
             store.add_comparison(left, right, mu, teacher=f"worker-{worker}", labeller=f"{worker}:{i}")
@@ -31,13 +32,11 @@ def _seed_segments(store: PreferenceStore, n: int) -> list[int]:
 
 
 def test_processes_writing_at_once_lose_nothing(store_url: str) -> None:
-    with PreferenceStore(store_url) as store:
-        left, right = _seed_segments(store, 2)
+    """4 spawned processes create the schema of an empty database at once, then write 250 comparisons each."""
     ctx = mp.get_context("spawn")
     start = ctx.Barrier(N_PROCS)
     procs = [
-        ctx.Process(target=_write_comparisons, args=(store_url, w, left, right, PER_PROC, start))
-        for w in range(N_PROCS)
+        ctx.Process(target=_write_comparisons, args=(store_url, w, PER_PROC, start)) for w in range(N_PROCS)
     ]
     for p in procs:
         p.start()
@@ -53,6 +52,8 @@ def test_processes_writing_at_once_lose_nothing(store_url: str) -> None:
         f"{w}:{i}" for w in range(N_PROCS) for i in range(PER_PROC)
     )
     assert Counter(c.teacher for c in comps) == {f"worker-{w}": PER_PROC for w in range(N_PROCS)}
+    # Each worker compared its own two segments.
+    assert len({(c.left_id, c.right_id) for c in comps}) == N_PROCS
 
 
 def test_concurrent_labellers_answer_each_query_exactly_once(store_url: str) -> None:
