@@ -1,7 +1,192 @@
-"""`prefrl label …` commands."""
+"""`prefrl label …` commands: the labelling web app for people.
+
+    prefrl label add-labeller ann --store prefs.db          # prints a one-time login link
+    prefrl label push-demo --store prefs.db                 # a few pairs to try the app on
+    prefrl label serve --store prefs.db                     # http://127.0.0.1:8000
+"""
 
 from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+STORE_HELP = "Preference store: a SQLAlchemy URL (sqlite:///prefs.db, postgresql+psycopg2://…) or a file path."
+
+#: Canned prompts and response pairs for `push-demo --kind text`: (prompt, better, worse).
+DEMO_TEXT = [
+    ("Explain what a reward model is in one sentence.",
+     "A reward model is a network trained on human comparisons to score how much people would like an output.",
+     "It is a model. It gives rewards. Rewards are good."),
+    ("Write a friendly greeting for a new colleague.",
+     "Welcome aboard! We're glad you're here — shout if you need anything while you settle in.",
+     "Hello. You have been added to the team."),
+    ("What is 17 × 3?", "17 × 3 = 51.", "17 × 3 is 41."),
+    ("Suggest a name for a grey cat.", "How about Pebble, Smoke or Earl Grey?", "Cat."),
+    ("Summarise: 'The meeting moved from Monday to Wednesday at 10.'",
+     "The meeting is now on Wednesday at 10.",
+     "There is a meeting on Monday."),
+]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _open_store(store: str):  # noqa: ANN202 - heavy import kept inside the command
+    from prefrl.data.store import PreferenceStore
+
+    try:
+        return PreferenceStore(store)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--store") from None
+
+
+@app.command()
+def serve(
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default; 0.0.0.0 exposes it)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    clips_dir: Path = typer.Option(Path("prefrl-clips"), help="Cache of rendered MP4 clips, one per segment id."),
+    lease_seconds: float = typer.Option(300.0, help="How long a shown pair stays reserved for its labeller."),
+    undo_seconds: float = typer.Option(30.0, help="How long after answering a labeller may undo."),
+    secure_cookie: bool = typer.Option(False, help="Mark the session cookie Secure (serve behind HTTPS)."),
+) -> None:
+    """Serve the labelling app: one comparison at a time, answered by button or keyboard.
+
+    Sessions are signed with $PREFRL_APP_SECRET when set (so restarts keep people logged in),
+    else with a random key per start.
+    """
+    import uvicorn
+
+    from prefrl.app.server import AppConfig, create_app
+
+    secret_env = os.environ.get("PREFRL_APP_SECRET")
+    try:
+        cfg = AppConfig(clips_dir=clips_dir, lease_seconds=lease_seconds, undo_window_seconds=undo_seconds,
+                        secure_cookie=secure_cookie, secret=secret_env.encode() if secret_env else None)
+        from prefrl.app.auth import SessionSigner
+
+        SessionSigner(cfg.secret)  # fail now on a short secret, not at the first login
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if not _is_loopback(host):
+        typer.secho(f"warning: binding {host}: the app is reachable from other machines; use HTTPS in front "
+                    "of it and --secure-cookie.", fg=typer.colors.YELLOW, err=True)
+    pref_store = _open_store(store)
+    typer.echo(f"prefrl labelling on http://{host}:{port}  (store {pref_store.url}, clips in {cfg.clips_dir})")
+    typer.echo("Add people with: prefrl label add-labeller NAME --store ...")
+    uvicorn.run(create_app(pref_store, cfg), host=host, port=port, log_level="info")
+
+
+@app.command("add-labeller")
+def add_labeller(
+    name: str = typer.Argument(..., help="The labeller's name (unique)."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+    admin: bool = typer.Option(False, "--admin", help="Give the admin role (sees the progress and agreement page)."),
+    host: str = typer.Option("127.0.0.1", help="Host of the login link printed."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port of the login link printed."),
+) -> None:
+    """Register a labeller and print their login link and token (shown once; only a hash is kept)."""
+    pref_store = _open_store(store)
+    try:
+        token = pref_store.add_labeller(name, role="admin" if admin else "labeller")
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="NAME") from None
+    typer.echo(f"Login link for {name}{' (admin)' if admin else ''}: http://{host}:{port}/login?token={token}")
+    typer.echo(f"Token: {token}")
+    typer.echo("Send it privately; it is not shown again.")
+
+
+@app.command("push-demo")
+def push_demo(
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+    kind: str = typer.Option("both", help="What to add: text, segments or both."),
+    pairs: int = typer.Option(5, min=1, max=100, help="Number of pairs of each kind."),
+    env_id: str = typer.Option("HalfCheetah-v5", "--env", help="Gymnasium env for the segment pairs."),
+    segment_steps: int = typer.Option(50, min=2, max=1000, help="Steps per segment."),
+    seed: int = typer.Option(0, help="Random seed of the demo rollouts."),
+) -> None:
+    """Fill a store with a few pairs (text and/or random-policy segments) to try the app right away."""
+    if kind not in ("text", "segments", "both"):
+        raise typer.BadParameter(f"kind must be text, segments or both, got {kind!r}", param_hint="--kind")
+    pref_store = _open_store(store)
+    added = []
+    if kind in ("text", "both"):
+        added.append(f"{push_demo_text(pref_store, pairs)} text queries")
+    if kind in ("segments", "both"):
+        try:
+            n = push_demo_segments(pref_store, pairs, env_id, segment_steps, seed)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--env") from None
+        added.append(f"{n} segment queries ({env_id})")
+    typer.echo(f"Added {' and '.join(added)} to {pref_store.url}.")
+
+
+def push_demo_text(store, n: int) -> int:  # noqa: ANN001 - a PreferenceStore
+    """Add ``n`` canned text pairs as queries (sides alternate, so 'better' is not always left)."""
+    from prefrl.data.types import TextPair
+
+    for i in range(n):
+        prompt, good, bad = DEMO_TEXT[i % len(DEMO_TEXT)]
+        a, b = (good, bad) if i % 2 == 0 else (bad, good)
+        pair_id = store.add_text_pair(TextPair(prompt, a, b, meta={"demo": True, "better": "a" if i % 2 == 0 else "b"}))
+        store.add_query(text_pair_id=pair_id, priority=0.0)
+    return n
+
+
+def push_demo_segments(store, n: int, env_id: str, segment_steps: int, seed: int) -> int:  # noqa: ANN001
+    """Roll out a random policy in ``env_id`` and add ``n`` pairs of segments (with sim states) as queries."""
+    import gymnasium as gym
+    import numpy as np
+
+    from prefrl.control.envs import get_sim_state, sim_state_supported
+    from prefrl.data.types import Segment
+
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as e:
+        raise ValueError(f"cannot make env {env_id!r}: {e}") from None
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    if not sim_state_supported(env):  # checked after reset: classic envs have no state before it
+        env.close()
+        raise ValueError(f"env {env_id!r} exposes no simulator state: its clips could not be rendered")
+    segments: list[Segment] = []
+    rng = np.random.default_rng(seed)
+    try:
+        while len(segments) < 2 * n:
+            # a random "effort" per segment so the pairs differ visibly
+            scale = float(rng.uniform(0.2, 1.0))
+            o, a, r, s = [], [], [], []
+            for _ in range(segment_steps):
+                action = env.action_space.sample()
+                if isinstance(env.action_space, gym.spaces.Box):
+                    action = (action * scale).astype(env.action_space.dtype)
+                o.append(np.asarray(obs))
+                s.append(get_sim_state(env))
+                a.append(np.asarray(action))
+                obs, reward, terminated, truncated, _ = env.step(action)
+                r.append(float(reward))
+                if terminated or truncated:
+                    obs, _ = env.reset()
+                    break
+            if len(o) < 2:
+                continue
+            segments.append(Segment(obs=np.stack(o), actions=np.stack(a), true_rewards=np.asarray(r, np.float32),
+                                    sim_states=np.stack(s), env_id=env_id, meta={"demo": True}))
+    finally:
+        env.close()
+    ids = store.add_segments(segments)
+    for i in range(n):
+        store.add_query(left_id=ids[2 * i], right_id=ids[2 * i + 1], priority=0.0)
+    return n

@@ -1,0 +1,78 @@
+"""`prefrl label …` commands: add-labeller, push-demo, serve (a real process on a free port)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+from typer.testing import CliRunner
+
+from prefrl.cli import app
+from prefrl.data.store import PreferenceStore
+
+runner = CliRunner()
+
+
+def test_add_labeller_prints_a_working_login_link(tmp_path):
+    db = str(tmp_path / "prefs.db")
+    r = runner.invoke(app, ["label", "add-labeller", "ann", "--store", db, "--admin", "--port", "8123"])
+    assert r.exit_code == 0, r.output
+    link = re.search(r"http://127\.0\.0\.1:8123/login\?token=(\S+)", r.output)
+    assert link and f"Token: {link.group(1)}" in r.output
+    with PreferenceStore(db) as store:
+        who = store.authenticate(link.group(1))
+        assert who.name == "ann" and who.role == "admin"
+        assert link.group(1) not in (tmp_path / "prefs.db").read_bytes().decode("latin-1")  # hashed at rest
+    again = runner.invoke(app, ["label", "add-labeller", "ann", "--store", db])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_push_demo_fills_a_store(tmp_path):
+    db = str(tmp_path / "prefs.db")
+    r = runner.invoke(app, ["label", "push-demo", "--store", db, "--kind", "both", "--pairs", "3",
+                            "--env", "CartPole-v1", "--segment-steps", "10"])
+    assert r.exit_code == 0, r.output
+    with PreferenceStore(db) as store:
+        assert store.count_queries("pending") == 6 and store.count_text_pairs() == 3
+        segs = store.get_segments([1, 2])
+        assert all(s.sim_states is not None and s.env_id == "CartPole-v1" and s.true_rewards is not None for s in segs)
+    bad = runner.invoke(app, ["label", "push-demo", "--store", db, "--kind", "videos"])
+    assert bad.exit_code == 2 and "kind" in bad.output
+    bad_env = runner.invoke(app, ["label", "push-demo", "--store", db, "--kind", "segments", "--env", "NoSuchEnv-v9"])
+    assert bad_env.exit_code == 2 and "NoSuchEnv-v9" in bad_env.output
+
+
+def test_serve_runs_on_loopback_and_serves_the_app(tmp_path):
+    db = str(tmp_path / "prefs.db")
+    with PreferenceStore(db) as store:
+        token = store.add_labeller("ann")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", "from prefrl.cli import main; main()", "label", "serve", "--store", db, "--port", str(port),
+                             "--clips-dir", str(tmp_path / "clips")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        with httpx.Client(base_url=base, follow_redirects=True) as client:
+            r = client.get("/login", params={"token": token})
+            assert r.status_code == 200 and "Labelled this session" in r.text  # followed the redirect
+            assert client.get("/static/label.js").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
