@@ -13,46 +13,18 @@ Logged: ``loss/dpo``, ``rewards/chosen`` = β·(log π(y_c) − log π_ref(y_c))
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 
-from prefrl.lm.common import TrainArgs, collate_prompt_completion, completion_logprobs, doc, run_training
+from prefrl.lm.common import collate_prompt_completion, completion_logprobs, run_training
+from prefrl.lm.configs import DPOConfig
 from prefrl.lm.data import PreferenceExample, load_preferences
 from prefrl.lm.models import load_causal_lm
 from prefrl.losses import dpo_loss
 
 __all__ = ["DPOConfig", "train_dpo", "reference_logprobs", "dpo_batch_metrics"]
-
-DPOLoss = Literal["sigmoid", "ipo"]
-
-
-@dataclass
-class DPOConfig(TrainArgs):
-    """DPO / IPO / cDPO on preference pairs."""
-
-    data: str = doc("Preference data file/directory (prompt/chosen/rejected).", default="")
-    ref_model: str | None = doc(
-        "Reference model; default: the starting model (LoRA: adapter disabled).", default=None
-    )
-    beta: float = doc("β: strength of the implicit KL penalty to the reference.", default=0.1)
-    loss_type: str = doc("'sigmoid' (DPO) or 'ipo' (Azar et al. 2023).", default="sigmoid")
-    label_smoothing: float = doc("Assumed label-noise rate; > 0 gives conservative DPO (cDPO).", default=0.0)
-    skip_bad_rows: bool = doc("Skip malformed rows (and report how many) instead of failing.", default=False)
-    learning_rate: float = doc("Peak AdamW learning rate.", default=5e-7)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.data:
-            raise ValueError("data: give a preference file")
-        if self.loss_type not in get_args(DPOLoss):
-            raise ValueError(f"loss_type must be one of {get_args(DPOLoss)}, got {self.loss_type!r}")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
 def _pair_batch(

@@ -6,37 +6,22 @@ get label −100 and do not contribute to the loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from prefrl.lm.common import (
-    TrainArgs,
     collate_prompt_completion,
     cross_entropy_on_completion,
-    doc,
     position_ids_from_mask,
     run_training,
 )
+from prefrl.lm.configs import SFTConfig
 from prefrl.lm.data import load_completions
 from prefrl.lm.models import load_causal_lm
 
 __all__ = ["SFTConfig", "train_sft", "sft_labels"]
-
-
-@dataclass
-class SFTConfig(TrainArgs):
-    """Supervised fine-tuning on prompt-completion data."""
-
-    data: str = doc("Prompt-completion data: JSONL/JSON/Parquet file or datasets directory.", default="")
-    skip_bad_rows: bool = doc("Skip malformed rows (and report how many) instead of failing.", default=False)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.data:
-            raise ValueError("data: give a prompt-completion file")
 
 
 def sft_labels(
