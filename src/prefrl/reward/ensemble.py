@@ -100,7 +100,7 @@ def _atari_cnn(in_channels: int, height: int, width: int, dropout: float) -> nn.
             n_flat = convs.eval()(torch.zeros(1, in_channels, height, width)).numel()
         except RuntimeError:
             raise ValueError(
-                f"image observations of {height}×{width} are too small for the reward CNN (need ≥ 31×31)"
+                f"image observations of {height}×{width} are too small for the reward CNN (need ≥ 43×43)"
             ) from None
     return nn.Sequential(convs, nn.Flatten(), nn.Linear(n_flat, 64), nn.LeakyReLU(LEAKY_SLOPE), nn.Linear(64, 1))
 

@@ -4,7 +4,7 @@ One call of :meth:`RewardTrainer.train` is one round: the comparisons are stacke
 tensors once, a fraction 1/e is held out for validation (shared by the members), each
 member trains on its own bootstrap resample of the rest with the Bradley-Terry loss of
 :func:`prefrl.losses.bradley_terry_loss` on its raw segment returns, and the L2
-coefficient is adapted after every epoch so that the validation loss stays between 1.1
+coefficient is adapted every few epochs so that the validation loss stays between 1.1
 and 1.5 times the training loss.
 """
 
@@ -58,6 +58,8 @@ class RewardTrainerConfig:
     """ε: the teacher answers uniformly at random with this probability (the paper: 0.1)."""
     bootstrap: bool = True
     """Train each member on its own bootstrap resample (with replacement) of the training split."""
+    eval_every: int = 5
+    """Evaluate train/val loss (and adapt L2, report progress) every this many epochs and after the last."""
     normalisation_segments: int = 1000
     """After training, renormalise the members over the steps of the last this-many segments (0: don't)."""
     seed: int = 0
@@ -75,6 +77,7 @@ class RewardTrainerConfig:
             "l2_min": 0 <= self.l2_min <= self.l2_max,
             "random_response": 0.0 <= self.random_response < 1.0,
             "normalisation_segments": self.normalisation_segments >= 0,
+            "eval_every": self.eval_every >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -123,7 +126,7 @@ class RewardTrainer:
         """Fit the ensemble to ``pairs`` of (left, right, μ); returns the round's metrics.
 
         Pairs with μ = ``None`` (incomparable) are dropped. ``progress(epoch, metrics)``
-        is called after every epoch (for progress bars).
+        is called after every evaluation (each ``eval_every`` epochs, for progress bars).
 
         Returns ``reward/train_loss`` and ``reward/val_loss`` (mean member Bradley-Terry
         loss, dropout off), ``reward/accuracy`` (validation pairs with μ ∈ {0, 1} whose
@@ -159,6 +162,8 @@ class RewardTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+            if (epoch + 1) % cfg.eval_every != 0 and epoch != cfg.epochs - 1:
+                continue
             metrics = self._evaluate(data, train_idx, val_idx)
             if cfg.adaptive_l2 and n_val > 0:
                 self._adapt_l2(metrics["reward/train_loss"], metrics["reward/val_loss"])
