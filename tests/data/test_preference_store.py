@@ -445,3 +445,13 @@ def test_encode_array_is_compact_and_exact() -> None:
     np.testing.assert_array_equal(decode_array(blob), frames)
     with pytest.raises(ValueError, match="obs"):
         encode_array(np.array([{}, {}]), field_name="obs")
+
+
+def test_newer_schema_is_refused(tmp_path) -> None:
+    path = tmp_path / "prefs.db"
+    PreferenceStore(path).close()
+    with sqlite3.connect(path) as conn:
+        (version,) = conn.execute("SELECT value FROM prefrl_schema WHERE key = 'version'").fetchone()
+        conn.execute("UPDATE prefrl_schema SET value = ? WHERE key = 'version'", (str(int(version) + 1),))
+    with pytest.raises(RuntimeError, match="newer"):
+        PreferenceStore(path)

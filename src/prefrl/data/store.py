@@ -57,6 +57,7 @@ __all__ = [
     "LabellerRole",
     "encode_array",
     "decode_array",
+    "SCHEMA_VERSION",
 ]
 
 QueryStatus = Literal["pending", "leased", "answered"]
@@ -138,7 +139,17 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value.astimezone(timezone.utc)
 
 
+#: Bumped whenever the tables change; a store refuses a database written by a newer schema.
+SCHEMA_VERSION = 1
+
 _metadata = sa.MetaData()
+
+_schema_info = sa.Table(
+    "prefrl_schema",
+    _metadata,
+    sa.Column("key", sa.String(50), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
 
 _segments = sa.Table(
     "segments",
@@ -309,8 +320,8 @@ def _segment_row(seg: Segment, index: int | None = None) -> dict[str, Any]:
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise ValueError(f"{where}{name} must be numeric or boolean, got dtype {arr.dtype}")
         arrays[name] = encode_array(arr, field_name=f"{where}{name}")
-    if not isinstance(seg.env_id, str):
-        raise ValueError(f"{where}env_id must be a string, got {seg.env_id!r}")
+    if not isinstance(seg.env_id, str) or len(seg.env_id) > 200:
+        raise ValueError(f"{where}env_id must be a string of at most 200 characters, got {seg.env_id!r}")
     return {
         "length": len(seg),
         **arrays,
@@ -459,6 +470,8 @@ class PreferenceStore:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
             if memory:
                 kwargs["poolclass"] = StaticPool
+            else:  # SQLite connections are cheap; let a threaded web server hold many
+                kwargs.update(pool_size=8, max_overflow=56)
         else:
             kwargs["pool_pre_ping"] = True
         try:
@@ -539,9 +552,21 @@ class PreferenceStore:
 
     def _create_schema(self) -> None:
         # Several processes may open a new database at once; the loser of a CREATE race retries.
+        def create(conn: Connection) -> None:
+            _metadata.create_all(conn, checkfirst=True)
+            version = conn.execute(
+                sa.select(_schema_info.c.value).where(_schema_info.c.key == "version")
+            ).scalar()
+            if version is None:
+                conn.execute(_schema_info.insert().values(key="version", value=str(SCHEMA_VERSION)))
+            elif int(version) > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self!r} has schema version {version}, newer than this prefrl's {SCHEMA_VERSION}; upgrade prefrl"
+                )
+
         for attempt in range(10):
             try:
-                self._write(lambda conn: _metadata.create_all(conn, checkfirst=True))
+                self._write(create)
                 return
             except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
                 if attempt == 9:
