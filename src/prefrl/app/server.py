@@ -311,7 +311,7 @@ def create_app(
             return templates.TemplateResponse(request, "login.html", {"error": None}, status_code=200)
         return templates.TemplateResponse(request, "label.html", {
             "session": session, "csrf_token": session.csrf_token,
-            "undo_window": int(cfg.undo_window_seconds), "lease_minutes": round(cfg.lease_seconds / 60, 1)})
+            "undo_window": int(cfg.undo_window_seconds), "lease_minutes": f"{cfg.lease_seconds / 60:g}"})
 
     @app.get("/login")
     def login(request: Request, token: str = "") -> Response:
