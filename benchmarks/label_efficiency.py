@@ -1,0 +1,148 @@
+"""Label efficiency (Christiano et al. 2017, Fig. 1): preference runs with 350 / 700 / 1400
+synthetic labels vs PPO on the true reward, equal env steps, several seeds.
+
+Long: run it in the background and read the table when it is done; finished runs are kept in
+``RUNS_DIR/results.jsonl`` and skipped on a restart, so the script can be killed and rerun.
+
+    nohup .venv/bin/python benchmarks/label_efficiency.py --env HalfCheetah-v5 \
+        --labels 350 700 1400 --seeds 0 1 2 --steps 1000000 > bench.log 2>&1 &
+
+Reduced version (what fits in an afternoon on 2 cores):
+
+    .venv/bin/python benchmarks/label_efficiency.py --steps 200000 --labels 175 350 --seeds 0 1 2
+
+Each result row: final true return (mean of the last 10 training episodes) and the
+deterministic policy's true return over ``--eval-episodes`` fresh episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from prefrl.control.config import ControlConfig
+from prefrl.control.loop import PreferenceLoop, run_true_reward_ppo
+from prefrl.reward.trainer import RewardTrainerConfig
+from prefrl.rl.ppo import PPOConfig
+
+
+def make_config(args: argparse.Namespace, labels: int, seed: int, run_dir: Path) -> ControlConfig:
+    return ControlConfig(
+        env_id=args.env,
+        labels=max(labels, 1),
+        steps=args.steps,
+        teacher=args.teacher,
+        n_envs=args.n_envs,
+        ppo=PPOConfig(n_steps=args.n_steps, n_minibatches=32, total_steps=args.steps),
+        reward=RewardTrainerConfig(epochs=args.reward_epochs),
+        run_dir=str(run_dir),
+        seed=seed,
+        fixed_horizon=args.fixed_horizon,
+        checkpoint_minutes=10.0,
+        progress=False,
+    )
+
+
+def last_mean(episodes: list[tuple[int, float]], n: int = 10) -> float:
+    return float(np.mean([r for _, r in episodes[-n:]])) if episodes else float("nan")
+
+
+def run_one(args: argparse.Namespace, labels: int, seed: int) -> dict:
+    """labels = 0 means PPO on the true reward."""
+    name = f"{args.env.replace('/', '_')}-{'true' if labels == 0 else f'{labels}labels'}-s{seed}"
+    run_dir = Path(args.runs_dir) / name
+    start = time.monotonic()
+    cfg = make_config(args, labels, seed, run_dir)
+    if labels == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        episodes = run_true_reward_ppo(cfg)
+        eval_return = float("nan")
+    else:
+        loop = PreferenceLoop.resume(run_dir) if (run_dir / "checkpoint.pt").exists() else PreferenceLoop(cfg)
+        loop.run()
+        episodes = loop.history.episodes
+        eval_return = float(np.mean(loop.agent.evaluate(args.env, args.eval_episodes, seed=10_000 + seed,
+                                                        fixed_horizon=args.fixed_horizon)))
+    return {
+        "env": args.env,
+        "labels": labels,
+        "seed": seed,
+        "steps": args.steps,
+        "final_return": last_mean(episodes),
+        "eval_return": eval_return,
+        "curve": [(int(s), float(r)) for s, r in episodes[:: max(1, len(episodes) // 50)]],
+        "minutes": round((time.monotonic() - start) / 60, 1),
+    }
+
+
+def load_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def markdown(results: list[dict], env: str, steps: int) -> str:
+    rows = [r for r in results if r["env"] == env and r["steps"] == steps]
+    lines = [
+        f"### {env}, {steps:,} env steps",
+        "",
+        "| reward | seeds | final true return (last 10 episodes), mean ± std | per seed | deterministic eval |",
+        "|---|---|---|---|---|",
+    ]
+    for labels in sorted({r["labels"] for r in rows}, key=lambda x: (x == 0, x)):
+        group = [r for r in rows if r["labels"] == labels]
+        finals = np.array([r["final_return"] for r in group])
+        evals = [r["eval_return"] for r in group if np.isfinite(r["eval_return"])]
+        what = "true reward (PPO)" if labels == 0 else f"{labels} synthetic labels"
+        lines.append(
+            f"| {what} | {len(group)} | {finals.mean():.0f} ± {finals.std():.0f} | "
+            f"{', '.join(f'{x:.0f}' for x in finals)} | {np.mean(evals):.0f} |" if evals else
+            f"| {what} | {len(group)} | {finals.mean():.0f} ± {finals.std():.0f} | "
+            f"{', '.join(f'{x:.0f}' for x in finals)} | — |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="HalfCheetah-v5")
+    p.add_argument("--labels", type=int, nargs="+", default=[350, 700, 1400])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--n-envs", type=int, default=4)
+    p.add_argument("--n-steps", type=int, default=512)
+    p.add_argument("--reward-epochs", type=int, default=10)
+    p.add_argument("--teacher", default="rational")
+    p.add_argument("--fixed-horizon", type=int, default=None, help="e.g. 1000 for Hopper (the paper's App. A)")
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--no-true-reward", action="store_true", help="skip the true-reward PPO runs")
+    p.add_argument("--runs-dir", default="runs/bench_label_efficiency")
+    p.add_argument("--out", default="docs/benchmarks_control.md")
+    args = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    runs_dir = Path(args.runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    results_path = runs_dir / "results.jsonl"
+    todo = [(labels, seed) for seed in args.seeds for labels in ([] if args.no_true_reward else [0]) + args.labels]
+    for labels, seed in todo:
+        done = load_results(results_path)
+        if any(r["env"] == args.env and r["steps"] == args.steps and r["labels"] == labels and r["seed"] == seed for r in done):
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {args.env} labels={labels or 'true reward'} seed={seed}", flush=True)
+        row = run_one(args, labels, seed)
+        with results_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"  final true return {row['final_return']:.1f}, eval {row['eval_return']:.1f}, {row['minutes']} min", flush=True)
+    table = markdown(load_results(results_path), args.env, args.steps)
+    print(table)
+    print(f"(raw results: {results_path}; paste the table into {args.out})")
+
+
+if __name__ == "__main__":
+    main()
