@@ -1,0 +1,423 @@
+"""The policy-optimiser seam of the control loop: our PPO agent.
+
+``PPOAgent.collect(n_steps)`` runs the current policy in the vector env and returns a
+:class:`Rollout` with everything the preference loop needs (raw observations, the actions
+actually sent, the hidden true rewards, episode bookkeeping, simulator states); the
+caller then decides which reward to optimise and calls ``update(rollout, rewards)``.
+The true reward is recorded but never used unless the caller passes it.
+
+Hot-loop rules (the env loop is the agent's throughput): one numpy → torch conversion of
+the observations and one torch → numpy conversion of the actions per vector step, no
+per-env Python work, storage preallocated as torch tensors whose ``.numpy()`` views become
+the rollout's arrays without a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from prefrl.control.envs import make_vec_env
+from prefrl.control.policies import ActorCritic
+from prefrl.rl.ppo import PPOConfig, RolloutBuffer, ppo_update
+
+__all__ = ["Rollout", "RunningMeanStd", "PPOAgent"]
+
+_OBS_CLIP = 10.0
+_REWARD_CLIP = 10.0
+
+
+@dataclass
+class Rollout:
+    """T vector steps of N envs, time-major.
+
+    Public arrays (numpy):
+        obs: (T, N, *obs_shape) raw observations o_t as returned by the env (not normalised).
+        actions: (T, N, *act_shape) actions sent to the env (clipped to the bounds for Box).
+        true_rewards: (T, N) env rewards r_t (hidden from the reward model).
+        dones: (T, N) bool, the episode ended at step t (terminated or truncated).
+        terminated / truncated: (T, N) bool, the two kinds of ``dones``.
+        episode_ids: (T, N) int64, globally unique id of the episode step t belongs to.
+        steps: (T, N) int64, index of step t within its episode (0 at the first step).
+        sim_states: (T, N, D) simulator state of o_t, or None when the env has none.
+        episode_returns / episode_lengths: (E,) true returns and lengths of the episodes
+            that ended during this rollout.
+        global_step: the agent's env-step counter after this rollout.
+
+    For the PPO update (torch, private to the agent and :func:`ppo_update`):
+        policy_obs: (T, N, …) the policy's inputs (normalised vector obs, raw uint8 frames).
+        policy_actions: (T, N, …) the actions as sampled (unclipped for Box).
+        logprobs, values: (T, N) log π_old(a_t|o_t), V_old(o_t).
+        final_values: (T, N) V(o_final) at truncated steps (0 elsewhere) for the bootstrap.
+        last_values: (N,) V(o_T) of the observation after the last step.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    true_rewards: np.ndarray
+    dones: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    episode_ids: np.ndarray
+    steps: np.ndarray
+    sim_states: np.ndarray | None
+    episode_returns: np.ndarray
+    episode_lengths: np.ndarray
+    global_step: int
+    policy_obs: torch.Tensor | None = None
+    policy_actions: torch.Tensor | None = None
+    logprobs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    final_values: torch.Tensor | None = None
+    last_values: torch.Tensor | None = None
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.true_rewards.shape[0])
+
+    @property
+    def n_envs(self) -> int:
+        return int(self.true_rewards.shape[1])
+
+
+class RunningMeanStd:
+    """Running mean and variance over batches (Chan et al. parallel update), float64."""
+
+    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4) -> None:
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        self.count = epsilon
+
+    def update(self, x: np.ndarray) -> None:
+        """Fold in a batch x of shape (B, *shape)."""
+        batch_mean = x.mean(axis=0)
+        batch_var = x.var(axis=0)
+        batch_count = x.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean = self.mean + delta * (batch_count / total)
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * (self.count * batch_count / total)
+        self.var = m2 / total
+        self.count = total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": float(self.count)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean = np.array(state["mean"], np.float64)
+        self.var = np.array(state["var"], np.float64)
+        self.count = float(state["count"])
+
+
+class PPOAgent:
+    """PPO on a gymnasium vector env in SAME_STEP autoreset mode (see :func:`make_vec_env`).
+
+    Args:
+        envs: the vector env (N sub-envs). It is reset once here, without a seed: seed it
+            when building it (``make_vec_env(seed=…)``).
+        cfg: PPO hyper-parameters (also obs normalisation and reward scaling switches).
+        seed: seeds the agent's torch generator (initialisation, action sampling, minibatches).
+        device: torch device of the policy.
+        hidden: MLP hidden sizes of :class:`ActorCritic`.
+    """
+
+    def __init__(
+        self,
+        envs: gym.vector.VectorEnv,
+        cfg: PPOConfig,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        hidden: tuple[int, ...] = (64, 64),
+    ) -> None:
+        autoreset = envs.metadata.get("autoreset_mode")
+        if autoreset is not None and autoreset != gym.vector.AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"envs must use AutoresetMode.SAME_STEP (build them with make_vec_env), got {autoreset}"
+            )
+        self.envs = envs
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.n_envs = int(envs.num_envs)
+        self.obs_space = envs.single_observation_space
+        self.action_space = envs.single_action_space
+        self.generator = torch.Generator().manual_seed(seed)
+        init_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)  # layer init uses the global RNG; restore it right after
+        self.policy = ActorCritic(self.obs_space, self.action_space, hidden).to(self.device)
+        torch.random.set_rng_state(init_state)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.continuous = isinstance(self.action_space, gym.spaces.Box)
+        self.normalize_obs = cfg.norm_obs and not self.policy.image
+        self.obs_rms = RunningMeanStd(self.obs_space.shape)
+        self.ret_rms = RunningMeanStd(())
+        self._ret_acc = np.zeros(self.n_envs, np.float64)  # running discounted return for reward scaling
+        if self.continuous:
+            self._act_low = self.action_space.low.astype(np.float32)
+            self._act_high = self.action_space.high.astype(np.float32)
+        self.global_step = 0
+        self.updates = 0
+        self._next_episode_id = 0
+        self._reset_envs()
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _reset_envs(self) -> None:
+        obs, info = self.envs.reset()
+        self._obs = obs
+        self._sim_state = self._info_sim_state(info)
+        self._episode_ids = np.arange(self._next_episode_id, self._next_episode_id + self.n_envs, dtype=np.int64)
+        self._next_episode_id += self.n_envs
+        self._ep_steps = np.zeros(self.n_envs, np.int64)
+        self._ep_returns = np.zeros(self.n_envs, np.float64)
+
+    @staticmethod
+    def _info_sim_state(info: dict[str, Any]) -> np.ndarray | None:
+        state = info.get("sim_state")
+        return None if state is None else np.asarray(state, np.float64)
+
+    def _policy_input(self, obs: np.ndarray, update: bool) -> torch.Tensor:
+        """Raw obs (N, …) → policy input tensor; updates the running normaliser when asked."""
+        if not self.normalize_obs:
+            return torch.as_tensor(obs, device=self.device)
+        if update:
+            self.obs_rms.update(obs)
+        x = np.clip((obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8), -_OBS_CLIP, _OBS_CLIP)
+        return torch.as_tensor(x.astype(np.float32, copy=False), device=self.device)
+
+    def _env_action(self, action: torch.Tensor) -> np.ndarray:
+        a = action.cpu().numpy()
+        if self.continuous:
+            return np.clip(a, self._act_low, self._act_high)
+        return a
+
+    # ------------------------------------------------------------------ collect
+
+    def collect(self, n_steps: int | None = None) -> Rollout:
+        """Run the stochastic policy for ``n_steps`` vector steps (default ``cfg.n_steps``)."""
+        T = self.cfg.n_steps if n_steps is None else n_steps
+        if not isinstance(T, int) or T <= 0:
+            raise ValueError(f"n_steps must be a positive integer, got {T!r}")
+        N = self.n_envs
+        obs_shape = self.obs_space.shape
+        raw_dtype = self.obs_space.dtype
+        obs_buf = np.zeros((T, N, *obs_shape), raw_dtype)
+        pol_dtype = torch.float32 if self.normalize_obs else torch.as_tensor(np.zeros(1, raw_dtype)).dtype
+        pobs_buf = None if not self.normalize_obs else torch.zeros((T, N, *obs_shape), dtype=pol_dtype)
+        if self.continuous:
+            pact_buf = torch.zeros((T, N, *self.action_space.shape))
+            act_buf = np.zeros((T, N, *self.action_space.shape), np.float32)
+        else:
+            pact_buf = torch.zeros((T, N), dtype=torch.int64)
+            act_buf = pact_buf.numpy()  # identical: Discrete actions are sent as sampled
+        logprob_buf = torch.zeros((T, N))
+        value_buf = torch.zeros((T, N))
+        final_value_buf = torch.zeros((T, N))
+        rew_buf = np.zeros((T, N), np.float32)
+        term_buf = np.zeros((T, N), bool)
+        trunc_buf = np.zeros((T, N), bool)
+        epid_buf = np.zeros((T, N), np.int64)
+        step_buf = np.zeros((T, N), np.int64)
+        sim_buf = None if self._sim_state is None else np.zeros((T, N, self._sim_state.shape[-1]), np.float64)
+        ep_returns: list[np.ndarray] = []
+        ep_lengths: list[np.ndarray] = []
+
+        policy = self.policy
+        obs = self._obs
+        with torch.no_grad():
+            for t in range(T):
+                obs_buf[t] = obs
+                epid_buf[t] = self._episode_ids
+                step_buf[t] = self._ep_steps
+                if sim_buf is not None:
+                    sim_buf[t] = self._sim_state
+                x = self._policy_input(obs, update=True)  # (N, …)
+                if pobs_buf is not None:
+                    pobs_buf[t] = x
+                action, logprob, _, value = policy.get_action_and_value(x, generator=self.generator)
+                pact_buf[t] = action
+                logprob_buf[t] = logprob
+                value_buf[t] = value
+                env_action = self._env_action(action)
+                if self.continuous:
+                    act_buf[t] = env_action
+
+                obs, reward, terminated, truncated, info = self.envs.step(env_action)
+                rew_buf[t] = reward
+                term_buf[t] = terminated
+                trunc_buf[t] = truncated
+                if sim_buf is not None:
+                    self._sim_state = self._info_sim_state(info)
+                self._ep_returns += reward
+                self._ep_steps += 1
+                done = terminated | truncated
+                if done.any():
+                    # Bootstrap truncated episodes from V(o_final) (SAME_STEP: info["final_obs"]).
+                    trunc_idx = np.nonzero(truncated & ~terminated)[0]
+                    if trunc_idx.size:
+                        final_obs = np.stack(info["final_obs"][trunc_idx])
+                        final_value_buf[t, trunc_idx] = policy.get_value(self._policy_input(final_obs, update=False))
+                    done_idx = np.nonzero(done)[0]
+                    ep_returns.append(self._ep_returns[done_idx].copy())
+                    ep_lengths.append(self._ep_steps[done_idx].copy())
+                    self._ep_returns[done_idx] = 0.0
+                    self._ep_steps[done_idx] = 0
+                    self._episode_ids[done_idx] = np.arange(
+                        self._next_episode_id, self._next_episode_id + done_idx.size
+                    )
+                    self._next_episode_id += done_idx.size
+            last_values = policy.get_value(self._policy_input(obs, update=False))
+        self._obs = obs
+        self.global_step += T * N
+
+        if pobs_buf is None:
+            pobs_buf = torch.from_numpy(obs_buf)
+        return Rollout(
+            obs=obs_buf,
+            actions=act_buf,
+            true_rewards=rew_buf,
+            dones=term_buf | trunc_buf,
+            terminated=term_buf,
+            truncated=trunc_buf,
+            episode_ids=epid_buf,
+            steps=step_buf,
+            sim_states=sim_buf,
+            episode_returns=np.concatenate(ep_returns) if ep_returns else np.zeros(0),
+            episode_lengths=np.concatenate(ep_lengths) if ep_lengths else np.zeros(0, np.int64),
+            global_step=self.global_step,
+            policy_obs=pobs_buf,
+            policy_actions=pact_buf,
+            logprobs=logprob_buf,
+            values=value_buf,
+            final_values=final_value_buf,
+            last_values=last_values,
+        )
+
+    # ------------------------------------------------------------------ update
+
+    def _scale_rewards(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        """r / std(discounted return), clipped (gymnasium's NormalizeReward, one RMS update per rollout)."""
+        returns = np.zeros_like(rewards, dtype=np.float64)  # (T, N)
+        acc = self._ret_acc
+        for t in range(rewards.shape[0]):
+            acc = acc * self.cfg.gamma + rewards[t]
+            returns[t] = acc
+            acc = np.where(dones[t], 0.0, acc)
+        self._ret_acc = acc
+        self.ret_rms.update(returns.reshape(-1))
+        return np.clip(rewards / np.sqrt(self.ret_rms.var + 1e-8), -_REWARD_CLIP, _REWARD_CLIP)
+
+    def current_lr(self) -> float:
+        """The learning rate the next update uses (linear annealing over ``cfg.total_steps``)."""
+        if not self.cfg.anneal_lr:
+            return self.cfg.lr
+        # The first update (global_step = one rollout) uses the full rate, as in cleanrl.
+        done = max(self.global_step - self.cfg.n_steps * self.n_envs, 0)
+        return self.cfg.lr * max(1.0 - done / self.cfg.total_steps, 0.0)
+
+    def update(self, rollout: Rollout, rewards: np.ndarray | torch.Tensor) -> dict[str, float]:
+        """GAE on ``rewards`` (T, N) — learned or true — then :func:`ppo_update`.
+
+        Returns the PPO diagnostics plus ``charts/learning_rate``, ``charts/global_step``
+        and ``charts/updates``.
+        """
+        if rollout.logprobs is None or rollout.policy_actions is None or rollout.policy_obs is None:
+            raise ValueError("rollout carries no policy data (was it collected by this PPOAgent?)")
+        r = rewards.detach().cpu().numpy() if isinstance(rewards, torch.Tensor) else np.asarray(rewards)
+        if r.shape != rollout.true_rewards.shape:
+            raise ValueError(f"rewards must be (T, N) = {rollout.true_rewards.shape}, got {r.shape}")
+        if not np.all(np.isfinite(r)):
+            raise ValueError("rewards contain NaN or inf")
+        if self.cfg.norm_reward:
+            r = self._scale_rewards(r, rollout.dones)
+        r_t = torch.as_tensor(r, dtype=torch.float32, device=self.device)
+        # Truncation is not termination: fold γ·V(o_final) into the last reward of a truncated episode.
+        r_t = r_t + self.cfg.gamma * rollout.final_values.to(self.device)
+
+        lr = self.current_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = RolloutBuffer.from_rollout(
+            rollout.policy_obs.to(self.device),
+            rollout.policy_actions.to(self.device),
+            rollout.logprobs.to(self.device),
+            rollout.values.to(self.device),
+            r_t,
+            torch.as_tensor(rollout.dones, device=self.device),
+            rollout.last_values.to(self.device),
+            self.cfg.gamma,
+            self.cfg.gae_lambda,
+        )
+        metrics = ppo_update(self.policy, self.optimizer, batch, self.cfg, generator=self.generator)
+        self.updates += 1
+        metrics["charts/learning_rate"] = lr
+        metrics["charts/global_step"] = float(self.global_step)
+        metrics["charts/updates"] = float(self.updates)
+        return metrics
+
+    # ------------------------------------------------------------------ acting / evaluation
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Env actions for raw observations (N, …) without touching the normaliser."""
+        with torch.no_grad():
+            x = self._policy_input(np.asarray(obs), update=False)
+            action, _, _, _ = self.policy.get_action_and_value(x, deterministic=deterministic, generator=self.generator)
+        return self._env_action(action)
+
+    def evaluate(self, env_id: str, n_episodes: int = 10, seed: int = 0, **env_kwargs: Any) -> list[float]:
+        """True returns of ``n_episodes`` episodes of the deterministic policy (one per env, seeds ``seed + i``).
+
+        ``env_kwargs`` go to :func:`make_vec_env` (e.g. ``fixed_horizon`` to match training).
+        """
+        if n_episodes <= 0:
+            raise ValueError(f"n_episodes must be positive, got {n_episodes}")
+        returns: list[float] = []
+        env_kwargs.setdefault("record_sim_state", False)
+        for start in range(0, n_episodes, 16):
+            n = min(16, n_episodes - start)
+            envs = make_vec_env(env_id, n_envs=n, seed=seed + start, **env_kwargs)
+            try:
+                obs, _ = envs.reset()
+                ep_ret = np.zeros(n)
+                finished = np.zeros(n, bool)
+                while not finished.all():
+                    obs, reward, terminated, truncated, _ = envs.step(self.act(obs, deterministic=True))
+                    ep_ret += np.where(finished, 0.0, reward)
+                    finished |= terminated | truncated
+                returns.extend(float(x) for x in ep_ret)
+            finally:
+                envs.close()
+        return returns
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        """Policy, optimiser, normalisers, counters and the agent's torch RNG (not the envs)."""
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "obs_rms": self.obs_rms.state_dict(),
+            "ret_rms": self.ret_rms.state_dict(),
+            "ret_acc": self._ret_acc.copy(),
+            "global_step": self.global_step,
+            "updates": self.updates,
+            "next_episode_id": self._next_episode_id,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; episodes in progress get fresh ids after the saved counter."""
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.obs_rms.load_state_dict(state["obs_rms"])
+        self.ret_rms.load_state_dict(state["ret_rms"])
+        self._ret_acc = np.array(state["ret_acc"], np.float64)
+        self.global_step = int(state["global_step"])
+        self.updates = int(state["updates"])
+        self._next_episode_id = int(state["next_episode_id"])
+        self.generator.set_state(state["generator"])
+        self._episode_ids = np.arange(self._next_episode_id, self._next_episode_id + self.n_envs, dtype=np.int64)
+        self._next_episode_id += self.n_envs
