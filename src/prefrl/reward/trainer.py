@@ -10,6 +10,7 @@ and 1.5 times the training loss.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -286,7 +287,8 @@ class RewardTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state, current L2 coefficient, round counter and numpy rng state."""
         return {
-            "optimizer": self.optimizer.state_dict(),
+            # A copy: Optimizer.state_dict() hands out the live moment tensors.
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "l2": self.l2,
             "rounds": self.rounds,
             "rng": self.rng.bit_generator.state,

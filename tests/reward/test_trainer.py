@@ -1,0 +1,155 @@
+"""RewardTrainer: metrics, loss falls, config checks, adaptive L2, persistence, variants of input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from prefrl.data.types import Segment
+from prefrl.reward.ensemble import RewardEnsemble
+from prefrl.reward.toy import LinearRewardToy
+from prefrl.reward.trainer import RewardTrainer, RewardTrainerConfig
+from prefrl.teachers import make_teacher
+
+KEYS = {"reward/train_loss", "reward/val_loss", "reward/accuracy", "reward/l2"}
+
+
+def labelled(n: int, seed: int = 0, teacher: str = "rational", length: int = 10):
+    toy = LinearRewardToy(obs_dim=4, act_dim=1, segment_length=length, seed=seed)
+    rng = np.random.default_rng(seed)
+    pairs = toy.pairs(n, rng)
+    mus = make_teacher(teacher, rng).answer(pairs)
+    return toy, [(left, right, mu) for (left, right), mu in zip(pairs, mus)]
+
+
+def small_trainer(seed: int = 0, **cfg) -> RewardTrainer:
+    ens = RewardEnsemble((4,), (1,), n_members=3, seed=seed)
+    return RewardTrainer(ens, RewardTrainerConfig(**{"epochs": 10, "lr": 1e-3, **cfg}), np.random.default_rng(seed))
+
+
+def test_train_returns_contract_metrics_and_loss_falls() -> None:
+    _, data = labelled(120)
+    trainer = small_trainer()
+    history: list[dict[str, float]] = []
+    metrics = trainer.train(data, progress=lambda epoch, m: history.append(dict(m)))
+    assert KEYS | {"reward/true_agreement", "reward/rank_correlation"} <= set(metrics)
+    assert len(history) == 2  # epochs 5 and 10 with eval_every = 5
+    assert metrics["reward/train_loss"] < math.log(2) - 0.1  # better than a constant reward
+    assert history[-1]["reward/train_loss"] < history[0]["reward/train_loss"]
+    assert metrics["reward/n_val"] == int(120 / math.e) and metrics["reward/n_train"] == 120 - int(120 / math.e)
+    assert 0.5 < metrics["reward/accuracy"] <= 1.0
+    assert metrics["reward/true_agreement"] > 0.7 and metrics["reward/rank_correlation"] > 0.7
+    assert metrics["reward/l2"] == trainer.l2
+
+
+def test_every_weight_matrix_changes() -> None:
+    _, data = labelled(60)
+    trainer = small_trainer(epochs=2)
+    weights = trainer.ensemble.mlps.weights
+    before = [w.detach().clone() for w in weights]
+    trainer.train(data)
+    for b, w in zip(before, weights):
+        assert all(not torch.equal(b[m], w[m]) for m in range(3))
+    # The output bias adds the same constant to both returns of a pair, so BT gives it no gradient.
+    assert trainer.ensemble.mlps.biases[-1].grad is None or torch.all(trainer.ensemble.mlps.biases[-1].grad == 0)
+
+
+def test_truth_metrics_need_true_rewards() -> None:
+    _, data = labelled(30)
+    blind = [
+        (Segment(obs=a.obs, actions=a.actions), Segment(obs=r.obs, actions=r.actions), mu) for a, r, mu in data
+    ]
+    metrics = small_trainer(epochs=1).train(blind)
+    assert KEYS <= set(metrics)
+    assert "reward/true_agreement" not in metrics and "reward/rank_correlation" not in metrics
+
+
+def test_incomparable_pairs_are_dropped_and_equal_labels_train() -> None:
+    _, data = labelled(40)
+    mixed = [(a, r, None) for a, r, _ in data[:10]] + [(a, r, 0.5) for a, r, _ in data[10:20]] + data[20:]
+    metrics = small_trainer(epochs=1).train(mixed)
+    assert metrics["reward/n_train"] + metrics["reward/n_val"] == 30
+    with pytest.raises(ValueError, match="at least one comparison"):
+        small_trainer().train([(a, r, None) for a, r, _ in data])
+    with pytest.raises(ValueError, match="mu"):
+        small_trainer().train([(data[0][0], data[0][1], 0.3)])
+
+
+def test_unequal_segment_lengths_are_masked() -> None:
+    _, short = labelled(20, length=5)
+    _, long = labelled(20, seed=1, length=9)
+    mixed = [(a[0], b[1], a[2]) for a, b in zip(short, long)]
+    metrics = small_trainer(epochs=1).train(mixed)
+    assert math.isfinite(metrics["reward/train_loss"])
+
+
+def test_trainer_normalises_the_ensemble_over_recent_segments() -> None:
+    _, data = labelled(50)
+    trainer = small_trainer(epochs=2, normalisation_segments=40)
+    trainer.train(data)
+    recent = [s for a, r, _ in data[-20:] for s in (a, r)]
+    rewards = trainer.ensemble.predict_members(np.stack([s.obs for s in recent]), np.stack([s.actions for s in recent]))
+    np.testing.assert_allclose(rewards.reshape(3, -1).mean(axis=1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(rewards.reshape(3, -1).std(axis=1), 1.0, rtol=1e-3)
+
+
+def test_adaptive_l2_keeps_val_over_train_in_band() -> None:
+    trainer = small_trainer(l2=1e-3, l2_factor=2.0)
+    trainer._adapt_l2(train_loss=0.2, val_loss=0.5)  # ratio 2.5 > 1.5: overfitting → more L2
+    assert trainer.l2 == pytest.approx(2e-3)
+    trainer._adapt_l2(train_loss=0.4, val_loss=0.5)  # 1.25: in band → unchanged
+    assert trainer.l2 == pytest.approx(2e-3)
+    trainer._adapt_l2(train_loss=0.5, val_loss=0.5)  # 1.0 < 1.1: underfitting → less L2
+    assert trainer.l2 == pytest.approx(1e-3)
+
+
+def test_overfitting_raises_l2_in_training() -> None:
+    # 24 pairs, a wide net and many epochs overfit: val/train far above 1.5.
+    _, data = labelled(24, teacher="mistake")
+    trainer = small_trainer(epochs=60, lr=3e-3, l2=1e-5, l2_factor=2.0)
+    metrics = trainer.train(data)
+    assert metrics["reward/l2"] > 1e-5
+
+
+def test_state_dict_round_trip_resumes_identically() -> None:
+    _, data = labelled(60)
+    a = small_trainer(epochs=3)
+    a.train(data)
+    ens_state = {k: v.clone() for k, v in a.ensemble.state_dict().items()}
+    trainer_state = a.state_dict()
+    b = small_trainer(seed=5, epochs=3)  # different init and rng, overwritten by the states
+    b.ensemble.load_state_dict(ens_state)
+    b.load_state_dict(trainer_state)
+    assert b.l2 == a.l2 and b.rounds == a.rounds == 1
+    metrics_a, metrics_b = a.train(data), b.train(data)
+    assert metrics_a == metrics_b
+    for pa, pb in zip(a.ensemble.parameters(), b.ensemble.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_config_rejects_bad_values() -> None:
+    for field, value in [("lr", 0.0), ("epochs", 0), ("batch_size", 0), ("val_fraction", 1.0),
+                         ("l2", -1.0), ("l2_factor", 1.0), ("random_response", 1.0), ("eval_every", 0)]:
+        with pytest.raises(ValueError, match=field):
+            RewardTrainerConfig(**{field: value})
+    with pytest.raises(ValueError, match="l2_ratio_low"):
+        RewardTrainerConfig(l2_ratio_low=2.0, l2_ratio_high=1.5)
+
+
+def test_image_ensemble_trains_one_round() -> None:
+    rng = np.random.default_rng(0)
+
+    def frame_segment() -> Segment:
+        frames = rng.integers(0, 256, size=(4, 44, 44, 3), dtype=np.uint8)
+        # Hidden reward: brightness of the red channel.
+        return Segment(obs=frames, actions=np.zeros(4, np.int64), true_rewards=frames[..., 0].mean(axis=(1, 2)) / 255)
+
+    pairs = [(frame_segment(), frame_segment()) for _ in range(12)]
+    mus = make_teacher("rational", rng).answer(pairs)
+    ens = RewardEnsemble((44, 44, 3), (), n_members=2, seed=0)
+    trainer = RewardTrainer(ens, RewardTrainerConfig(epochs=2, batch_size=4), rng)
+    metrics = trainer.train([(a, r, mu) for (a, r), mu in zip(pairs, mus)])
+    assert math.isfinite(metrics["reward/train_loss"]) and "reward/rank_correlation" in metrics
