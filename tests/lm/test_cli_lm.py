@@ -33,22 +33,60 @@ def test_help_is_generated_from_config_docs() -> None:
 
 
 def test_bad_option_is_a_usage_error(tiny_model_dir, pref_file, tmp_path) -> None:
-    res = runner.invoke(app, ["lm", "dpo", "--model", str(tiny_model_dir), "--data", str(pref_file),
-                              "--loss-type", "hinge", "--output-dir", str(tmp_path)])
+    res = runner.invoke(
+        app,
+        [
+            "lm",
+            "dpo",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(pref_file),
+            "--loss-type",
+            "hinge",
+            "--output-dir",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code == 2 and "loss_type" in res.output
 
 
 def test_sft_dpo_and_rm_commands_write_checkpoints(tiny_model_dir, sft_file, pref_file, tmp_path) -> None:
     base, _ = load_causal_lm(tiny_model_dir)
-    out = _run(["sft", "--model", str(tiny_model_dir), "--data", str(sft_file), "--output-dir", str(tmp_path / "sft"), *TRAIN])
+    out = _run(
+        [
+            "sft",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(sft_file),
+            "--output-dir",
+            str(tmp_path / "sft"),
+            *TRAIN,
+        ]
+    )
     assert out["step"] == 3 and "loss/sft" in out["final"]
     sft_model, _ = load_causal_lm(tmp_path / "sft")
     assert _changed(base, sft_model)
     assert list((tmp_path / "sft" / "runs").glob("events.out.tfevents*"))
 
-    out = _run(["dpo", "--model", str(tmp_path / "sft"), "--data", str(pref_file), "--output-dir", str(tmp_path / "dpo"),
-                "--lora-r", "4", *TRAIN])
-    assert {"rewards/chosen", "rewards/rejected", "reward/accuracy", "reward/margin", "loss/dpo"} <= set(out["final"])
+    out = _run(
+        [
+            "dpo",
+            "--model",
+            str(tmp_path / "sft"),
+            "--data",
+            str(pref_file),
+            "--output-dir",
+            str(tmp_path / "dpo"),
+            "--lora-r",
+            "4",
+            *TRAIN,
+        ]
+    )
+    assert {"rewards/chosen", "rewards/rejected", "reward/accuracy", "reward/margin", "loss/dpo"} <= set(
+        out["final"]
+    )
     dpo_model, _ = load_causal_lm(tmp_path / "dpo")  # adapter directory on the SFT base
     assert (tmp_path / "dpo" / "adapter_config.json").exists()
     ids = torch.tensor([[5, 6, 7, 8]])
@@ -56,25 +94,86 @@ def test_sft_dpo_and_rm_commands_write_checkpoints(tiny_model_dir, sft_file, pre
     sft_model.eval()
     assert not torch.allclose(dpo_model(ids).logits, sft_model(ids).logits)
 
-    out = _run(["rm", "--model", str(tmp_path / "sft"), "--data", str(pref_file), "--output-dir", str(tmp_path / "rm"),
-                "--n-heads", "2", *TRAIN])
+    out = _run(
+        [
+            "rm",
+            "--model",
+            str(tmp_path / "sft"),
+            "--data",
+            str(pref_file),
+            "--output-dir",
+            str(tmp_path / "rm"),
+            "--n-heads",
+            "2",
+            *TRAIN,
+        ]
+    )
     assert "reward/accuracy" in out["final"] and "reward/margin" in out["final"]
     rm = RewardModel.from_pretrained(tmp_path / "rm")
     assert rm.n_heads == 2 and not torch.equal(rm.score_std, torch.ones(2))
 
 
 def test_generate_evaluate_and_best_of_n(tiny_model_dir, prompt_file, pref_file, tmp_path) -> None:
-    _run(["rm", "--model", str(tiny_model_dir), "--data", str(pref_file), "--output-dir", str(tmp_path / "rm"), *TRAIN])
+    _run(
+        [
+            "rm",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(pref_file),
+            "--output-dir",
+            str(tmp_path / "rm"),
+            *TRAIN,
+        ]
+    )
     gen = tmp_path / "gen.jsonl"
-    _run(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompt_file), "--output", str(gen),
-          "--n", "2", "--max-new-tokens", "6"])
+    _run(
+        [
+            "generate",
+            "--model",
+            str(tiny_model_dir),
+            "--prompts",
+            str(prompt_file),
+            "--output",
+            str(gen),
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "6",
+        ]
+    )
     rows = [json.loads(line) for line in gen.read_text().splitlines()]
     assert len(rows) == 8 and all(isinstance(r["completion"], str) for r in rows)
-    summary = _run(["evaluate", "--data", str(gen), "--reward-model", str(tmp_path / "rm"), "--gold",
-                    "--output", str(tmp_path / "scored.jsonl")])
+    summary = _run(
+        [
+            "evaluate",
+            "--data",
+            str(gen),
+            "--reward-model",
+            str(tmp_path / "rm"),
+            "--gold",
+            "--output",
+            str(tmp_path / "scored.jsonl"),
+        ]
+    )
     assert summary["n"] == 8 and "objective/scores" in summary and -1 <= summary["gold/scores"] <= 1
-    bon = _run(["best-of-n", "--model", str(tiny_model_dir), "--prompts", str(prompt_file), "--reward-model",
-                str(tmp_path / "rm"), "--n", "3", "--max-new-tokens", "6", "--output", str(tmp_path / "bon.jsonl")])
+    bon = _run(
+        [
+            "best-of-n",
+            "--model",
+            str(tiny_model_dir),
+            "--prompts",
+            str(prompt_file),
+            "--reward-model",
+            str(tmp_path / "rm"),
+            "--n",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--output",
+            str(tmp_path / "bon.jsonl"),
+        ]
+    )
     assert abs(bon["objective/kl"] - (torch.log(torch.tensor(3.0)).item() - 2 / 3)) < 1e-6
     assert bon["objective/scores_best"] >= bon["objective/scores_sample"]
     best = [json.loads(line) for line in (tmp_path / "bon.jsonl").read_text().splitlines()]
@@ -85,8 +184,19 @@ def test_pairs_to_store_and_rm_from_store(tiny_model_dir, prompt_file, tmp_path)
     from prefrl.data.store import PreferenceStore
 
     db = str(tmp_path / "prefs.db")
-    out = _run(["pairs", "--model", str(tiny_model_dir), "--prompts", str(prompt_file), "--store", db,
-                "--max-new-tokens", "5"])
+    out = _run(
+        [
+            "pairs",
+            "--model",
+            str(tiny_model_dir),
+            "--prompts",
+            str(prompt_file),
+            "--store",
+            db,
+            "--max-new-tokens",
+            "5",
+        ]
+    )
     assert out["text_pairs"] == 4
     store = PreferenceStore(db)
     assert store.count_queries() == 4
@@ -95,6 +205,8 @@ def test_pairs_to_store_and_rm_from_store(tiny_model_dir, prompt_file, tmp_path)
     for k, mu in enumerate([1.0, 0.0, 0.5, None]):
         store.add_text_comparison(first + k, mu, teacher="human", labeller="ann")
     store.close()
-    summary = _run(["rm", "--model", str(tiny_model_dir), "--store", db, "--output-dir", str(tmp_path / "rm"), *TRAIN])
+    summary = _run(
+        ["rm", "--model", str(tiny_model_dir), "--store", db, "--output-dir", str(tmp_path / "rm"), *TRAIN]
+    )
     assert summary["n_pairs"] == 3
     assert (tmp_path / "rm" / "reward_model.json").exists()

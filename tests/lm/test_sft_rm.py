@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prefrl.lm.common import collate_prompt_completion
+from prefrl.lm.configs import RMConfig, SFTConfig
+from prefrl.lm.models import tiny_tokenizer
+from prefrl.lm.reward_model import RewardModel
+from prefrl.lm.rm_trainer import reward_metrics, train_reward_model
+from prefrl.lm.sft import sft_labels, train_sft
+
+
+def test_sft_labels_mask_prompt_and_padding() -> None:
+    tok = tiny_tokenizer()
+    b = collate_prompt_completion(tok, ["abc", "a"], ["xy", "z"])
+    labels = sft_labels(b["input_ids"], b["attention_mask"], b["completion_mask"])
+    assert labels[0].tolist() == [-100] * 3 + b["input_ids"][0, 3:].tolist()  # xy + EOS kept
+    assert labels[1].tolist() == [-100, *b["input_ids"][1, 1:3].tolist(), -100, -100, -100]
+
+
+def test_sft_lowers_completion_loss(tiny_model_dir, sft_file, tmp_path) -> None:
+    res = train_sft(
+        SFTConfig(
+            model=str(tiny_model_dir),
+            data=str(sft_file),
+            output_dir=str(tmp_path),
+            max_steps=8,
+            batch_size=4,
+            learning_rate=3e-3,
+        )
+    )
+    losses = [r["loss/sft"] for r in res["history"]]
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_rm_learns_preferences_ties_and_normalises(tiny_model_dir, pref_file, tmp_path) -> None:
+    res = train_reward_model(
+        RMConfig(
+            model=str(tiny_model_dir),
+            data=str(pref_file),
+            output_dir=str(tmp_path),
+            max_steps=8,
+            batch_size=4,
+            learning_rate=1e-3,
+            center_rewards_coef=0.01,
+        )
+    )
+    h = res["history"]
+    assert (
+        h[-1]["loss/bt"] < h[0]["loss/bt"] and h[-1]["reward/accuracy"] == 1.0 and h[-1]["reward/margin"] > 0
+    )
+    assert "loss/center" in h[-1]
+    rm = RewardModel.from_pretrained(tmp_path).eval()
+    tok = tiny_tokenizer()
+    prompts = [f"Review {i}:" for i in range(8)]
+    b = collate_prompt_completion(tok, prompts * 2, [" good great fine"] * 8 + [" bad awful poor"] * 8)
+    with torch.no_grad():
+        s = rm(b["input_ids"], b["attention_mask"])
+    assert s.mean().abs() < 1e-3 and s.std().item() == pytest.approx(1.0, abs=1e-3)  # training responses
+    assert (s[:8] > s[8:]).all()
+    m = reward_metrics(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.5]))
+    assert m["reward/accuracy"] == 1.0  # the tie is not counted in accuracy
+    with pytest.raises(ValueError, match="exactly one of data or store"):
+        RMConfig()
