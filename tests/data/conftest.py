@@ -15,9 +15,9 @@ from prefrl.data import PreferenceStore
 POSTGRES_ENV = "PREFRL_TEST_POSTGRES_URL"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """URL of a throw-away database on the test server (created and dropped around the test)."""
+@pytest.fixture(scope="session")
+def _postgres_database() -> Iterator[str]:
+    """A throw-away database on the test server for this session (dropped at the end)."""
     base = os.environ.get(POSTGRES_ENV)
     if not base:
         pytest.skip(
@@ -37,6 +37,19 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(_postgres_database: str) -> str:
+    """The session's PostgreSQL database, emptied (no tables) for this test."""
+    engine = sa.create_engine(_postgres_database, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        engine.dispose()
+    return _postgres_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
