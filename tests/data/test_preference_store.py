@@ -309,7 +309,11 @@ def test_expired_lease_is_free_again(store: PreferenceStore, two_segments) -> No
     qid = store.add_query(a, b)
     assert store.lease_query("alice", lease_seconds=0.05).id == qid
     assert store.lease_query("bob") is None  # alice's lease is live
+    assert store.count_queries("leased") == 1 and store.count_queries("pending") == 0
     time.sleep(0.1)
+    # A lapsed lease counts as pending again.
+    assert store.count_queries("leased") == 0 and store.count_queries("pending") == 1
+    assert [q.id for q in store.queries("pending")] == [qid] and store.get_query(qid).status == "pending"
     with pytest.raises(LeaseError, match="expired"):
         store.answer_query(qid, "alice", 1.0)
     assert store.lease_query("bob", lease_seconds=60).id == qid

@@ -389,14 +389,17 @@ def _comparison_from_row(row: Any) -> Comparison:
     )
 
 
-def _query_from_row(row: Any) -> Query:
+def _query_from_row(row: Any, now: datetime) -> Query:
+    status = row.status
+    if status == "leased" and row.lease_expires_at is not None and row.lease_expires_at <= now:
+        status = "pending"  # the lease lapsed: free for anyone (leased_to keeps the last holder)
     return Query(
         id=int(row.id),
         left_id=row.left_id,
         right_id=row.right_id,
         text_pair_id=row.text_pair_id,
         priority=float(row.priority),
-        status=row.status,
+        status=status,
         leased_to=row.leased_to,
         lease_expires_at=row.lease_expires_at,
         created_at=row.created_at,
@@ -948,31 +951,37 @@ class PreferenceStore:
         )
         if row is None:
             raise KeyError(f"no query with id {query_id}")
-        return _query_from_row(row)
+        return _query_from_row(row, utcnow())
 
-    @staticmethod
-    def _check_status(status: str | None) -> str | None:
-        if status is not None and status not in QUERY_STATUSES:
+    def _status_filter(self, status: str | None, now: datetime) -> list[sa.ColumnElement[bool]]:
+        """WHERE clauses for a query's status *now*: a lapsed lease counts as "pending"."""
+        if status is None:
+            return []
+        if status not in QUERY_STATUSES:
             raise ValueError(f"status must be one of {QUERY_STATUSES} or None, got {status!r}")
-        return status
+        q = _queries.c
+        if status == "pending":
+            return [self._free(now)]
+        if status == "leased":
+            return [q.status == "leased", q.lease_expires_at > now]
+        return [q.status == "answered"]
 
     def queries(self, status: QueryStatus | None = None, *, limit: int | None = None) -> list[Query]:
-        """Queries (optionally of one status), highest priority first.
+        """Queries (optionally only those with this status now), highest priority first.
 
-        The status is as stored: a "leased" query whose lease has lapsed is free to lease again.
+        A query whose lease has lapsed is reported (and counted) as "pending": anyone may lease it.
         """
-        stmt = sa.select(_queries).order_by(_queries.c.priority.desc(), _queries.c.id)
-        if self._check_status(status) is not None:
-            stmt = stmt.where(_queries.c.status == status)
+        now = utcnow()
+        stmt = sa.select(_queries).where(*self._status_filter(status, now))
+        stmt = stmt.order_by(_queries.c.priority.desc(), _queries.c.id)
         if limit is not None:
             stmt = stmt.limit(_check_int(limit, "limit"))
-        return self._read(lambda conn: [_query_from_row(r) for r in conn.execute(stmt)])
+        return self._read(lambda conn: [_query_from_row(r, now) for r in conn.execute(stmt)])
 
     def count_queries(self, status: QueryStatus | None = None) -> int:
-        """Number of queries, optionally of one status ("pending", "leased", "answered")."""
+        """Number of queries, optionally of one status now ("pending", "leased", "answered")."""
         stmt = sa.select(sa.func.count()).select_from(_queries)
-        if self._check_status(status) is not None:
-            stmt = stmt.where(_queries.c.status == status)
+        stmt = stmt.where(*self._status_filter(status, utcnow()))
         return self._read(lambda conn: int(conn.execute(stmt).scalar_one()))
 
     @staticmethod
@@ -1002,7 +1011,7 @@ class PreferenceStore:
                 .limit(1)
             ).first()
             if held is not None:
-                return _query_from_row(held)
+                return _query_from_row(held, now)
             for _ in range(1000):  # each miss means another labeller just took that query
                 candidate = conn.execute(
                     sa.select(q.id)
@@ -1022,7 +1031,9 @@ class PreferenceStore:
                     )
                 )
                 if taken.rowcount == 1:
-                    return _query_from_row(conn.execute(sa.select(_queries).where(q.id == candidate)).one())
+                    return _query_from_row(
+                        conn.execute(sa.select(_queries).where(q.id == candidate)).one(), now
+                    )
             raise RuntimeError("lease_query: too much contention, gave up")
 
         return self._write(lease)
@@ -1144,7 +1155,7 @@ class PreferenceStore:
                 .where(q.id == row.query_id, q.status == "answered")
                 .values(status="pending", leased_to=None, lease_expires_at=None)
             )
-            return _query_from_row(conn.execute(sa.select(_queries).where(q.id == row.query_id)).one())
+            return _query_from_row(conn.execute(sa.select(_queries).where(q.id == row.query_id)).one(), now)
 
         return self._write(undo)
 
