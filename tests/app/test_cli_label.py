@@ -75,4 +75,6 @@ def test_serve_runs_on_loopback_and_serves_the_app(tmp_path):
             assert client.get("/static/label.js").status_code == 200
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        out, _ = proc.communicate(timeout=20)
+    log = out.decode(errors="replace")
+    assert "GET /login?token=[redacted]" in log and token not in log  # no secrets in the access log

@@ -25,8 +25,10 @@ header, when present, must match the host. Bodies over ``max_body_bytes`` → 41
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -49,6 +51,20 @@ APP_DIR = Path(__file__).resolve().parent
 
 #: Renders one segment to an MP4 file at the given path.
 Renderer = Callable[[Segment, Path], None]
+
+
+class RedactTokenFilter(logging.Filter):
+    """Blank out ``token=…`` in access-log lines so login tokens never reach log files."""
+
+    _pattern = re.compile(r"(token=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._pattern.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = self._pattern.sub(r"\1[redacted]", record.msg)
+        return True
 
 
 def default_renderer(segment: Segment, path: Path) -> None:

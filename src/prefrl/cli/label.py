@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def serve(
     """
     import uvicorn
 
-    from prefrl.app.server import AppConfig, create_app
+    from prefrl.app.server import AppConfig, RedactTokenFilter, create_app
 
     secret_env = os.environ.get("PREFRL_APP_SECRET")
     try:
@@ -85,7 +86,10 @@ def serve(
     pref_store = _open_store(store)
     typer.echo(f"prefrl labelling on http://{host}:{port}  (store {pref_store.url}, clips in {cfg.clips_dir})")
     typer.echo("Add people with: prefrl label add-labeller NAME --store ...")
-    uvicorn.run(create_app(pref_store, cfg), host=host, port=port, log_level="info")
+    config = uvicorn.Config(create_app(pref_store, cfg), host=host, port=port, log_level="info")
+    # uvicorn configured its loggers in Config(); the login link's token must not reach the access log.
+    logging.getLogger("uvicorn.access").addFilter(RedactTokenFilter())
+    uvicorn.Server(config).run()
 
 
 @app.command("add-labeller")
