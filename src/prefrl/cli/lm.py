@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -53,7 +54,9 @@ def command_from_config(
             cfg = config_cls(**kwargs)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        typer.echo(_as_json(run(cfg)))
+        result = run(cfg)
+        if os.environ.get("RANK", "0") == "0":  # one summary under `accelerate launch`
+            typer.echo(_as_json(result))
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__name__ = name.replace("-", "_")

@@ -121,8 +121,11 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
             ref = policy
         ref_logps = reference_logprobs(ref, tokenizer, examples, cfg.max_length, cfg.batch_size)
         del ref
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "logps": ref_logps}, cache)
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:  # every process computed the same values
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"key": key, "logps": ref_logps}, cache)
 
     def loss_fn(m: Any, idx: list[int], device: Any) -> tuple[torch.Tensor, dict[str, float]]:
         rows = [examples[i] for i in idx]
