@@ -120,7 +120,7 @@ class PPOAgent:
         envs: the vector env (N sub-envs). It is reset once here, without a seed: seed it
             when building it (``make_vec_env(seed=…)``).
         cfg: PPO hyper-parameters (also obs normalisation and reward scaling switches).
-        seed: seeds the agent's torch generator (initialisation, action sampling, minibatches).
+        seed: seeds the agent's torch generators (initialisation, action sampling, minibatches).
         device: torch device of the policy.
         hidden: MLP hidden sizes of :class:`ActorCritic`.
     """
@@ -144,7 +144,9 @@ class PPOAgent:
         self.n_envs = int(envs.num_envs)
         self.obs_space = envs.single_observation_space
         self.action_space = envs.single_action_space
-        self.generator = torch.Generator().manual_seed(seed)
+        # Two streams, so that an update replayed on a saved rollout sees the same minibatches.
+        self.generator = torch.Generator().manual_seed(seed)  # action sampling
+        self.update_generator = torch.Generator().manual_seed(seed + 1_000_003)  # minibatch permutations
         init_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # layer init uses the global RNG; restore it right after
         self.policy = ActorCritic(self.obs_space, self.action_space, hidden).to(self.device)
@@ -351,7 +353,7 @@ class PPOAgent:
             self.cfg.gamma,
             self.cfg.gae_lambda,
         )
-        metrics = ppo_update(self.policy, self.optimizer, batch, self.cfg, generator=self.generator)
+        metrics = ppo_update(self.policy, self.optimizer, batch, self.cfg, generator=self.update_generator)
         self.updates += 1
         metrics["charts/learning_rate"] = lr
         metrics["charts/global_step"] = float(self.global_step)
@@ -395,7 +397,7 @@ class PPOAgent:
     # ------------------------------------------------------------------ checkpointing
 
     def state_dict(self) -> dict[str, Any]:
-        """Policy, optimiser, normalisers, counters and the agent's torch RNG (not the envs)."""
+        """Policy, optimiser, normalisers, counters and the agent's torch RNGs (not the envs)."""
         return {
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -406,6 +408,7 @@ class PPOAgent:
             "updates": self.updates,
             "next_episode_id": self._next_episode_id,
             "generator": self.generator.get_state(),
+            "update_generator": self.update_generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -419,5 +422,6 @@ class PPOAgent:
         self.updates = int(state["updates"])
         self._next_episode_id = int(state["next_episode_id"])
         self.generator.set_state(state["generator"])
+        self.update_generator.set_state(state["update_generator"])
         self._episode_ids = np.arange(self._next_episode_id, self._next_episode_id + self.n_envs, dtype=np.int64)
         self._next_episode_id += self.n_envs
