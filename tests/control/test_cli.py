@@ -94,3 +94,17 @@ def test_eval_of_a_missing_run_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["control", "eval", str(tmp_path / "nowhere")])
     assert result.exit_code != 0
     assert "config.json" in _output(result) and "Traceback" not in _output(result)
+
+
+@pytest.mark.slow
+def test_atari_pong_runs_end_to_end_with_the_cnn_reward_model(tmp_path):
+    pytest.importorskip("ale_py")
+    run = tmp_path / "pong"
+    result = runner.invoke(app, [
+        "control", "train", "--env", "ALE/Pong-v5", "--labels", "6", "--steps", "256", "--n-steps", "128",
+        "--n-minibatches", "4", "--reward-epochs", "2", "--no-progress", "--run-dir", str(run),
+    ])
+    assert result.exit_code == 0, _output(result)
+    history = json.loads((run / "history.json").read_text())
+    assert history["counters"]["queries_posted"] == 6
+    assert (run / "report.html").is_file()

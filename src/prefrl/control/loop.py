@@ -220,7 +220,8 @@ class PreferenceLoop:
         self.counters = LoopCounters()
         self.history = History()
         self.tracker = EpisodeTracker(cfg.n_envs)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the policy's ensemble
+        self.train_lock = threading.Lock()  # held for a whole reward round (trainer + its ensemble)
         self.reward_metrics: dict[str, float] = {}
         self._last_ckpt = time.monotonic()
         self._stop = threading.Event()
@@ -253,6 +254,7 @@ class PreferenceLoop:
             "history": self.history,
             "pool": self.pool.state(),
             "rng": rng_states(self.rng),
+            "component_rngs": {name: obj.rng.bit_generator.state for name, obj in self._rng_owners().items()},
             "reward_metrics": dict(self.reward_metrics),
             "segment_steps": self.segment_steps,
         }
@@ -268,6 +270,10 @@ class PreferenceLoop:
             self.history = state["history"]
             self.pool.load_state(state["pool"])
             restore_rng_states(self.rng, state["rng"])
+            owners = self._rng_owners()
+            for name, rng_state in state.get("component_rngs", {}).items():
+                if name in owners:
+                    owners[name].rng.bit_generator.state = rng_state
             self.reward_metrics = dict(state.get("reward_metrics", {}))
             if self.cfg.store is None:
                 # The run's own store may hold queries posted after the last checkpoint (killed
@@ -276,9 +282,14 @@ class PreferenceLoop:
         except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as e:
             raise CheckpointError(f"checkpoint in {self.run_dir} does not fit this run: {type(e).__name__}: {e}") from e
 
+    def _rng_owners(self) -> dict[str, Any]:
+        """Selector and teacher generators (the trainer saves its own in ``state_dict``)."""
+        owners = {"selector": self.selector, "teacher": self.teacher}
+        return {k: v for k, v in owners.items() if isinstance(getattr(v, "rng", None), np.random.Generator)}
+
     def checkpoint(self) -> Path:
         """Write ``RUN_DIR/checkpoint.pt`` atomically (under the lock in async mode)."""
-        with self.lock:
+        with self.train_lock, self.lock:
             path = save_checkpoint(self.run_dir, self._state())
         self._last_ckpt = time.monotonic()
         return path
@@ -342,13 +353,14 @@ class PreferenceLoop:
         pairs = self.training_pairs()
         if not pairs:
             return {}
-        metrics = self.trainer.train(pairs)
-        self._n_trained_pairs = len(pairs)
-        if self.train_ensemble is not self.ensemble:
-            weights = copy.deepcopy(self.train_ensemble.state_dict())
-            with self.lock:
-                self.ensemble.load_state_dict(weights)
-        self.counters.reward_rounds += 1
+        with self.train_lock:
+            metrics = self.trainer.train(pairs)
+            self._n_trained_pairs = len(pairs)
+            if self.train_ensemble is not self.ensemble:
+                weights = copy.deepcopy(self.train_ensemble.state_dict())
+                with self.lock:
+                    self.ensemble.load_state_dict(weights)
+            self.counters.reward_rounds += 1
         self.reward_metrics = {k: float(v) for k, v in metrics.items()}
         return self.reward_metrics
 
@@ -373,6 +385,7 @@ class PreferenceLoop:
                 self._stop.wait(0.2)
                 continue
             self.train_reward()
+            self._stop.wait(0.05)  # leave the GIL to the collecting thread between rounds
 
     def _teacher_worker(self) -> None:
         while not self._stop.is_set():
