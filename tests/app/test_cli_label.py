@@ -78,3 +78,50 @@ def test_serve_runs_on_loopback_and_serves_the_app(tmp_path):
         out, _ = proc.communicate(timeout=20)
     log = out.decode(errors="replace")
     assert "GET /login?token=[redacted]" in log and token not in log  # no secrets in the access log
+
+
+def test_ai_judge_command_labels_text_queries_through_an_http_endpoint(tmp_path):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prefrl.cli.label import DEMO_TEXT
+
+    GOOD = {good for _, good, _ in DEMO_TEXT}  # noqa: N806
+
+    class Judge(BaseHTTPRequestHandler):
+        """A fake OpenAI-compatible server that knows the demo's better answers; logs nothing."""
+
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            text = body["messages"][0]["content"]
+            a = text.split("Response A:\n")[1].split("\n\nResponse B:")[0]
+            b = text.split("Response B:\n")[1].split("\n\nWhich")[0]
+            letter = "A" if a in GOOD and b not in GOOD else "B"
+            out = json.dumps({"choices": [{"message": {"role": "assistant", "content": letter}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    db = str(tmp_path / "prefs.db")
+    try:
+        assert runner.invoke(app, ["label", "push-demo", "--store", db, "--kind", "text", "--pairs", "4"]).exit_code == 0
+        r = runner.invoke(app, ["label", "ai-judge", "--store", db, "--url", f"http://127.0.0.1:{server.server_port}/v1"])
+        assert r.exit_code == 0, r.output
+        assert "answered 4 text queries" in r.output
+    finally:
+        server.shutdown()
+    with PreferenceStore(db) as store:
+        prefs = store.text_preferences()
+        # push-demo alternates the side of the better response: a, b, a, b
+        assert [mu for _, mu in prefs] == [1.0, 0.0, 1.0, 0.0]
+        assert [p.meta["better"] for p, _ in prefs] == ["a", "b", "a", "b"]
+    bad = runner.invoke(app, ["label", "ai-judge", "--store", db])
+    assert bad.exit_code == 2 and "exactly one" in bad.output

@@ -166,3 +166,21 @@ def test_http_judge_position_bias_cancelled_and_errors():
     assert HTTPJudge.parse({"choices": [{"message": {"content": "**B** is better"}}]}) == -1.0
     with pytest.raises(ValueError, match="chat-completions"):
         HTTPJudge.parse({"error": "nope"})
+
+
+def test_answer_text_queries_labels_the_store_queue(tmp_path):
+    from prefrl.data.store import PreferenceStore
+    from prefrl.teachers.ai_judge import answer_text_queries
+
+    with PreferenceStore(tmp_path / "prefs.db") as store:
+        for pair in PAIRS:
+            store.add_query(text_pair_id=store.add_text_pair(pair))
+        teacher = AIJudgeTeacher(FnJudge(lambda p, f, s: float(len(f) - len(s))))
+        assert answer_text_queries(store, teacher, limit=2) == 2
+        assert answer_text_queries(store, teacher) == 1
+        assert [mu for _, mu in store.text_preferences()] == [1.0, 0.0, 0.5]
+        assert {c.teacher for c in store.comparisons()} == {"ai_judge"}
+        assert {c.labeller for c in store.comparisons()} == {"ai_judge"}
+        assert answer_text_queries(store, teacher) == 0
+        with pytest.raises(ValueError, match="limit"):
+            answer_text_queries(store, teacher, limit=-1)

@@ -3,6 +3,7 @@
     prefrl label add-labeller ann --store prefs.db          # prints a one-time login link
     prefrl label push-demo --store prefs.db                 # a few pairs to try the app on
     prefrl label serve --store prefs.db                     # http://127.0.0.1:8000
+    prefrl label ai-judge --store prefs.db --url http://127.0.0.1:8080/v1   # RLAIF labels
 """
 
 from __future__ import annotations
@@ -134,6 +135,37 @@ def push_demo(
             raise typer.BadParameter(str(e), param_hint="--env") from None
         added.append(f"{n} segment queries ({env_id})")
     typer.echo(f"Added {' and '.join(added)} to {pref_store.url}.")
+
+
+@app.command("ai-judge")
+def ai_judge(
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+    url: str | None = typer.Option(None, "--url", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8080/v1."),
+    model: str = typer.Option("default", "--model", help="Model name sent to the --url endpoint."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key (if any)."),
+    model_path: Path | None = typer.Option(None, "--model-path", help="Local transformers causal LM to judge with instead of --url."),
+    labeller: str = typer.Option("ai_judge", help="Labeller name the answers are stored under."),
+    limit: int | None = typer.Option(None, min=0, help="Answer at most this many queries."),
+) -> None:
+    """RLAIF: answer the store's text-pair queries with an LLM judge asked in both orders."""
+    from prefrl.teachers.ai_judge import AIJudgeTeacher, HTTPJudge, LocalLMJudge, answer_text_queries
+
+    if (url is None) == (model_path is None):
+        raise typer.BadParameter("give exactly one of --url or --model-path")
+    try:
+        if url is not None:
+            judge = HTTPJudge(url, model=model, api_key=os.environ.get(api_key_env))
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+            lm = AutoModelForCausalLM.from_pretrained(model_path, local_files_only=True)
+            judge = LocalLMJudge(lm, tokenizer, use_chat_template=getattr(tokenizer, "chat_template", None) is not None)
+    except (ValueError, OSError) as e:
+        raise typer.BadParameter(str(e)) from None
+    pref_store = _open_store(store)
+    n = answer_text_queries(pref_store, AIJudgeTeacher(judge), labeller=labeller, limit=limit)
+    typer.echo(f"{labeller} answered {n} text queries in {pref_store.url}.")
 
 
 def push_demo_text(store, n: int) -> int:  # noqa: ANN001 - a PreferenceStore

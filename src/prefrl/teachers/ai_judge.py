@@ -223,3 +223,27 @@ class AIJudgeTeacher:
                 a_first, a_second = v_ab, -v_ba  # both now: +1 = response_a preferred
                 mus.append(1.0 if a_first == a_second == 1 else 0.0 if a_first == a_second == -1 else 0.5)
         return mus
+
+
+def answer_text_queries(store: Any, teacher: AIJudgeTeacher, labeller: str = "ai_judge", *,
+                        lease_seconds: float = 120.0, limit: int | None = None) -> int:
+    """Answer the store's text-pair queries as ``labeller`` with an AI teacher (RLAIF labelling).
+
+    Takes the same path as people in the web app: ``lease_query`` → judge → ``answer_query``
+    (teacher name recorded), one query at a time. A segment query at the head of the queue
+    is released untouched and ends the run. Returns the number of answers stored.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be ≥ 0, got {limit}")
+    done = 0
+    while limit is None or done < limit:
+        query = store.lease_query(labeller, lease_seconds=lease_seconds)
+        if query is None:
+            break
+        if query.text_pair_id is None:
+            store.release_query(query.id, labeller)
+            break
+        (mu,) = teacher.answer([store.get_text_pair(query.text_pair_id)])
+        store.answer_query(query.id, labeller, mu, teacher=teacher.name)
+        done += 1
+    return done
