@@ -208,10 +208,8 @@ class RewardTrainer:
 
     def _weight_penalty(self) -> torch.Tensor:
         """Σ w² over weight matrices and conv kernels (biases and batch norm excluded)."""
-        return sum(
-            (p.pow(2).sum() for name, p in self.ensemble.named_parameters() if p.dim() >= 2 and "bias" not in name),
-            torch.zeros(()),
-        )
+        squares = [p.pow(2).sum() for name, p in self.ensemble.named_parameters() if p.dim() >= 2 and "bias" not in name]
+        return torch.stack(squares).sum()
 
     @torch.no_grad()
     def _shared_returns(self, data: _Stacked, idx: np.ndarray, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,7 +257,7 @@ class RewardTrainer:
         if any(s.true_rewards is None for left, right, _ in kept for s in (left, right)):
             return {}
         r_l, r_r = self._shared_returns(data, np.arange(len(kept)))
-        pred_l, pred_r = r_l.mean(0).numpy(), r_r.mean(0).numpy()
+        pred_l, pred_r = r_l.mean(0).cpu().numpy(), r_r.mean(0).cpu().numpy()
         true_l = np.array([float(np.sum(p[0].true_rewards)) for p in kept])
         true_r = np.array([float(np.sum(p[1].true_rewards)) for p in kept])
         decided = true_l != true_r
