@@ -125,3 +125,28 @@ def test_ai_judge_command_labels_text_queries_through_an_http_endpoint(tmp_path)
         assert [p.meta["better"] for p, _ in prefs] == ["a", "b", "a", "b"]
     bad = runner.invoke(app, ["label", "ai-judge", "--store", db])
     assert bad.exit_code == 2 and "exactly one" in bad.output
+
+
+def test_ai_judge_command_with_a_local_model(tmp_path):
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = ["[UNK]", "A", "B", "Answer", ":"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=1024, n_embd=8, n_layer=1, n_head=2,
+                                       bos_token_id=0, eos_token_id=0))
+    model.save_pretrained(tmp_path / "judge")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "judge")
+    db = str(tmp_path / "prefs.db")
+    assert runner.invoke(app, ["label", "push-demo", "--store", db, "--kind", "text", "--pairs", "2"]).exit_code == 0
+    r = runner.invoke(app, ["label", "ai-judge", "--store", db, "--model-path", str(tmp_path / "judge")])
+    assert r.exit_code == 0, r.output
+    with PreferenceStore(db) as store:
+        assert store.count_queries("answered") == 2
+        assert all(mu in (0.0, 0.5, 1.0, None) for _, mu in store.text_preferences())
+        assert {c.labeller for c in store.comparisons()} == {"ai_judge"}
+    missing = runner.invoke(app, ["label", "ai-judge", "--store", db, "--model-path", str(tmp_path / "nope")])
+    assert missing.exit_code == 2

@@ -42,7 +42,11 @@
   }
 
   function setVideo(el, url) {
-    if (el.getAttribute("src") !== url) { el.setAttribute("src", url); }
+    if (el.getAttribute("src") !== url) {
+      el.parentElement.classList.add("loading");   // first view of a clip renders it: say so
+      el.parentElement.classList.remove("failed");
+      el.setAttribute("src", url);
+    }
     el.hidden = false;
     const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
   }
@@ -62,6 +66,7 @@
       const video = $("video-" + side), text = $("text-" + side);
       if (query.kind === "text") {
         video.hidden = true; video.removeAttribute("src");
+        video.parentElement.classList.remove("loading", "failed");
         text.textContent = query[side].text; text.hidden = false;
       } else {
         text.hidden = true;
@@ -129,6 +134,14 @@
     } catch (e) { showError(e.message); }
     finally { busy = false; }
   }
+
+  document.querySelectorAll("video").forEach((video) => {
+    video.addEventListener("loadeddata", () => video.parentElement.classList.remove("loading"));
+    video.addEventListener("error", () => {
+      video.parentElement.classList.remove("loading");
+      video.parentElement.classList.add("failed");
+    });
+  });
 
   document.querySelectorAll("button.answer").forEach((btn) => {
     btn.addEventListener("click", () => {
