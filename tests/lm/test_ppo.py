@@ -25,7 +25,9 @@ def make_trainer(reward_fn=None, ref="copy", lora=False, **cfg_kwargs) -> LMPPOT
         policy = get_peft_model(policy, LoraSpec(r=4, alpha=8, dropout=0.0).to_peft())
     critic = RewardModel.from_causal_lm(tiny_causal_lm(seed=1)[0])
     ref_policy = copy.deepcopy(policy) if ref == "copy" else None
-    defaults = dict(batch_size=8, mini_batch_size=4, max_new_tokens=10, temperature=1.0, learning_rate=3e-3, ppo_epochs=2)
+    defaults = dict(
+        batch_size=8, mini_batch_size=4, max_new_tokens=10, temperature=1.0, learning_rate=3e-3, ppo_epochs=2
+    )
     defaults.update(cfg_kwargs)
     if reward_fn is None:
         reward_fn = TokenFrequencyReward(tok.convert_tokens_to_ids("a"), "token")
@@ -75,7 +77,9 @@ def test_kl_penalty_is_in_the_reward():
     m = trainer.step(PROMPTS)
     assert m["objective/kl"] > 0  # k3 ≥ 0 and the policy moved
     assert m["objective/non_score_reward"] == pytest.approx(-0.5 * m["objective/kl"], rel=1e-4)
-    assert m["objective/rlhf_reward"] == pytest.approx(m["objective/scores"] + m["objective/non_score_reward"], rel=1e-4)
+    assert m["objective/rlhf_reward"] == pytest.approx(
+        m["objective/scores"] + m["objective/non_score_reward"], rel=1e-4
+    )
     assert m["objective/kl_seq_max"] >= m["objective/kl"]
 
 
@@ -106,9 +110,13 @@ def test_sampled_responses_are_cut_at_first_eos():
     eos = tok.eos_token_id
     with torch.no_grad():  # make EOS likely so that some rows end early
         policy.lm_head.weight[eos] += 3.0 * policy.model.norm.weight.sign()
-    batch = sample_responses(policy, tok, PROMPTS, max_new_tokens=12, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    batch = sample_responses(
+        policy, tok, PROMPTS, max_new_tokens=12, temperature=1.0, generator=torch.Generator().manual_seed(0)
+    )
     assert batch.has_eos.any() and (batch.response_mask.sum(1) < 12).any()
-    for row, last, has, m in zip(batch.response_ids, batch.last_index, batch.has_eos, batch.response_mask, strict=True):
+    for row, last, has, m in zip(
+        batch.response_ids, batch.last_index, batch.has_eos, batch.response_mask, strict=True
+    ):
         assert int(m.sum()) == int(last) + 1
         assert (row[:last] != eos).all()  # no EOS before the last valid token
         assert bool(row[last] == eos) == bool(has)
@@ -145,7 +153,9 @@ def test_resume_continues_counters_optimiser_and_rng(tmp_path):
     resumed.load_checkpoint(tmp_path / "ckpt")
     assert resumed.global_step == 2 and resumed.n_samples == 16
     assert resumed.kl_controller.value == first.kl_controller.value
-    assert resumed.policy_optimizer.state_dict()["state"][0]["step"] == 2 * 2 * 2  # steps × epochs × minibatches
+    assert (
+        resumed.policy_optimizer.state_dict()["state"][0]["step"] == 2 * 2 * 2
+    )  # steps × epochs × minibatches
     resumed.step(PROMPTS)
     for p_s, p_r in zip(straight.policy.parameters(), resumed.policy.parameters(), strict=True):
         torch.testing.assert_close(p_s, p_r)
@@ -155,7 +165,9 @@ def test_resume_continues_counters_optimiser_and_rng(tmp_path):
 
 def test_train_runs_to_total_steps_and_logs(tmp_path):
     trainer = make_trainer()
-    history = trainer.train(PROMPTS * 2, total_steps=2, log_path=tmp_path / "log.jsonl", checkpoint_dir=tmp_path / "c")
+    history = trainer.train(
+        PROMPTS * 2, total_steps=2, log_path=tmp_path / "log.jsonl", checkpoint_dir=tmp_path / "c"
+    )
     assert len(history) == 2 and trainer.global_step == 2
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "c" / "policy" / "config.json").exists()

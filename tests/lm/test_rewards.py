@@ -19,7 +19,9 @@ from prefrl.lm.rewards import (
 EOS = 9
 
 
-def batch_from(responses: list[list[int]], prompts: list[str] | None = None, texts: list[str] | None = None) -> RolloutBatch:
+def batch_from(
+    responses: list[list[int]], prompts: list[str] | None = None, texts: list[str] | None = None
+) -> RolloutBatch:
     resp = torch.tensor(responses)
     has_eos, last, mask = find_first_eos(resp, EOS)
     b = len(responses)
@@ -85,7 +87,11 @@ def test_token_frequency_reward():
 
 
 def test_vader_scores_sentiment_of_response():
-    batch = batch_from([[1, EOS, 0, 0, 0]] * 2, prompts=["It was", "It was"], texts=[" wonderful, I loved it!", " awful and boring."])
+    batch = batch_from(
+        [[1, EOS, 0, 0, 0]] * 2,
+        prompts=["It was", "It was"],
+        texts=[" wonderful, I loved it!", " awful and boring."],
+    )
     scores = VaderScorer()(batch)
     assert scores[0] > 0.5 and scores[1] < -0.3
     assert VaderScorer().score_texts(["the"]).tolist() == [0.0]

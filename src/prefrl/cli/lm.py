@@ -156,3 +156,23 @@ command_from_config(
     _pairs,
     "Sample two responses per prompt and queue them in a store for labellers.",
 )
+
+
+# ---------------------------------------------------------------- ppo (part B: prefrl.lm.ppo)
+
+
+def _ppo(cfg: Any) -> Any:
+    from prefrl.lm.ppo import run_ppo
+
+    return run_ppo(cfg)
+
+
+def _register_ppo() -> None:
+    from prefrl.lm.ppo_config import PPORunConfig  # torch-free
+
+    command_from_config(
+        app, "ppo", PPORunConfig, _ppo, help="PPO-RLHF: policy, reference, critic (from the RM) and a frozen reward model."
+    )
+
+
+_register_ppo()

@@ -91,9 +91,12 @@ def encode_prompts(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     max_prompt_length: int,
-    add_special_tokens: bool = True,
+    add_special_tokens: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenise prompts left-padded (and left-truncated) to a common length.
+
+    Without special tokens by default, as ``prefrl.lm.common.encode_prompt_completion``
+    tokenises prompts for the reward model and DPO (chat-rendered prompts carry their own).
 
     Returns ``(query_ids, query_mask)``, both (B, P) with P ≤ ``max_prompt_length``.
     """
@@ -101,7 +104,9 @@ def encode_prompts(
         raise ValueError("prompts is empty")
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; set tokenizer.pad_token (e.g. to the EOS token)")
-    rows = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"][-max_prompt_length:] for p in prompts]
+    rows = [
+        tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"][-max_prompt_length:] for p in prompts
+    ]
     if any(len(r) == 0 for r in rows):
         raise ValueError("a prompt tokenises to zero tokens; every prompt needs at least one token")
     width = max(len(r) for r in rows)
@@ -113,7 +118,9 @@ def encode_prompts(
     return ids, mask
 
 
-def find_first_eos(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def find_first_eos(
+    response_ids: torch.Tensor, eos_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Locate the first EOS of each response.
 
     Args:

@@ -30,12 +30,19 @@ from typing import Any
 import torch
 
 from prefrl.lm.generation import RolloutBatch, response_logprobs, sample_responses
-from prefrl.lm.ppo_config import LMPPOConfig
+from prefrl.lm.ppo_config import LMPPOConfig, PPORunConfig
 from prefrl.lm.rewards import RewardFn, place_rewards
 from prefrl.losses import clipped_surrogate_loss, clipped_value_loss, gae, kl_estimate
 from prefrl.rl.kl import make_kl_controller
 
-__all__ = ["LMPPOConfig", "LMPPOTrainer", "METRIC_NAMES"]
+__all__ = [
+    "LMPPOConfig",
+    "PPORunConfig",
+    "LMPPOTrainer",
+    "METRIC_NAMES",
+    "freeze_all_but_top_layers",
+    "run_ppo",
+]
 
 #: The metrics every step logs (plus timing entries under ``time/``).
 METRIC_NAMES = (
@@ -146,7 +153,9 @@ class LMPPOTrainer:
         logprobs, entropy, ref_logprobs, values = [], [], [], []
         for s in range(0, ids.shape[0], fb):
             mb_ids, mb_mask = ids[s : s + fb], mask[s : s + fb]
-            lp, ent = response_logprobs(self.policy, mb_ids, mb_mask, p, self.cfg.temperature, with_entropy=True)
+            lp, ent = response_logprobs(
+                self.policy, mb_ids, mb_mask, p, self.cfg.temperature, with_entropy=True
+            )
             logprobs.append(lp)
             entropy.append(ent)
             with self._reference() as ref:
@@ -209,7 +218,9 @@ class LMPPOTrainer:
         # 4. GAE over response tokens; the episode ends at the last valid token
         dones = torch.zeros((b, r))
         dones[torch.arange(b), batch.last_index] = 1.0
-        adv_t, ret_t = gae(rewards.T, old_values.T, torch.zeros(b), dones.T, cfg.gamma, cfg.gae_lambda)  # (R, B)
+        adv_t, ret_t = gae(
+            rewards.T, old_values.T, torch.zeros(b), dones.T, cfg.gamma, cfg.gae_lambda
+        )  # (R, B)
         advantages, returns = adv_t.T * mask, ret_t.T * mask  # (B, R)
         if cfg.whiten_advantages:
             advantages = _masked_whiten(advantages, mask)
@@ -277,7 +288,9 @@ class LMPPOTrainer:
                 mb_old_lp = old_logprobs[idx].to(dev)
                 new_lp, _ = response_logprobs(self.policy, mb_ids, mb_attn, p, cfg.temperature)  # (mb, R)
                 new_values = self.critic.per_token_scores(mb_ids, mb_attn)[:, p - 1 : p - 1 + n_resp].float()
-                pg_loss = clipped_surrogate_loss(new_lp, mb_old_lp, advantages[idx].to(dev), cfg.clip_coef, mb_mask)
+                pg_loss = clipped_surrogate_loss(
+                    new_lp, mb_old_lp, advantages[idx].to(dev), cfg.clip_coef, mb_mask
+                )
                 vf_loss = clipped_value_loss(
                     new_values, old_values[idx].to(dev), returns[idx].to(dev), cfg.value_clip_coef, mb_mask
                 )
@@ -285,8 +298,12 @@ class LMPPOTrainer:
                 self.policy_optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy_optimizer.param_groups[0]["params"], cfg.max_grad_norm)
-                torch.nn.utils.clip_grad_norm_(self.critic_optimizer.param_groups[0]["params"], cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(
+                    self.policy_optimizer.param_groups[0]["params"], cfg.max_grad_norm
+                )
+                torch.nn.utils.clip_grad_norm_(
+                    self.critic_optimizer.param_groups[0]["params"], cfg.max_grad_norm
+                )
                 self.policy_optimizer.step()
                 self.critic_optimizer.step()
                 with torch.no_grad():
@@ -302,7 +319,9 @@ class LMPPOTrainer:
                         }
                     )
         n = len(self.last_minibatch_stats)
-        return {key: sum(s[key] for s in self.last_minibatch_stats) / n for key in self.last_minibatch_stats[0]}
+        return {
+            key: sum(s[key] for s in self.last_minibatch_stats) / n for key in self.last_minibatch_stats[0]
+        }
 
     # ------------------------------------------------------------------ outer loop
     def sample_prompts(self, prompts: Sequence[str]) -> list[str]:
@@ -341,7 +360,9 @@ class LMPPOTrainer:
             history.append(metrics)
             if log_path is not None:
                 with open(log_path, "a") as f:
-                    f.write(json.dumps({k: (None if math.isnan(v) else v) for k, v in metrics.items()}) + "\n")
+                    f.write(
+                        json.dumps({k: (None if math.isnan(v) else v) for k, v in metrics.items()}) + "\n"
+                    )
             if callback is not None:
                 callback(metrics)
             if checkpoint_dir is not None and save_every and self.global_step % save_every == 0:
@@ -398,8 +419,14 @@ class LMPPOTrainer:
         if load_models:
             self._load_policy_weights(directory / "policy")
             self._load_critic_weights(directory / "critic")
-        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        try:
+            self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        except ValueError as exc:
+            raise ValueError(
+                f"{state_path}: the optimiser state does not fit this trainer's trainable parameters "
+                "(resume with the same LoRA / train_top_layers settings as the saved run)"
+            ) from exc
         for key, value in state["kl_controller"].items():
             setattr(self.kl_controller, key, value)
         self.global_step = int(state["global_step"])
@@ -423,3 +450,95 @@ class LMPPOTrainer:
             return
         loaded = type(self.critic).from_pretrained(path)
         self.critic.load_state_dict(loaded.state_dict())
+
+
+# ---------------------------------------------------------------------- building and running
+
+
+def _decoder_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
+    for module in model.modules():
+        layers = getattr(module, "layers", None)
+        if isinstance(layers, torch.nn.ModuleList) and len(layers) > 0:
+            return module, layers
+    raise ValueError(f"{type(model).__name__} has no decoder `layers` list to freeze")
+
+
+def freeze_all_but_top_layers(model: torch.nn.Module, n_layers: int) -> int:
+    """Train only the last ``n_layers`` decoder layers, the final norm and any ``head``.
+
+    Everything below (embeddings, lower layers) is frozen, so backpropagation stops at the
+    first trainable layer: on CPU this cuts the backward pass to about n_layers / L of its
+    cost. Returns the number of trainable parameters.
+    """
+    if n_layers <= 0:
+        raise ValueError(f"n_layers must be positive, got {n_layers}")
+    stack, layers = _decoder_layers(model)
+    if n_layers > len(layers):
+        raise ValueError(f"n_layers={n_layers} but the model has {len(layers)} decoder layers")
+    model.requires_grad_(False)
+    layers[len(layers) - n_layers :].requires_grad_(True)
+    norm = getattr(stack, "norm", None)
+    if isinstance(norm, torch.nn.Module):
+        norm.requires_grad_(True)
+    head = getattr(model, "head", None)
+    if isinstance(head, torch.nn.Module):
+        head.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
+    """``prefrl lm ppo``: build policy, reference, critic and reward model from paths, train, save.
+
+    The reference is always the *starting* policy (``cfg.policy``), also when resuming;
+    with LoRA it is the policy with its adapter disabled. The critic starts from
+    ``cfg.critic`` or, by default, from the reward model (InstructGPT).
+    """
+    from prefrl.lm.data import load_prompts
+    from prefrl.lm.models import LoraSpec, load_causal_lm
+    from prefrl.lm.reward_model import RewardModel
+    from prefrl.lm.rewards import RewardModelScorer
+
+    out = Path(cfg.output_dir)
+    resume = Path(cfg.resume) if cfg.resume else None
+    if resume is not None:
+        saved = torch.load(resume / "trainer_state.pt", map_location="cpu", weights_only=False)["config"]
+        for key in ("train_top_layers", "lora_r", "policy"):
+            if key in saved and saved[key] != getattr(cfg, key):
+                raise ValueError(
+                    f"resume: the checkpoint was trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}"
+                )
+    lora = LoraSpec(cfg.lora_r, cfg.lora_alpha, 0.0) if cfg.lora_r and resume is None else None
+    policy, tokenizer = load_causal_lm(
+        resume / "policy" if resume else cfg.policy, lora=lora, padding_side="left"
+    )
+    is_lora = _is_peft(policy)
+    ref_policy = None if is_lora else load_causal_lm(cfg.policy)[0]
+    critic = RewardModel.from_pretrained(resume / "critic" if resume else (cfg.critic or cfg.reward_model))
+    reward_model = RewardModel.from_pretrained(cfg.reward_model, trainable=False)
+    reward_fn = RewardModelScorer(reward_model, RewardModel.load_tokenizer(cfg.reward_model))
+    if cfg.train_top_layers:
+        if not is_lora:
+            freeze_all_but_top_layers(policy, cfg.train_top_layers)
+        freeze_all_but_top_layers(critic, cfg.train_top_layers)
+    prompts = [p.prompt for p in load_prompts(cfg.prompts, tokenizer)]
+    if cfg.max_prompts:
+        prompts = prompts[: cfg.max_prompts]
+    trainer = LMPPOTrainer(policy, ref_policy, critic, reward_fn, tokenizer, cfg)
+    if resume is not None:
+        trainer.load_checkpoint(resume, load_models=False)
+    out.mkdir(parents=True, exist_ok=True)
+    t0, step0 = time.perf_counter(), trainer.global_step
+    history = trainer.train(
+        prompts,
+        cfg.total_steps,
+        log_path=out / "metrics.jsonl",
+        checkpoint_dir=out,
+        save_every=cfg.save_every,
+    )
+    elapsed = time.perf_counter() - t0
+    return {
+        "output_dir": str(out),
+        "global_step": trainer.global_step,
+        "steps_per_s": (trainer.global_step - step0) / elapsed if elapsed > 0 else float("nan"),
+        "history": history,
+    }

@@ -1,7 +1,10 @@
 """Configuration of PPO for language models (InstructGPT; Ziegler et al. 2019).
 
-One typed dataclass; every field is documented next to itself and validated in
+``LMPPOConfig`` holds the trainer's hyper-parameters; ``PPORunConfig`` adds what the
+``prefrl lm ppo`` command needs to build the four models. Every field is documented next
+to itself (``metadata["help"]``, which becomes the CLI's ``--help``) and validated in
 ``__post_init__`` so that a bad value fails when the config is built, not at step 500.
+Torch-free, so that ``prefrl lm --help`` stays instant.
 Defaults follow "The N+ implementation details of RLHF with PPO" (Huang et al. 2024)
 scaled down for a 135M model on CPU.
 """
@@ -9,12 +12,16 @@ scaled down for a 135M model on CPU.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, get_args
+from pathlib import Path
+from typing import Any, Literal, get_args
 
-from prefrl.losses import KLEstimator
-from prefrl.rl.kl import KLControl
+from prefrl.lm.configs import doc
 
-__all__ = ["LMPPOConfig"]
+__all__ = ["LMPPOConfig", "PPORunConfig"]
+
+# Same names as prefrl.losses.KLEstimator / prefrl.rl.kl.KLControl (not imported: those pull in torch).
+KLEstimator = Literal["k1", "k2", "k3"]
+KLControl = Literal["fixed", "adaptive", "budget"]
 
 
 @dataclass
@@ -22,82 +29,89 @@ class LMPPOConfig:
     """Hyper-parameters of :class:`prefrl.lm.ppo.LMPPOTrainer`."""
 
     # --- rollout -------------------------------------------------------------------------
-    batch_size: int = 16
-    """Prompts per PPO step (one response each)."""
-    max_new_tokens: int = 48
-    """Longest response; generation stops earlier at the EOS token."""
-    temperature: float = 0.7
-    """Sampling temperature; log-probabilities are computed from logits / temperature too
-    (N+ details #16), so the ratio is that of the distribution actually sampled."""
-    top_k: int = 0
-    """0 = no top-k filtering (the sampling distribution must match the scored one)."""
-    max_prompt_length: int = 64
-    """Prompts are left-truncated to this many tokens."""
-    forward_batch_size: int = 16
-    """Rows per no-grad forward pass when scoring rollouts (memory knob only)."""
+    batch_size: int = doc("Prompts per PPO step (one response each).", default=16)
+    max_new_tokens: int = doc("Longest response; generation stops earlier at the EOS token.", default=48)
+    temperature: float = doc(
+        "Sampling temperature; log-probabilities are computed from logits / temperature too (N+ details #16), so the ratio is that of the distribution actually sampled.",
+        default=0.7,
+    )
+    top_k: int = doc(
+        "0 = no top-k filtering (the sampling distribution must match the scored one).", default=0
+    )
+    max_prompt_length: int = doc("Prompts are left-truncated to this many tokens.", default=64)
+    forward_batch_size: int = doc(
+        "Rows per no-grad forward pass when scoring rollouts (memory knob only).", default=16
+    )
 
     # --- reward shaping ------------------------------------------------------------------
-    kl_estimator: KLEstimator = "k1"
-    """Per-token KL estimator used in the penalty and the logs: k1 (−log r), k2, k3 (Schulman 2020)."""
-    kl_control: KLControl = "fixed"
-    """KL coefficient controller: fixed, adaptive (Ziegler et al. 2019) or budget (dual ascent)."""
-    kl_coef: float = 0.05
-    """Initial KL coefficient β in r_t = score·[t = EOS] − β·KL_t."""
-    kl_target: float = 6.0
-    """Target sequence-summed KL (nats) for the adaptive / budget controllers."""
-    kl_horizon: int = 10_000
-    """Horizon of the adaptive controller (Ziegler et al. 2019)."""
-    missing_eos_penalty: float | None = None
-    """Subtracted from the score of a response that never emits EOS (None = no penalty)."""
-    score_clip: float | None = None
-    """Clip sequence scores to ±score_clip before shaping (None = no clip)."""
+    kl_estimator: str = doc(
+        "Per-token KL estimator used in the penalty and the logs: k1 (−log r), k2, k3 (Schulman 2020).",
+        default="k1",
+    )
+    kl_control: str = doc(
+        "KL coefficient controller: fixed, adaptive (Ziegler et al. 2019) or budget (dual ascent).",
+        default="fixed",
+    )
+    kl_coef: float = doc("Initial KL coefficient β in r_t = score·[t = EOS] − β·KL_t.", default=0.05)
+    kl_target: float = doc(
+        "Target sequence-summed KL (nats) for the adaptive / budget controllers.", default=6.0
+    )
+    kl_horizon: int = doc("Horizon of the adaptive controller (Ziegler et al. 2019).", default=10_000)
+    missing_eos_penalty: float | None = doc(
+        "Subtracted from the score of a response that never emits EOS (None = no penalty).", default=None
+    )
+    score_clip: float | None = doc(
+        "Clip sequence scores to ±score_clip before shaping (None = no clip).", default=None
+    )
 
     # --- advantage estimation ------------------------------------------------------------
-    gamma: float = 1.0
-    """Discount over response tokens (1 in InstructGPT)."""
-    gae_lambda: float = 0.95
-    """GAE λ."""
-    whiten_advantages: bool = True
-    """Normalise advantages to mean 0, std 1 over the valid tokens of the batch."""
+    gamma: float = doc("Discount over response tokens (1 in InstructGPT).", default=1.0)
+    gae_lambda: float = doc("GAE λ.", default=0.95)
+    whiten_advantages: bool = doc(
+        "Normalise advantages to mean 0, std 1 over the valid tokens of the batch.", default=True
+    )
 
     # --- optimisation ---------------------------------------------------------------------
-    ppo_epochs: int = 4
-    """Passes over each batch of rollouts."""
-    mini_batch_size: int = 8
-    """Rows per gradient step; must divide batch_size."""
-    clip_coef: float = 0.2
-    """PPO ratio clip ε."""
-    value_clip_coef: float | None = 0.2
-    """Value clip (None = unclipped value loss)."""
-    vf_coef: float = 0.1
-    """Weight of the value loss."""
-    learning_rate: float = 3e-6
-    """Adam learning rate of the policy."""
-    critic_learning_rate: float | None = None
-    """Adam learning rate of the critic (None = learning_rate)."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping (by global norm, per model)."""
-    adam_eps: float = 1e-5
-    """Adam ε (N+ details)."""
+    ppo_epochs: int = doc("Passes over each batch of rollouts.", default=4)
+    mini_batch_size: int = doc("Rows per gradient step; must divide batch_size.", default=8)
+    clip_coef: float = doc("PPO ratio clip ε.", default=0.2)
+    value_clip_coef: float | None = doc("Value clip (None = unclipped value loss).", default=0.2)
+    vf_coef: float = doc("Weight of the value loss.", default=0.1)
+    learning_rate: float = doc("Adam learning rate of the policy.", default=3e-6)
+    critic_learning_rate: float | None = doc(
+        "Adam learning rate of the critic (None = learning_rate).", default=None
+    )
+    max_grad_norm: float = doc("Gradient clipping (by global norm, per model).", default=1.0)
+    adam_eps: float = doc("Adam ε (N+ details).", default=1e-5)
 
     # --- bookkeeping -----------------------------------------------------------------------
-    seed: int = 0
-    """Seeds the trainer's own generators (sampling, minibatch order)."""
+    seed: int = doc("Seeds the trainer's own generators (sampling, minibatch order).", default=0)
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "max_new_tokens", "max_prompt_length", "forward_batch_size", "ppo_epochs", "mini_batch_size")
+        positive = (
+            "batch_size",
+            "max_new_tokens",
+            "max_prompt_length",
+            "forward_batch_size",
+            "ppo_epochs",
+            "mini_batch_size",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.batch_size % self.mini_batch_size:
-            raise ValueError(f"mini_batch_size ({self.mini_batch_size}) must divide batch_size ({self.batch_size})")
+            raise ValueError(
+                f"mini_batch_size ({self.mini_batch_size}) must divide batch_size ({self.batch_size})"
+            )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be ≥ 0, got {self.top_k}")
         if self.kl_estimator not in get_args(KLEstimator):
-            raise ValueError(f"kl_estimator must be one of {get_args(KLEstimator)}, got {self.kl_estimator!r}")
+            raise ValueError(
+                f"kl_estimator must be one of {get_args(KLEstimator)}, got {self.kl_estimator!r}"
+            )
         if self.kl_control not in get_args(KLControl):
             raise ValueError(f"kl_control must be one of {get_args(KLControl)}, got {self.kl_control!r}")
         if self.kl_coef < 0:
@@ -118,7 +132,9 @@ class LMPPOConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.critic_learning_rate is not None and self.critic_learning_rate <= 0:
-            raise ValueError(f"critic_learning_rate must be positive or None, got {self.critic_learning_rate}")
+            raise ValueError(
+                f"critic_learning_rate must be positive or None, got {self.critic_learning_rate}"
+            )
 
     @property
     def critic_lr(self) -> float:
@@ -142,3 +158,57 @@ class LMPPOConfig:
             raise ValueError(f"unknown LMPPOConfig fields: {sorted(unknown)}")
         return cls(**d)
 
+
+@dataclass
+class PPORunConfig(LMPPOConfig):
+    """PPO-RLHF from files: policy, reward model (frozen), critic (from the RM), prompts."""
+
+    policy: str = doc(
+        "Policy to start from (and reference): a checkpoint directory, 'smollm2' or 'tiny'.",
+        default="smollm2",
+    )
+    reward_model: str = doc(
+        "Reward-model directory (RewardModel.save_pretrained); frozen during PPO.", default=""
+    )
+    critic: str | None = doc(
+        "Critic directory (a RewardModel); default: initialised from the reward model.", default=None
+    )
+    prompts: str = doc(
+        "Prompt file (JSONL/JSON/Parquet or datasets directory with a 'prompt' column).", default=""
+    )
+    output_dir: str = doc(
+        "Where the checkpoint (policy/, critic/, trainer_state.pt) and metrics.jsonl go.", default="runs/ppo"
+    )
+    total_steps: int = doc(
+        "PPO steps (batches of rollouts) to run in total, counting resumed ones.", default=100
+    )
+    save_every: int = doc("Write a resumable checkpoint every this many steps; 0 only at the end.", default=0)
+    resume: str | None = doc(
+        "Checkpoint directory to resume from (models, optimisers, KL controller, counters, RNG).",
+        default=None,
+    )
+    lora_r: int = doc(
+        "LoRA rank of the policy; 0 trains the weights (the reference is then a frozen copy).", default=0
+    )
+    lora_alpha: float = doc("LoRA scaling numerator alpha.", default=32.0)
+    train_top_layers: int = doc(
+        "Train only the last this many decoder layers of policy and critic (0 = all): backward stops there, a CPU speed-up.",
+        default=0,
+    )
+    max_prompts: int = doc("Use only the first this many prompts; 0 uses all.", default=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.reward_model:
+            raise ValueError("reward_model: give a reward-model directory")
+        if not self.prompts:
+            raise ValueError("prompts: give a prompt file")
+        for name in ("total_steps", "save_every", "lora_r", "train_top_layers", "max_prompts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.resume is not None and not (Path(self.resume) / "trainer_state.pt").is_file():
+            raise ValueError(f"resume: {self.resume} holds no trainer_state.pt")
+
+    def trainer_config(self) -> LMPPOConfig:
+        """The trainer's hyper-parameters alone."""
+        return LMPPOConfig(**{k: getattr(self, k) for k in LMPPOConfig.__dataclass_fields__})

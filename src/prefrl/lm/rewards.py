@@ -98,20 +98,30 @@ class RewardModelScorer:
     Args:
         reward_model: a module whose ``forward(input_ids, attention_mask) -> (B,)`` scores a
             sequence at its last attended token (``prefrl.lm.reward_model.RewardModel``).
-        tokenizer: when the reward model uses a *different* tokenizer than the policy, the
-            prompt and response texts are re-tokenised with it (right padding); None reuses
-            the policy's token ids directly.
+        tokenizer: the reward model's tokenizer. Given, the prompt and response *texts* are
+            re-encoded exactly as the reward model was trained on them
+            (``prefrl.lm.common.collate_prompt_completion``: EOS appended, right padding), which
+            also handles a tokenizer different from the policy's. None reuses the policy's token
+            ids (prompt ‖ response up to its EOS) directly.
         batch_size: rows per forward pass.
+        max_length: truncation of prompt ‖ response when re-encoding.
     """
 
     def __init__(
-        self, reward_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, batch_size: int = 16
+        self,
+        reward_model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        batch_size: int = 16,
+        max_length: int = 512,
     ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if batch_size <= 0 or max_length <= 1:
+            raise ValueError(
+                f"batch_size must be positive and max_length > 1, got {batch_size}, {max_length}"
+            )
         self.reward_model = reward_model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.max_length = max_length
 
     @torch.no_grad()
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
@@ -119,16 +129,15 @@ class RewardModelScorer:
         if self.tokenizer is None:
             ids, mask = batch.input_ids, batch.attention_mask
         else:
-            texts = [p + r for p, r in zip(batch.prompts, batch.responses, strict=True)]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True)
+            from prefrl.lm.common import collate_prompt_completion
+
+            enc = collate_prompt_completion(self.tokenizer, batch.prompts, batch.responses, self.max_length)
             ids, mask = enc["input_ids"], enc["attention_mask"]
         scores = []
         for s in range(0, ids.shape[0], self.batch_size):
-            scores.append(
-                self.reward_model(ids[s : s + self.batch_size].to(device), mask[s : s + self.batch_size].to(device))
-                .float()
-                .cpu()
-            )
+            mb_ids = ids[s : s + self.batch_size].to(device)
+            mb_mask = mask[s : s + self.batch_size].to(device)
+            scores.append(self.reward_model(mb_ids, mb_mask).float().cpu())
         return torch.cat(scores)  # (B,)
 
 
