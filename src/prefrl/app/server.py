@@ -186,7 +186,7 @@ class ClipCache:
         self.renderer = renderer
         self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
-        #: Number of renders done by this process (for tests and the admin page).
+        #: Number of renders done by this process.
         self.renders = 0
 
     def path(self, segment_id: int) -> Path:
