@@ -25,7 +25,7 @@ def _assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def _check_history(straight: dict, resumed: dict) -> None:
     assert [h["step"] for h in resumed["history"]] == [3.0, 4.0]
     for a, b in zip(straight["history"][2:], resumed["history"]):
-        assert abs(a["lr"] - b["lr"]) < 1e-12  # scheduler continued
+        assert abs(a["charts/learning_rate"] - b["charts/learning_rate"]) < 1e-12  # scheduler continued
 
 
 def test_sft_resume(tiny_model_dir, sft_file, tmp_path) -> None:

@@ -476,10 +476,10 @@ def run_training(
         optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
         if cfg.max_grad_norm > 0:
-            metrics["grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            metrics["charts/grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         optimizer.step()
         scheduler.step()
-        metrics["lr"] = scheduler.get_last_lr()[0]
+        metrics["charts/learning_rate"] = scheduler.get_last_lr()[0]
         window.append(metrics)
         if step % cfg.log_every == 0 or step == total:
             row = mean_metrics(window)
