@@ -347,7 +347,8 @@ class LMPPOTrainer:
     ) -> list[dict[str, float]]:
         """Run PPO steps until ``global_step == total_steps`` (so a resumed run continues).
 
-        Metrics of each step are appended to ``log_path`` (JSONL) and passed to ``callback``;
+        Metrics of each step are passed to ``callback`` (which may add entries), then appended
+        to ``log_path`` (JSONL);
         every ``save_every`` steps and at the end a checkpoint is written to ``checkpoint_dir``.
         """
         if total_steps < 0:
@@ -358,13 +359,14 @@ class LMPPOTrainer:
         while self.global_step < total_steps:
             metrics = self.step(self.sample_prompts(prompts))
             history.append(metrics)
+            if callback is not None:
+                callback(metrics)  # may add entries (e.g. a gold score) before the metrics are logged
             if log_path is not None:
+                Path(log_path).parent.mkdir(parents=True, exist_ok=True)
                 with open(log_path, "a") as f:
                     f.write(
                         json.dumps({k: (None if math.isnan(v) else v) for k, v in metrics.items()}) + "\n"
                     )
-            if callback is not None:
-                callback(metrics)
             if checkpoint_dir is not None and save_every and self.global_step % save_every == 0:
                 self.save_checkpoint(checkpoint_dir)
         if checkpoint_dir is not None:
