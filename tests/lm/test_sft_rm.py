@@ -63,3 +63,24 @@ def test_rm_learns_preferences_ties_and_normalises(tiny_model_dir, pref_file, tm
     assert m["reward/accuracy"] == 1.0  # the tie is not counted in accuracy
     with pytest.raises(ValueError, match="exactly one of data or store"):
         RMConfig()
+
+
+def test_rm_with_lora_trains_head_and_adapter(tiny_model_dir, pref_file, tmp_path) -> None:
+    train_reward_model(
+        RMConfig(
+            model=str(tiny_model_dir),
+            data=str(pref_file),
+            output_dir=str(tmp_path),
+            max_steps=2,
+            batch_size=4,
+            learning_rate=1e-2,
+            lora_r=2,
+            lora_target_modules="q_proj,v_proj",
+        )
+    )
+    assert (tmp_path / "adapter_config.json").exists()
+    rm = RewardModel.from_pretrained(tmp_path)
+    lora_b = [p for n, p in rm.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # the adapter moved away from zero
+    frozen = [p for n, p in rm.backbone.named_parameters() if "lora" not in n]
+    assert frozen and not any(p.requires_grad for p in frozen)

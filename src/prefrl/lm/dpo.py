@@ -91,7 +91,11 @@ def dpo_batch_metrics(
 
 def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     """Run DPO from ``cfg.model`` (or ``cfg.resume``); the checkpoint goes to ``cfg.output_dir``."""
+    from accelerate import Accelerator
+
+    acc = Accelerator()
     policy, tokenizer = load_causal_lm(cfg.resume or cfg.model, lora=None if cfg.resume else cfg.lora)
+    policy.to(acc.device)  # the reference pass below runs on the training device
     loaded = load_preferences(cfg.data, tokenizer, cfg.skip_bad_rows)
     examples = loaded.examples
     is_lora = hasattr(policy, "disable_adapter")
@@ -113,17 +117,17 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     if ref_logps is None:
         if cfg.ref_model is not None:
             ref, _ = load_causal_lm(cfg.ref_model)
+            ref.to(acc.device)
         elif is_lora:
             ref = policy  # the adapter is disabled inside reference_logprobs
         elif cfg.resume is not None:
             ref, _ = load_causal_lm(cfg.model)
+            ref.to(acc.device)
         else:
             ref = policy
         ref_logps = reference_logprobs(ref, tokenizer, examples, cfg.max_length, cfg.batch_size)
         del ref
-        from accelerate import PartialState
-
-        if PartialState().is_main_process:  # every process computed the same values
+        if acc.is_main_process:  # every process computed the same values
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"key": key, "logps": ref_logps}, cache)
 
@@ -143,6 +147,6 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
         if Path(d) != cache.parent:
             torch.save({"key": key, "logps": ref_logps}, Path(d) / "ref_logps.pt")
 
-    result = run_training(cfg, policy, len(examples), loss_fn, save_fn, "dpo")
+    result = run_training(cfg, policy, len(examples), loss_fn, save_fn, "dpo", accelerator=acc)
     result["skipped_rows"] = loaded.skipped
     return result
