@@ -56,7 +56,7 @@ class Budget:
     bon_max_n: int
 
 
-FULL = Budget(240, 60, 24, 1.0, 3e-5, 16, 16, 4, 1, 2e-5, 6, 1.0, 1e-5, 8)
+FULL = Budget(128, 48, 20, 1.0, 3e-5, 16, 16, 4, 2, 5e-5, 6, 1.0, 2e-5, 4)
 QUICK = Budget(16, 8, 12, 0.25, 3e-5, 2, 8, 4, 1, 2e-5, 2, 0.25, 1e-5, 4)
 
 TEACHER_BETA = 5.0  # σ(5·Δ): a compound-score gap of 0.5 is answered "right" 92 % of the time
