@@ -191,3 +191,20 @@ def test_bad_inputs_raise():
     bad = make_trainer(lambda batch: torch.zeros(3))
     with pytest.raises(ValueError, match="per sequence"):
         bad.step(PROMPTS)
+
+
+def test_freeze_all_but_top_layers_stops_backward_there():
+    from prefrl.lm.ppo import freeze_all_but_top_layers
+
+    policy, _ = tiny_causal_lm(seed=0)
+    n = freeze_all_but_top_layers(policy, 1)
+    trainable = {k for k, p in policy.named_parameters() if p.requires_grad}
+    assert trainable and all(k.startswith("model.layers.1.") or k == "model.norm.weight" for k in trainable)
+    assert n == sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    critic = RewardModel.from_causal_lm(tiny_causal_lm(seed=1)[0])
+    freeze_all_but_top_layers(critic, 2)
+    assert critic.head.weight.requires_grad
+    with pytest.raises(ValueError, match="decoder layers"):
+        freeze_all_but_top_layers(policy, 3)
+    with pytest.raises(ValueError, match="positive"):
+        freeze_all_but_top_layers(policy, 0)
