@@ -659,7 +659,9 @@ def demo_config(run_dir: str | None = None, seed: int = 0, baseline: bool = Fals
         teacher="rational",
         n_envs=4,
         ppo=PPOConfig(n_steps=512, n_minibatches=32, total_steps=steps),
-        reward=RewardTrainerConfig(epochs=10),
+        # The ensemble is warm-started every round, so a few epochs per round suffice; at 400
+        # labels 10 epochs would cost more than collecting and updating together.
+        reward=RewardTrainerConfig(epochs=3),
         run_dir=run_dir or str(Path("runs") / f"demo-{stamp}"),
         seed=seed,
         true_reward_baseline=baseline,
