@@ -36,7 +36,7 @@ from prefrl.diagnostics.kl import kl_metrics, kl_position_profile
 from prefrl.diagnostics.report import markdown_table, plot_kl_profiles, plot_metric_curves
 from prefrl.lm.chat import ChatConfig, ChatReward, is_silent
 from prefrl.lm.common import position_ids_from_mask
-from prefrl.lm.generation import RolloutBatch, response_logprobs, sample_responses
+from prefrl.lm.generation import RolloutBatch, encode_prompts, response_logprobs, sample_responses
 from prefrl.lm.models import load_causal_lm
 from prefrl.lm.ppo import LMPPOConfig, LMPPOTrainer, freeze_all_but_top_layers
 from prefrl.lm.reward_model import RewardModel
@@ -329,6 +329,32 @@ def _stack(profiles: list[np.ndarray]) -> np.ndarray:
     return arr
 
 
+@torch.no_grad()
+def probe_silence(base: torch.nn.Module, tokenizer: Any, openers: list[str], args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """What silence would pay if the agent found it: reward and KL cost of an always-silent agent."""
+    res: dict[str, Any] = {}
+    for rule in ("base", "silence"):
+        chat = ChatReward(base, tokenizer, ChatConfig(empty_turn=rule, partner_max_new_tokens=args.max_new_tokens),
+                          torch.Generator().manual_seed(args.seed + 29))
+        prompts = chat.prompts_for(openers)
+        step = chat.play(prompts, [""] * len(prompts))
+        res[f"silent_reward_{rule}_rule"] = float(np.mean(step.rewards))
+        res[f"samples_{rule}_rule"] = [
+            {"opener": o, "spoken": a, "partner": r, "reward": w}
+            for o, a, r, w in zip(openers, step.agent_turns, step.partner_replies, step.rewards, strict=True)
+        ]
+    query_ids, query_mask = encode_prompts(tokenizer, prompts, 256)
+    batch = RolloutBatch(query_ids, query_mask, query_ids[:, -1:], query_mask[:, -1:], torch.ones(len(prompts), dtype=torch.bool),
+                         torch.zeros(len(prompts), dtype=torch.long), prompts, [""] * len(prompts))
+    temperature = LMPPOConfig().temperature
+    p_eos, _ = first_token_silence(base, batch, tokenizer, temperature)
+    res["ref_p_first_eos"] = p_eos
+    res["kl_cost_of_silence_nats"] = float(-math.log(max(p_eos, 1e-300)))
+    (out / "probe_silence.json").write_text(json.dumps(res, indent=1))
+    print(f"[probe] { {k: v for k, v in res.items() if not k.startswith('samples')} }", flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="examples/silent_teacher/results")
@@ -336,6 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--arms", nargs="*", default=["penalty", "budget_lo", "budget_hi"],
                     help="runs to train (penalty, budget_lo, budget_hi, budget_hi_silence); none = only base/summary")
+    ap.add_argument("--probe", action="store_true", help="measure what an always-silent agent would get")
     ap.add_argument("--no-base", action="store_true", help="skip evaluating the base model (another process does)")
     ap.add_argument("--no-summary", action="store_true", help="skip merging results (run --arms with none later)")
     ap.add_argument("--steps", type=int, default=20)
@@ -344,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--ppo-epochs", type=int, default=2)
     ap.add_argument("--beta", type=float, default=0.05, help="fixed β, and the budget controllers' initial β")
-    ap.add_argument("--budget-lo", type=float, default=2.0, help="sequence KL budget (nats)")
+    ap.add_argument("--budget-lo", type=float, default=0.5, help="sequence KL budget (nats)")
     ap.add_argument("--budget-hi", type=float, default=8.0, help="sequence KL budget (nats)")
     ap.add_argument("--train-top-layers", type=int, default=4)
     ap.add_argument("--critic-layers", type=int, default=4, help="decoder layers of the critic's backbone (0 = all)")
@@ -371,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     eval_openers = (EVAL_OPENERS[:4] if args.quick else EVAL_OPENERS) * 2  # two samples per opener
     train_openers = TRAIN_OPENERS[:8] if args.quick else TRAIN_OPENERS
-    if args.arms or not args.no_base:
+    if args.arms or not args.no_base or args.probe:
         base, tokenizer = load_causal_lm(args.model, padding_side="left")
         base.eval().requires_grad_(False)
     if not args.no_base:
@@ -383,6 +410,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (out / "results_base.json").write_text(json.dumps(ev, indent=1))
         (out / "samples_base.json").write_text(json.dumps(samples, indent=1))
         print(f"[base] {json.dumps({k: round(v, 4) for k, v in ev.items()})}", flush=True)
+    if args.probe:
+        probe_silence(base, tokenizer, eval_openers, args, out)
     for name in args.arms:
         run_arm(name, specs[name], args, base, tokenizer, out, train_openers, eval_openers)
     return {} if args.no_summary else summarize(out)
