@@ -300,6 +300,13 @@ def summarize(out: Path) -> dict[str, Any]:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     if profiles:
         plot_kl_profiles(profiles, out / "kl_profile.png", title="Per-token KL by position (held-out eval, after training)")
+        train_profiles = {}
+        for name in profiles:
+            steps = np.load(out / f"kl_profile_steps_{name}.npy")  # (steps, T) NaN-padded
+            with np.errstate(all="ignore"):
+                train_profiles[name] = np.nanmean(steps[-5:], axis=0) if steps.size else np.zeros(0)
+        plot_kl_profiles(train_profiles, out / "kl_profile_train.png",
+                         title="Per-token KL by position (last 5 training batches)")
         plot_metric_curves(
             histories,
             ["objective/scores", "objective/kl", "objective/kl_token", "kl/kl_front_loaded", "objective/kl_coef",
