@@ -56,7 +56,7 @@ class Budget:
     bon_max_n: int
 
 
-FULL = Budget(128, 48, 20, 1.0, 3e-5, 16, 16, 4, 2, 5e-5, 6, 1.0, 2e-5, 4)
+FULL = Budget(192, 48, 20, 2.0, 5e-5, 24, 16, 4, 2, 1e-4, 6, 2.0, 5e-5, 4)
 QUICK = Budget(16, 8, 12, 0.25, 3e-5, 2, 8, 4, 1, 2e-5, 2, 0.25, 1e-5, 4)
 
 TEACHER_BETA = 5.0  # σ(5·Δ): a compound-score gap of 0.5 is answered "right" 92 % of the time
@@ -349,7 +349,7 @@ def plot(summary: dict, ppo_log: list[dict], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(8.6, 4.4))
     bon = summary["best_of_n"]
     ax.plot(
         [c["kl"] for c in bon],
@@ -386,7 +386,7 @@ def plot(summary: dict, ppo_log: list[dict], out: Path) -> list[Path]:
     ax.set_ylabel("mean gold sentiment (VADER compound)")
     ax.set_title("Gold reward vs KL: PPO, DPO, best-of-n")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     frontier = out / "frontier.png"
     fig.savefig(frontier, dpi=110)
@@ -459,13 +459,27 @@ def main() -> None:
     )
     ap.add_argument("--docs", default=None, help="also copy the PNGs and a markdown summary here (e.g. docs)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--report-only", action="store_true", help="redraw the report from a finished run's summary.json"
+    )
     args = ap.parse_args()
+    if args.report_only:
+        redraw(Path(args.out) / ("quick" if args.quick else "full"), args.docs)
+        return
 
     torch.set_num_threads(1)  # the machine is shared; DPO runs on the other core
     t0 = time.time()
     b = QUICK if args.quick else FULL
     out = Path(args.out) / ("quick" if args.quick else "full")
     out.mkdir(parents=True, exist_ok=True)
+    stamp = out / "budget.json"
+    if stamp.exists() and json.loads(stamp.read_text()) != {
+        **vars(b),
+        "model": args.model,
+        "seed": args.seed,
+    }:
+        raise SystemExit(f"{out} holds a run with another budget, model or seed; pass a fresh --out")
+    stamp.write_text(json.dumps({**vars(b), "model": args.model, "seed": args.seed}))
     prompts = load_prompt_texts()
     train_prompts, eval_prompts = prompts[: b.n_train], prompts[-b.n_eval :]
 
@@ -517,6 +531,17 @@ def main() -> None:
     )
     if args.docs:
         write_docs(summary, samples, pngs, Path(args.docs))
+
+
+def redraw(out: Path, docs: str | None) -> None:
+    """Plots, HTML and docs again from ``summary.json`` and the PPO metrics (no model runs)."""
+    summary = json.loads((out / "summary.json").read_text())
+    samples = summary.pop("samples")
+    ppo_log = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines() if line]
+    pngs = plot(summary, ppo_log, out)
+    log(f"report: {write_html(summary, pngs, samples, out)}")
+    if docs:
+        write_docs(summary, samples, pngs, Path(docs))
 
 
 def write_docs(summary: dict, samples: dict, pngs: list[Path], docs: Path) -> None:
