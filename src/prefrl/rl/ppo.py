@@ -83,9 +83,7 @@ class PPOConfig:
         """n_steps·n_envs / n_minibatches; ValueError when a minibatch would be empty."""
         batch = self.n_steps * n_envs
         if batch < self.n_minibatches:
-            raise ValueError(
-                f"n_steps·n_envs = {batch} is smaller than n_minibatches = {self.n_minibatches}"
-            )
+            raise ValueError(f"n_steps·n_envs = {batch} is smaller than n_minibatches = {self.n_minibatches}")
         return batch // self.n_minibatches
 
 
@@ -199,7 +197,7 @@ def ppo_update(
     Loss per minibatch: L = L_clip − ent_coef·H + vf_coef·L_V, with advantages normalised
     per minibatch when ``cfg.norm_adv``. ``policy/approx_kl`` is the k3 estimator
     (r − 1) − log r of KL(π_old ‖ π_new) (Schulman 2020), ``policy/clipfrac`` the fraction of
-    samples with |ρ − 1| > clip_coef, both averaged over the last epoch's minibatches.
+    samples with |ρ − 1| > clip_coef; all diagnostics are means over the last epoch's minibatches.
 
     Args:
         policy: module with ``get_action_and_value(obs, action)``.
@@ -225,21 +223,28 @@ def ppo_update(
     kls: list[torch.Tensor] = []
     clipfracs: list[torch.Tensor] = []
     epochs_run = 0
-    for _epoch in range(cfg.update_epochs):
+    n_used = mb_size * cfg.n_minibatches
+    for epoch in range(cfg.update_epochs):
         pg_losses.clear(), v_losses.clear(), entropies.clear(), kls.clear(), clipfracs.clear()
-        b_inds = torch.randperm(b, generator=generator)
-        for start in range(0, mb_size * cfg.n_minibatches, mb_size):
-            mb_inds = b_inds[start : start + mb_size]
-            mb_old_logprobs = batch.logprobs[mb_inds]
+        # Permute once per epoch; the minibatches are then contiguous slices (views), not gathers.
+        b_inds = torch.randperm(b, generator=generator)[:n_used]
+        e_obs, e_actions = batch.obs[b_inds], batch.actions[b_inds]
+        e_logprobs, e_values = batch.logprobs[b_inds], batch.values[b_inds]
+        e_advantages, e_returns = batch.advantages[b_inds], batch.returns[b_inds]
+        # The diagnostics are reported for the last epoch (and needed every epoch for target_kl).
+        track = cfg.target_kl is not None or epoch == cfg.update_epochs - 1
+        for start in range(0, n_used, mb_size):
+            mb = slice(start, start + mb_size)
+            mb_old_logprobs = e_logprobs[mb]
             _, new_logprobs, entropy, new_values = policy.get_action_and_value(
-                batch.obs[mb_inds], batch.actions[mb_inds]
+                e_obs[mb], e_actions[mb]
             )  # (mb,) each
-            mb_advantages = batch.advantages[mb_inds]
+            mb_advantages = e_advantages[mb]
             if cfg.norm_adv and mb_size > 1:
                 mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
 
             pg_loss = clipped_surrogate_loss(new_logprobs, mb_old_logprobs, mb_advantages, cfg.clip_coef)
-            v_loss = clipped_value_loss(new_values, batch.values[mb_inds], batch.returns[mb_inds], clip_vcoef)
+            v_loss = clipped_value_loss(new_values, e_values[mb], e_returns[mb], clip_vcoef)
             entropy_loss = entropy.mean()
             loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
 
@@ -248,13 +253,16 @@ def ppo_update(
             _clip_grad_norm(params, cfg.max_grad_norm)
             optimizer.step()
 
-            with torch.no_grad():
-                log_ratio = new_logprobs - mb_old_logprobs
-                kls.append(kl_estimate(mb_old_logprobs, new_logprobs, "k3").mean())
-                clipfracs.append(((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float().mean())
-            pg_losses.append(pg_loss.detach())
-            v_losses.append(v_loss.detach())
-            entropies.append(entropy_loss.detach())
+            if track:
+                with torch.no_grad():
+                    new_lp = new_logprobs.detach()
+                    kls.append(kl_estimate(mb_old_logprobs, new_lp, "k3").mean())
+                    clipfracs.append(
+                        ((new_lp - mb_old_logprobs).exp().sub_(1.0).abs_() > cfg.clip_coef).float().mean()
+                    )
+                pg_losses.append(pg_loss.detach())
+                v_losses.append(v_loss.detach())
+                entropies.append(entropy_loss.detach())
         epochs_run += 1
         if cfg.target_kl is not None and torch.stack(kls).mean().item() > cfg.target_kl:
             break
