@@ -4,7 +4,8 @@ Same machine, same run, same hyper-parameters (cleanrl's MuJoCo defaults: 2048 s
 env, 32 minibatches, 10 epochs, lr 3e-4 annealed, clipped value loss, obs normalisation,
 64-64 tanh actor and critic), same env stack (gymnasium ``make`` + our ``make_env``), one
 torch thread. Each system first runs one untimed warm-up iteration, then ``--iters``
-timed iterations; the figure is env steps / wall seconds of collect + update.
+timed iterations, interleaved between the systems so that a change in machine load hits
+all of them; the figure is env steps / wall seconds of collect + update.
 
     python benchmarks/ppo_throughput.py                    # HalfCheetah-v5 and CartPole-v1
     python benchmarks/ppo_throughput.py --iters 5 --out docs/benchmarks_ppo.md
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +29,21 @@ from prefrl.control.optimizer import PPOAgent
 from prefrl.rl.ppo import PPOConfig
 
 
-def bench_prefrl(env_id: str, n_envs: int, iters: int, record_sim_state: bool) -> float:
+def make_prefrl(env_id: str, n_envs: int, iters: int, record_sim_state: bool) -> Callable[[], None]:
+    """One PPO iteration (collect + update) of our agent, warmed up."""
     cfg = PPOConfig(total_steps=(iters + 1) * 2048 * n_envs)
     agent = PPOAgent(make_vec_env(env_id, n_envs=n_envs, seed=0, record_sim_state=record_sim_state), cfg, seed=0)
-    r = agent.collect()
-    agent.update(r, r.true_rewards)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(iters):
+
+    def iteration() -> None:
         r = agent.collect()
         agent.update(r, r.true_rewards)
-    return iters * cfg.n_steps * n_envs / (time.perf_counter() - t0)
+
+    iteration()  # warm-up
+    return iteration
 
 
-def bench_sb3(env_id: str, n_envs: int, iters: int) -> float:
+def make_sb3(env_id: str, n_envs: int) -> Callable[[], None]:
+    """One PPO iteration (``learn`` of one rollout) of SB3 with the same hyper-parameters, warmed up."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -64,10 +68,30 @@ def bench_sb3(env_id: str, n_envs: int, iters: int) -> float:
         device="cpu",
         verbose=0,
     )
-    model.learn(2048 * n_envs)  # warm-up
-    t0 = time.perf_counter()
-    model.learn(iters * 2048 * n_envs, reset_num_timesteps=False)
-    return iters * 2048 * n_envs / (time.perf_counter() - t0)
+
+    def iteration() -> None:
+        model.learn(2048 * n_envs, reset_num_timesteps=False)
+
+    iteration()  # warm-up
+    return iteration
+
+
+def bench(env_id: str, n_envs: int, iters: int) -> tuple[float, float, float]:
+    """Steps/s of (prefrl, prefrl + sim_state, SB3); iterations interleaved so load drifts hit all three."""
+    systems = [
+        make_prefrl(env_id, n_envs, iters, record_sim_state=False),
+        make_prefrl(env_id, n_envs, iters, record_sim_state=True),
+        make_sb3(env_id, n_envs),
+    ]
+    seconds = [0.0, 0.0, 0.0]
+    for _ in range(iters):
+        for k, iteration in enumerate(systems):
+            t0 = time.perf_counter()
+            iteration()
+            seconds[k] += time.perf_counter() - t0
+    steps = iters * 2048 * n_envs
+    ours, ours_sim, sb3 = (steps / s for s in seconds)
+    return ours, ours_sim, sb3
 
 
 def main() -> None:
@@ -83,9 +107,7 @@ def main() -> None:
 
     rows = []
     for env_id in args.envs:
-        ours = bench_prefrl(env_id, args.n_envs, args.iters, record_sim_state=False)
-        ours_sim = bench_prefrl(env_id, args.n_envs, args.iters, record_sim_state=True)
-        sb3 = bench_sb3(env_id, args.n_envs, args.iters)
+        ours, ours_sim, sb3 = bench(env_id, args.n_envs, args.iters)
         rows.append((env_id, ours, ours_sim, sb3))
         print(f"{env_id:16s} prefrl {ours:8.0f} sps | prefrl+sim_state {ours_sim:8.0f} sps | "
               f"SB3 {sb3:8.0f} sps | ratio {ours / sb3:4.2f}×", flush=True)  # fmt: skip
@@ -94,7 +116,7 @@ def main() -> None:
         "## PPO throughput: prefrl vs Stable-Baselines3",
         "",
         f"Env steps per second of collect + update, {args.n_envs} env(s), {args.iters} timed iterations of "
-        f"2048·n_envs steps after one warm-up, 1 torch thread, cleanrl MuJoCo hyper-parameters for both "
+        f"2048·n_envs steps (interleaved between systems) after one warm-up, 1 torch thread, cleanrl MuJoCo hyper-parameters for both "
         f"(32 minibatches × 10 epochs, 64-64 tanh MLPs, obs normalisation, clipped value loss).",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread; "
         f"torch {torch.__version__}, stable-baselines3 {stable_baselines3.__version__}, numpy {np.__version__}.",
