@@ -290,3 +290,24 @@ def test_ppo_learns_cartpole_with_the_true_reward() -> None:
                 break
     assert first < 300  # the untrained deterministic policy
     assert best >= 400, f"deterministic return {best} after {agent.global_step} steps"
+
+
+def test_agent_on_async_fixed_horizon_mujoco_and_on_atari_frames() -> None:
+    envs = make_vec_env("Hopper-v5", n_envs=2, seed=0, async_=True, fixed_horizon=20, terminal_penalty=1.0)
+    try:
+        agent = PPOAgent(envs, PPOConfig(n_steps=50, n_minibatches=4, update_epochs=1), seed=0)
+        r = agent.collect()
+    finally:
+        envs.close()
+    assert not r.terminated.any() and r.truncated[[19, 39]].all() and r.truncated.sum() == 4
+    # sim_state is the state of o_t (Hopper's obs is qpos[1:] ‖ qvel), also across the horizon resets
+    np.testing.assert_allclose(r.sim_states[:, :, 1:6], r.obs[:, :, :5], atol=1e-6)
+    assert r.steps.max() == 19 and (r.final_values[[19, 39]] != 0).all()
+
+    pong = make_vec_env("ALE/Pong-v5", n_envs=2, seed=0)
+    agent = PPOAgent(pong, PPOConfig(n_steps=16, n_minibatches=4, update_epochs=1), seed=0)
+    r = agent.collect()
+    assert r.obs.shape == (16, 2, 4, 84, 84) and r.obs.dtype == np.uint8 and r.sim_states is None
+    before = _params(agent.policy)
+    agent.update(r, r.true_rewards)
+    assert not torch.equal(before, _params(agent.policy))
