@@ -21,11 +21,11 @@ from prefrl.teachers.synthetic import make_teacher
 
 
 def toy_config(tmp_path, **overrides) -> ControlConfig:
-    """A tiny GoRight run: 24 PPO iterations of 128 steps, 60 labels, 10-step segments."""
+    """A tiny GoRight run: 16 rollouts of 128 steps, 60 labels, 10-step segments."""
     kwargs = dict(
         env_id=go_right_env.ENV_ID,
         labels=60,
-        steps=128 * 24,
+        steps=128 * 16,
         teacher="rational",
         segment_steps=10,
         pool_size=128,

@@ -18,7 +18,7 @@ from prefrl.control.checkpoint import CheckpointError, load_checkpoint
 from prefrl.data.store import PreferenceStore
 
 HERE = Path(__file__).parent
-LABELS, N_STEPS, ROLLOUTS = 40, 128, 24
+LABELS, N_STEPS, ROLLOUTS = 30, 128, 16
 ARGS = [
     "--env", go_right_env.ENV_ID, "--labels", str(LABELS), "--steps", str(N_STEPS * ROLLOUTS),
     "--n-steps", str(N_STEPS), "--n-minibatches", "4", "--lr", "0.003", "--segment-steps", "10",
@@ -49,14 +49,14 @@ def test_resume_after_sigkill_continues_without_losing_labels(tmp_path):
     state = None
     while time.monotonic() < deadline:
         state = _checkpoint_or_none(run)
-        if state is not None and state["counters"].iteration >= 4:
+        if state is not None and state["counters"].iteration >= 3:
             break
         if proc.poll() is not None:
             pytest.fail(f"run ended before it could be killed:\n{proc.stdout.read()}")
         time.sleep(0.2)
     else:
         proc.kill()
-        pytest.fail("no checkpoint with 4 iterations within 240 s")
+        pytest.fail("no checkpoint with 3 iterations within 240 s")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
