@@ -236,6 +236,8 @@ def batch_indices(
         else:
             order = list(range(n_examples))
         batch = order[k * batch_size : (k + 1) * batch_size]
+        # a short last batch may leave a process without rows: it repeats one rather than
+        # skipping the step, which would leave the other processes waiting in all-reduce
         yield batch[process_index::num_processes] or batch[:1]
         step += 1
 
