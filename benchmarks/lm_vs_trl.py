@@ -153,6 +153,7 @@ def worker_trl(
         warmup_steps=0,
         weight_decay=0.0,
         max_grad_norm=1.0,
+        bf16=False,  # TRL defaults to bf16 autocast; compare fp32 with fp32
     )
     t0 = time.perf_counter()
     if stage == "rm":
