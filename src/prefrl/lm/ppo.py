@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from prefrl.diagnostics.degenerate import degenerate_report
+from prefrl.diagnostics.kl import front_loaded_fraction
 from prefrl.lm.generation import RolloutBatch, response_logprobs, sample_responses
 from prefrl.lm.ppo_config import LMPPOConfig, PPORunConfig
 from prefrl.lm.rewards import RewardFn, place_rewards
@@ -211,7 +213,8 @@ class LMPPOTrainer:
         # 3. shaped per-token reward r_t = score_t − β·KL_t  (Ziegler et al. 2019, eq. 2)
         beta = float(self.kl_controller.value)
         kl_t = kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask  # (B, R)
-        non_score_rewards = -beta * kl_t
+        # With kl_penalty="loss" the KL acts in the policy loss instead (see _update), not in the reward.
+        non_score_rewards = -beta * kl_t if cfg.kl_penalty == "reward" else torch.zeros_like(kl_t)
         rewards = non_score_rewards + score_rewards
         old_values = old_values * mask
 
@@ -227,7 +230,7 @@ class LMPPOTrainer:
         t_score = time.perf_counter()
 
         # 5. epochs of clipped updates over minibatches
-        stats = self._update(batch, old_logprobs, old_values, advantages, returns, mask)
+        stats = self._update(batch, old_logprobs, old_values, advantages, returns, mask, ref_logprobs, beta)
         t_update = time.perf_counter()
 
         # 6. KL controller on the mean sequence-summed KL
@@ -249,6 +252,8 @@ class LMPPOTrainer:
             "objective/kl": float(kl_seq.mean()),
             "objective/kl_token": float(_masked_mean(kl_t, mask)),
             "objective/kl_seq_max": float(kl_seq.max()),
+            # Cohen et al. 2024: share of each sequence's KL spent in its first quarter of tokens
+            "objective/kl_front_loaded": float(front_loaded_fraction(kl_t, mask).mean()),
             "objective/entropy": float(_masked_mean(scored["entropy"], mask)),
             "objective/non_score_reward": float(non_score_seq.mean()),
             "objective/rlhf_reward": float((scores + non_score_seq).mean()),
@@ -257,6 +262,7 @@ class LMPPOTrainer:
             "val/explained_variance": explained_var,
             "val/num_eos_tokens": float(batch.has_eos.sum()),
             "response/length": float(mask.sum(1).mean()),
+            **degenerate_report(batch.responses, rewards=scores.tolist()),
             "time/rollout_s": t_rollout - t_start,
             "time/score_s": t_score - t_rollout,
             "time/update_s": t_update - t_score,
@@ -273,6 +279,8 @@ class LMPPOTrainer:
         advantages: torch.Tensor,
         returns: torch.Tensor,
         mask: torch.Tensor,
+        ref_logprobs: torch.Tensor,
+        beta: float,
     ) -> dict[str, float]:
         cfg = self.cfg
         dev = self.device
@@ -295,6 +303,9 @@ class LMPPOTrainer:
                     new_values, old_values[idx].to(dev), returns[idx].to(dev), cfg.value_clip_coef, mb_mask
                 )
                 loss = pg_loss + cfg.vf_coef * vf_loss
+                if cfg.kl_penalty == "loss":
+                    kl_loss = _masked_mean(kl_estimate(new_lp, ref_logprobs[idx].to(dev), cfg.kl_estimator), mb_mask)
+                    loss = loss + beta * kl_loss
                 self.policy_optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -344,6 +355,7 @@ class LMPPOTrainer:
         checkpoint_dir: str | Path | None = None,
         save_every: int = 0,
         callback: Callable[[dict[str, float]], None] | None = None,
+        tensorboard_dir: str | Path | None = None,
     ) -> list[dict[str, float]]:
         """Run PPO steps until ``global_step == total_steps`` (so a resumed run continues).
 
@@ -356,11 +368,21 @@ class LMPPOTrainer:
         if save_every < 0:
             raise ValueError(f"save_every must be ≥ 0, got {save_every}")
         history = []
+        writer = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(tensorboard_dir))
         while self.global_step < total_steps:
             metrics = self.step(self.sample_prompts(prompts))
             history.append(metrics)
             if callback is not None:
                 callback(metrics)  # may add entries (e.g. a gold score) before the metrics are logged
+            if writer is not None:
+                for key, value in metrics.items():
+                    if key != "step" and math.isfinite(value):
+                        writer.add_scalar(key, value, self.global_step)
+                writer.flush()
             if log_path is not None:
                 Path(log_path).parent.mkdir(parents=True, exist_ok=True)
                 with open(log_path, "a") as f:
@@ -371,6 +393,8 @@ class LMPPOTrainer:
                 self.save_checkpoint(checkpoint_dir)
         if checkpoint_dir is not None:
             self.save_checkpoint(checkpoint_dir)
+        if writer is not None:
+            writer.close()
         return history
 
     # ------------------------------------------------------------------ checkpoints
@@ -534,6 +558,7 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
         prompts,
         cfg.total_steps,
         log_path=out / "metrics.jsonl",
+        tensorboard_dir=out / "tensorboard",
         checkpoint_dir=out,
         save_every=cfg.save_every,
     )

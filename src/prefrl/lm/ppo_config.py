@@ -48,6 +48,12 @@ class LMPPOConfig:
         "Per-token KL estimator used in the penalty and the logs: k1 (−log r), k2, k3 (Schulman 2020).",
         default="k1",
     )
+    kl_penalty: str = doc(
+        "Where the KL to the reference acts: 'reward' (−β·KL_t added to each token's reward, InstructGPT) or "
+        "'loss' (β·mean KL estimate added to the policy loss, GRPO-style; use k2 for the same on-policy "
+        "gradient as k1-in-reward, k3 regularises the reverse KL — see docs/kl.md).",
+        default="reward",
+    )
     kl_control: str = doc(
         "KL coefficient controller: fixed, adaptive (Ziegler et al. 2019) or budget (dual ascent).",
         default="fixed",
@@ -112,6 +118,8 @@ class LMPPOConfig:
             raise ValueError(
                 f"kl_estimator must be one of {get_args(KLEstimator)}, got {self.kl_estimator!r}"
             )
+        if self.kl_penalty not in ("reward", "loss"):
+            raise ValueError(f"kl_penalty must be 'reward' or 'loss', got {self.kl_penalty!r}")
         if self.kl_control not in get_args(KLControl):
             raise ValueError(f"kl_control must be one of {get_args(KLControl)}, got {self.kl_control!r}")
         if self.kl_coef < 0:
