@@ -69,7 +69,12 @@ class Segment:
             raise ValueError("obs must have a leading time axis of length ≥ 1")
         if actions.shape[:1] != obs.shape[:1]:
             raise ValueError(f"actions has length {actions.shape[:1]} but obs has length {obs.shape[0]}")
-        for name, arr in (("obs", obs), ("actions", actions), ("true_rewards", self.true_rewards), ("sim_states", self.sim_states)):
+        for name, arr in (
+            ("obs", obs),
+            ("actions", actions),
+            ("true_rewards", self.true_rewards),
+            ("sim_states", self.sim_states),
+        ):
             if arr is None:
                 continue
             arr = np.asarray(arr)
