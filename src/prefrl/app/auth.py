@@ -98,7 +98,9 @@ class SessionSigner:
             given = _unb64(sig)
         except (ValueError, TypeError):
             return None
-        if not hmac.compare_digest(given, self._mac("session", payload)):
+        # Compare the canonical encodings: base64 ignores the padding bits of the last
+        # character, so several strings decode to the same bytes; only one is accepted.
+        if _b64(given) != sig or not hmac.compare_digest(sig, _b64(self._mac("session", payload))):
             return None
         try:
             data = json.loads(payload)
