@@ -304,3 +304,13 @@ def test_config_validation():
         AppConfig(max_body_bytes=10)
     with pytest.raises(ValueError, match="undo_window_seconds"):
         AppConfig(undo_window_seconds=float("nan"))
+
+
+def test_a_login_link_works_once(app, store):
+    from fastapi.testclient import TestClient
+
+    token = store.add_labeller("once")
+    first = TestClient(app).get("/login", params={"token": token}, follow_redirects=False)
+    assert first.status_code == 303
+    again = TestClient(app).get("/login", params={"token": token}, follow_redirects=False)
+    assert again.status_code == 401 and "already used" in again.text

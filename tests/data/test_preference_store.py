@@ -459,3 +459,14 @@ def test_newer_schema_is_refused(tmp_path) -> None:
         conn.execute("UPDATE prefrl_schema SET value = ? WHERE key = 'version'", (str(int(version) + 1),))
     with pytest.raises(RuntimeError, match="newer"):
         PreferenceStore(path)
+
+
+def test_login_tokens_redeem_once_and_can_be_reissued(tmp_path):
+    store = PreferenceStore(tmp_path / "tokens.db")
+    token = store.add_labeller("zoe")
+    assert store.redeem_token(token).name == "zoe"
+    assert store.redeem_token(token) is None and store.authenticate(token) is None  # one-time
+    fresh = store.reissue_token("zoe")
+    assert fresh != token and store.redeem_token(fresh).name == "zoe"
+    with pytest.raises(KeyError):
+        store.reissue_token("nobody")

@@ -331,10 +331,10 @@ def create_app(
 
     @app.get("/login")
     def login(request: Request, token: str = "") -> Response:
-        labeller = store.authenticate(token) if 0 < len(token) <= 512 else None
+        labeller = store.redeem_token(token) if 0 < len(token) <= 512 else None  # one-time link
         if labeller is None:
             return templates.TemplateResponse(
-                request, "login.html", {"error": "That login link is not valid."}, status_code=401)
+                request, "login.html", {"error": "That login link is not valid or was already used; ask for a new one (prefrl label login-link NAME)."}, status_code=401)
         cookie, _ = signer.issue(labeller.name, labeller.role)
         response = RedirectResponse("/admin" if labeller.role == "admin" else "/", status_code=303)
         response.set_cookie(SESSION_COOKIE, cookie, max_age=int(cfg.session_max_age_seconds), httponly=True,

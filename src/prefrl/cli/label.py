@@ -107,9 +107,29 @@ def add_labeller(
         token = pref_store.add_labeller(name, role="admin" if admin else "labeller")
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="NAME") from None
+    _print_link(name, token, host, port, admin)
+
+
+def _print_link(name: str, token: str, host: str, port: int, admin: bool = False) -> None:
     typer.echo(f"Login link for {name}{' (admin)' if admin else ''}: http://{host}:{port}/login?token={token}")
     typer.echo(f"Token: {token}")
-    typer.echo("Send it privately; it is not shown again.")
+    typer.echo("Send it privately; it works once and is not shown again (a new one: prefrl label login-link NAME).")
+
+
+@app.command("login-link")
+def login_link(
+    name: str = typer.Argument(..., help="An existing labeller's name."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+    host: str = typer.Option("127.0.0.1", help="Host of the login link printed."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port of the login link printed."),
+) -> None:
+    """Issue a new one-time login link for an existing labeller (the previous link stops working)."""
+    pref_store = _open_store(store)
+    try:
+        token = pref_store.reissue_token(name)
+    except KeyError as e:
+        raise typer.BadParameter(str(e.args[0]), param_hint="NAME") from None
+    _print_link(name, token, host, port)
 
 
 @app.command("push-demo")

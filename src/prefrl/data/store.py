@@ -1192,6 +1192,35 @@ class PreferenceStore:
         row = self._read(lambda conn: conn.execute(stmt).first())
         return None if row is None else _labeller_from_row(row)
 
+    def redeem_token(self, token: str) -> Labeller | None:
+        """Exchange a one-time login token: the labeller it belongs to, or ``None``.
+
+        The stored hash is replaced by that of a fresh secret nobody knows, in one
+        conditional UPDATE, so a token logs in at most once even when two requests race.
+        """
+        labeller = self.authenticate(token)
+        if labeller is None:
+            return None
+        old, new = _hash_token(token), _hash_token(secrets.token_urlsafe(32))
+
+        def consume(conn: Connection) -> int:
+            stmt = _labellers.update().where(_labellers.c.token_hash == old).values(token_hash=new)
+            return conn.execute(stmt).rowcount
+
+        return labeller if self._write(consume) == 1 else None
+
+    def reissue_token(self, name: str) -> str:
+        """A new login token for an existing labeller (the previous one stops working)."""
+        token = secrets.token_urlsafe(32)
+
+        def update(conn: Connection) -> int:
+            stmt = _labellers.update().where(_labellers.c.name == name).values(token_hash=_hash_token(token))
+            return conn.execute(stmt).rowcount
+
+        if self._write(update) != 1:
+            raise KeyError(f"no labeller called {name!r}")
+        return token
+
     def labellers(self) -> list[Labeller]:
         """All registered labellers, in order of registration."""
         stmt = sa.select(_labellers).order_by(_labellers.c.id)
