@@ -49,3 +49,58 @@ def test_metrics_carry_front_loading_and_degenerate_rates_and_reach_tensorboard(
     for key in ("degenerate/empty_rate", "degenerate/whitespace_only_rate", "degenerate/repetition_rate"):
         assert 0.0 <= m[key] <= 1.0
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_support_constrained_rollouts_stay_inside_the_reference_support():
+    import torch
+
+    from prefrl.lm.support import support_violation_rate
+
+    trainer = make_trainer(support_top_p=0.3, kl_coef=0.0)
+    trainer.step(PROMPTS)  # the policy moves away from the reference
+    batch = trainer.rollout(PROMPTS)
+    ids, attn, p = batch.input_ids, batch.attention_mask, batch.query_ids.shape[1]
+    with torch.no_grad():
+        logits = trainer.ref_policy(ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
+    ref_logits = logits[:, p - 1 : -1]
+    assert support_violation_rate(batch.response_ids, ref_logits, batch.response_mask, top_p=0.3) == 0.0
+    free = make_trainer(kl_coef=0.0)
+    free.step(PROMPTS)
+    fb = free.rollout(PROMPTS)
+    with torch.no_grad():
+        fl = free.ref_policy(fb.input_ids, attention_mask=fb.attention_mask,
+                             position_ids=(fb.attention_mask.cumsum(-1) - 1).clamp(min=0)).logits
+    assert support_violation_rate(fb.response_ids, fl[:, fb.query_ids.shape[1] - 1 : -1], fb.response_mask, top_p=0.3) > 0.0
+    with pytest.raises(ValueError, match="support_top_p"):
+        LMPPOConfig(support_top_p=1.5)
+
+
+def test_gold_reward_is_logged_beside_the_proxy():
+    import torch
+
+    trainer = make_trainer()
+    trainer.gold_fn = lambda batch: torch.full((len(batch.responses),), 0.25)
+    m = trainer.step(PROMPTS)
+    assert m["objective/gold"] == pytest.approx(0.25)
+    assert m["objective/gold_proxy_diverging"] == 0.0
+
+
+def test_reward_model_scorer_aggregates_ensemble_heads():
+    import torch
+
+    from prefrl.lm.models import tiny_causal_lm
+    from prefrl.lm.reward_model import RewardModel
+    from prefrl.lm.rewards import RewardModelScorer
+
+    model, tok = tiny_causal_lm(seed=0)
+    rm = RewardModel.from_causal_lm(model, n_heads=3)
+    trainer = make_trainer()
+    batch = trainer.rollout(PROMPTS)
+    mean = RewardModelScorer(rm, aggregate="mean")(batch)
+    worst_scorer = RewardModelScorer(rm, aggregate="min")
+    worst = worst_scorer(batch)
+    members = rm.member_scores(batch.input_ids, batch.attention_mask)
+    assert torch.allclose(worst, members.min(0).values, atol=1e-5)
+    assert torch.all(worst <= mean + 1e-6) and worst_scorer.last_disagreement.shape == (len(PROMPTS),)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        RewardModelScorer(rm, aggregate="median")

@@ -160,6 +160,9 @@ def sample_responses(
     max_prompt_length: int = 512,
     generator: torch.Generator | None = None,
     query: tuple[torch.Tensor, torch.Tensor] | None = None,
+    support_ref: torch.nn.Module | None = None,
+    support_top_p: float | None = None,
+    support_min_p: float | None = None,
 ) -> RolloutBatch:
     """Sample one response per prompt with batched ``generate`` (left-padded, stop at EOS).
 
@@ -184,6 +187,15 @@ def sample_responses(
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
     )
+    processors = None
+    if support_ref is not None:
+        from transformers import LogitsProcessorList
+
+        from prefrl.lm.support import ReferenceSupportProcessor
+
+        processors = LogitsProcessorList(
+            [ReferenceSupportProcessor(support_ref, query_mask.to(device), support_top_p, support_min_p)]
+        )
     seed = int(torch.randint(0, 2**62, (1,), generator=generator).item()) if generator is not None else None
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         if seed is not None:
@@ -192,6 +204,7 @@ def sample_responses(
             input_ids=query_ids.to(device),
             attention_mask=query_mask.to(device),
             generation_config=gen_cfg,
+            logits_processor=processors,
         )
     response_ids = out[:, query_ids.shape[1] :].cpu()  # (B, R), R ≤ max_new_tokens
     if response_ids.shape[1] == 0:

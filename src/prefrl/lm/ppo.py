@@ -31,6 +31,7 @@ import torch
 
 from prefrl.diagnostics.degenerate import degenerate_report
 from prefrl.diagnostics.kl import front_loaded_fraction
+from prefrl.diagnostics.overoptimisation import GoldProxyMonitor
 from prefrl.lm.generation import RolloutBatch, response_logprobs, sample_responses
 from prefrl.lm.ppo_config import LMPPOConfig, PPORunConfig
 from prefrl.lm.rewards import RewardFn, place_rewards
@@ -103,7 +104,11 @@ class LMPPOTrainer:
         reward_fn: RewardFn,
         tokenizer: Any,
         cfg: LMPPOConfig,
+        gold_fn: RewardFn | None = None,
     ) -> None:
+        """``gold_fn`` (optional): a gold reward (e.g. VADER, a synthetic teacher's true reward)
+        logged beside the proxy as ``objective/gold``; a :class:`GoldProxyMonitor` warns when the
+        proxy rises while the gold falls (``objective/gold_proxy_diverging``)."""
         if not hasattr(critic, "per_token_scores"):
             raise ValueError("critic must provide per_token_scores(input_ids, attention_mask) -> (B, T)")
         if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
@@ -112,12 +117,16 @@ class LMPPOTrainer:
         self.policy = policy
         self.critic = critic
         self.reward_fn = reward_fn
+        self.gold_fn = gold_fn
+        self.gold_monitor = GoldProxyMonitor(window=10)
         self.tokenizer = tokenizer
         if ref_policy is None and not _is_peft(policy):
             ref_policy = copy.deepcopy(policy)
         self.ref_policy = ref_policy
         if self.ref_policy is not None:
             self.ref_policy.eval().requires_grad_(False)
+        elif cfg.support_constrained:
+            raise ValueError("support_top_p/support_min_p need an explicit reference model (not a LoRA adapter's base)")
         # Dropout off everywhere: the ratio π_θ/π_old must be 1 before the first update (N+ details).
         self.policy.eval()
         self.critic.eval()
@@ -182,6 +191,9 @@ class LMPPOTrainer:
             top_k=self.cfg.top_k,
             max_prompt_length=self.cfg.max_prompt_length,
             generator=self.generator,
+            support_ref=self.ref_policy if self.cfg.support_constrained else None,
+            support_top_p=self.cfg.support_top_p,
+            support_min_p=self.cfg.support_min_p,
         )
 
     # ------------------------------------------------------------------ one PPO step
@@ -263,6 +275,7 @@ class LMPPOTrainer:
             "val/num_eos_tokens": float(batch.has_eos.sum()),
             "response/length": float(mask.sum(1).mean()),
             **degenerate_report(batch.responses, rewards=scores.tolist()),
+            **self._gold_metrics(batch, scores, kl_seq),
             "time/rollout_s": t_rollout - t_start,
             "time/score_s": t_score - t_rollout,
             "time/update_s": t_update - t_score,
@@ -270,6 +283,20 @@ class LMPPOTrainer:
             "step": float(self.global_step),
         }
         return metrics
+
+    def _gold_metrics(self, batch: RolloutBatch, scores: torch.Tensor, kl_seq: torch.Tensor) -> dict[str, float]:
+        out = {}
+        spread = getattr(self.reward_fn, "last_disagreement", None)
+        if spread is not None:
+            out["reward/ensemble_std"] = float(spread.mean())  # disagreement on the policy's own samples
+        if self.gold_fn is not None:
+            gold = float(torch.as_tensor(self.gold_fn(batch), dtype=torch.float32).mean())
+            out["objective/gold"] = gold
+            diverging = self.gold_monitor.record(
+                self.global_step, proxy=float(scores.mean()), gold=gold, kl=float(kl_seq.mean())
+            )
+            out["objective/gold_proxy_diverging"] = float(diverging)
+        return out
 
     def _update(
         self,

@@ -54,6 +54,15 @@ class LMPPOConfig:
         "gradient as k1-in-reward, k3 regularises the reverse KL — see docs/kl.md).",
         default="reward",
     )
+    support_top_p: float | None = doc(
+        "Support constraint: sample only tokens inside the reference's top-p nucleus (None = off). "
+        "Needs an explicit reference model (not LoRA); measured, not a guarantee (docs/kl.md).",
+        default=None,
+    )
+    support_min_p: float | None = doc(
+        "Support constraint: sample only tokens with reference probability ≥ min_p × the top token's (None = off).",
+        default=None,
+    )
     kl_control: str = doc(
         "KL coefficient controller: fixed, adaptive (Ziegler et al. 2019) or budget (dual ascent).",
         default="fixed",
@@ -118,6 +127,10 @@ class LMPPOConfig:
             raise ValueError(
                 f"kl_estimator must be one of {get_args(KLEstimator)}, got {self.kl_estimator!r}"
             )
+        if self.support_top_p is not None and not 0.0 < self.support_top_p <= 1.0:
+            raise ValueError(f"support_top_p must be in (0, 1], got {self.support_top_p}")
+        if self.support_min_p is not None and not 0.0 <= self.support_min_p <= 1.0:
+            raise ValueError(f"support_min_p must be in [0, 1], got {self.support_min_p}")
         if self.kl_penalty not in ("reward", "loss"):
             raise ValueError(f"kl_penalty must be 'reward' or 'loss', got {self.kl_penalty!r}")
         if self.kl_control not in get_args(KLControl):
@@ -143,6 +156,10 @@ class LMPPOConfig:
             raise ValueError(
                 f"critic_learning_rate must be positive or None, got {self.critic_learning_rate}"
             )
+
+    @property
+    def support_constrained(self) -> bool:
+        return self.support_top_p is not None or self.support_min_p is not None
 
     @property
     def critic_lr(self) -> float:

@@ -105,6 +105,10 @@ class RewardModelScorer:
             ids (prompt ‖ response up to its EOS) directly.
         batch_size: rows per forward pass.
         max_length: truncation of prompt ‖ response when re-encoding.
+        aggregate: with an ensemble reward model (several heads), what PPO optimises:
+            ``"mean"``, the worst case ``"min"`` or ``"mean_minus_std"`` (mean − λ·std; Coste et
+            al. 2023). ``last_disagreement`` holds the heads' std on the latest batch.
+        lam: λ of ``"mean_minus_std"``.
     """
 
     def __init__(
@@ -113,7 +117,14 @@ class RewardModelScorer:
         tokenizer: PreTrainedTokenizerBase | None = None,
         batch_size: int = 16,
         max_length: int = 512,
+        aggregate: str = "mean",
+        lam: float = 1.0,
     ) -> None:
+        from prefrl.reward.uncertainty import aggregate_members
+
+        aggregate_members(torch.zeros(1, 1), aggregate, lam)  # unknown names fail here, not mid-run
+        self.aggregate, self.lam = aggregate, lam
+        self.last_disagreement: torch.Tensor | None = None
         if batch_size <= 0 or max_length <= 1:
             raise ValueError(
                 f"batch_size must be positive and max_length > 1, got {batch_size}, {max_length}"
@@ -137,8 +148,15 @@ class RewardModelScorer:
         for s in range(0, ids.shape[0], self.batch_size):
             mb_ids = ids[s : s + self.batch_size].to(device)
             mb_mask = mask[s : s + self.batch_size].to(device)
-            scores.append(self.reward_model(mb_ids, mb_mask).float().cpu())
-        return torch.cat(scores)  # (B,)
+            if hasattr(self.reward_model, "member_scores"):
+                scores.append(self.reward_model.member_scores(mb_ids, mb_mask).float().cpu())  # (M, mb)
+            else:
+                scores.append(self.reward_model(mb_ids, mb_mask).float().cpu()[None])  # (1, mb)
+        from prefrl.reward.uncertainty import aggregate_members, disagreement
+
+        members = torch.cat(scores, dim=1)  # (M, B)
+        self.last_disagreement = disagreement(members)
+        return aggregate_members(members, self.aggregate, self.lam)  # (B,)
 
 
 class VaderScorer:
