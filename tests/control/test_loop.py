@@ -209,6 +209,10 @@ def test_loop_learns_go_right_from_preferences_alone(tmp_path):
                  "checkpoint.pt", "config.json", "history.json", "summary.json"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    # gold vs proxy on the policy's own steps: the learned reward tracks the hidden one
+    last_row = loop.history.iterations[-1]
+    assert last_row["reward/proxy_true_corr"] > 0.5
+    assert last_row["reward/ensemble_std"] > 0.0
 
 
 def test_loop_asks_a_quarter_of_the_labels_up_front_from_the_untrained_policy(tmp_path):

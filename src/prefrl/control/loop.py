@@ -373,7 +373,9 @@ class PreferenceLoop:
         # The ensemble is already normalised (mean 0, std 1 per member) over the recent labelled
         # segments by the trainer; re-normalising per rollout would erase progress between rollouts.
         with self.lock:
-            rewards = self.ensemble.predict(flat_obs, flat_act)  # (T·N,)
+            members = self.ensemble.predict_members(flat_obs, flat_act)  # (M, T·N)
+        rewards = members.mean(axis=0)  # (T·N,) the ensemble prediction
+        self._proxy_metrics = _proxy_vs_true(members, _np(rollout.true_rewards).reshape(-1))
         return np.asarray(rewards, dtype=np.float32).reshape(t_len, n_envs)
 
     # ------------------------------------------------------------------ async workers
@@ -517,6 +519,7 @@ class PreferenceLoop:
         if recent:
             row["charts/true_return"] = float(np.mean(recent))
         row.update(self.reward_metrics)
+        row.update(getattr(self, "_proxy_metrics", {}))
         row.update({k: float(v) for k, v in ppo_metrics.items() if _is_number(v)})
         self.history.iterations.append(row)
         for k, v in row.items():
@@ -668,3 +671,20 @@ def demo_config(run_dir: str | None = None, seed: int = 0, baseline: bool = Fals
         checkpoint_minutes=5.0,
         progress=progress,
     )
+
+
+def _proxy_vs_true(members: np.ndarray, true_rewards: np.ndarray) -> dict[str, float]:
+    """Gold (hidden env reward) vs proxy (learned reward) on the policy's own steps.
+
+    ``reward/ensemble_std`` is the members' disagreement on these samples: where it grows,
+    the policy visits states the reward model was not trained on.
+    """
+    proxy = members.mean(axis=0)
+    out = {
+        "reward/proxy_mean": float(proxy.mean()),
+        "reward/true_mean": float(true_rewards.mean()),
+        "reward/ensemble_std": float(members.std(axis=0).mean()) if members.shape[0] > 1 else 0.0,
+    }
+    if proxy.std() > 0 and true_rewards.std() > 0:
+        out["reward/proxy_true_corr"] = float(np.corrcoef(proxy, true_rewards)[0, 1])
+    return out
