@@ -525,6 +525,25 @@ class PreferenceStore:
             with self._lock:
                 yield
 
+    def _insert_all(
+        self,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        records: Sequence[Any],
+        check: Callable[[Connection, list[dict[str, Any]]], None] | None = None,
+    ) -> list[int]:
+        """Insert validated ``rows`` in one transaction (all or none); set each record's ``id``."""
+
+        def insert(conn: Connection) -> list[int]:
+            if check is not None:
+                check(conn, rows)
+            return [int(conn.execute(table.insert().values(**row)).inserted_primary_key[0]) for row in rows]
+
+        ids = self._write(insert) if rows else []
+        for record, record_id in zip(records, ids):
+            record.id = record_id
+        return ids
+
     def _write(self, fn: Callable[[Connection], _T]) -> _T:
         """Run ``fn`` in one write transaction, retrying transient lock errors; all or nothing."""
         deadline = time.monotonic() + self._retry_s
@@ -609,17 +628,7 @@ class PreferenceStore:
         Raises ``ValueError`` naming the segment and field for malformed input (NaN,
         mismatched lengths, non-numeric dtypes, non-JSON meta); nothing is written then.
         """
-        rows = [_segment_row(seg, i) for i, seg in enumerate(segs)]
-
-        def insert(conn: Connection) -> list[int]:
-            return [
-                int(conn.execute(_segments.insert().values(**row)).inserted_primary_key[0]) for row in rows
-            ]
-
-        ids = self._write(insert) if rows else []
-        for seg, seg_id in zip(segs, ids):
-            seg.id = seg_id
-        return ids
+        return self._insert_all(_segments, [_segment_row(seg, i) for i, seg in enumerate(segs)], segs)
 
     def get_segment(self, segment_id: int) -> Segment:
         """The segment with this id; ``KeyError`` if there is none."""
@@ -715,17 +724,7 @@ class PreferenceStore:
         segment compared with itself, both or neither of segment ids / text pair id.
         """
         rows = [self._comparison_row(c, i) for i, c in enumerate(comparisons)]
-
-        def insert(conn: Connection) -> list[int]:
-            self._check_references(conn, rows)
-            return [
-                int(conn.execute(_comparisons.insert().values(**row)).inserted_primary_key[0]) for row in rows
-            ]
-
-        ids = self._write(insert) if rows else []
-        for comp, comp_id in zip(comparisons, ids):
-            comp.id = comp_id
-        return ids
+        return self._insert_all(_comparisons, rows, comparisons, check=self._check_references)
 
     def get_comparison(self, comparison_id: int) -> Comparison:
         """The comparison with this id; ``KeyError`` if there is none."""
@@ -842,17 +841,7 @@ class PreferenceStore:
 
     def add_text_pairs(self, pairs: Sequence[TextPair]) -> list[int]:
         """Store text pairs atomically (all or none); returns ids in order."""
-        rows = [_text_pair_row(p, i) for i, p in enumerate(pairs)]
-
-        def insert(conn: Connection) -> list[int]:
-            return [
-                int(conn.execute(_text_pairs.insert().values(**row)).inserted_primary_key[0]) for row in rows
-            ]
-
-        ids = self._write(insert) if rows else []
-        for pair, pair_id in zip(pairs, ids):
-            pair.id = pair_id
-        return ids
+        return self._insert_all(_text_pairs, [_text_pair_row(p, i) for i, p in enumerate(pairs)], pairs)
 
     def get_text_pair(self, pair_id: int) -> TextPair:
         """The text pair with this id; ``KeyError`` if there is none."""

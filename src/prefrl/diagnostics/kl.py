@@ -13,7 +13,7 @@ import torch
 
 from prefrl.losses import KLEstimator, kl_estimate
 
-__all__ = ["kl_metrics", "kl_position_profile", "front_loaded_fraction"]
+__all__ = ["kl_metrics", "kl_summary", "kl_position_profile", "front_loaded_fraction"]
 
 
 def _check(kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -45,28 +45,13 @@ def front_loaded_fraction(kl: torch.Tensor, mask: torch.Tensor, head: float = 0.
     return (mass * in_head).sum(1) / mass.sum(1).clamp(min=1e-12)
 
 
-def kl_metrics(
-    logprobs: torch.Tensor,
-    ref_logprobs: torch.Tensor,
-    mask: torch.Tensor,
-    estimator: KLEstimator = "k1",
-    prefix: str = "objective",
-) -> dict[str, float]:
-    """Per-token and per-sequence KL(π ‖ π_ref) statistics of a batch of sampled sequences.
+def kl_summary(kl: torch.Tensor, mask: torch.Tensor, prefix: str = "objective") -> dict[str, float]:
+    """Per-token and per-sequence statistics of per-token KL estimates ``kl`` (B, T).
 
-    Args:
-        logprobs, ref_logprobs: (B, T) log-probabilities of the sampled tokens.
-        mask: (B, T) 1 for response tokens.
-        estimator: ``k1``/``k2``/``k3`` (see :func:`prefrl.losses.kl_estimate`).
-        prefix: metric namespace; use e.g. ``"original_ref"`` for KL to the original
-            reference after a reference reset.
-
-    Returns:
-        ``{prefix}/kl`` (sequence sum, batch mean), ``{prefix}/kl_seq_max``,
-        ``{prefix}/kl_token`` (mean over all valid tokens) and ``{prefix}/kl_front_loaded``
-        (mean share of sequence KL in the first quarter of tokens).
+    Returns ``{prefix}/kl`` (sequence sum, batch mean), ``{prefix}/kl_seq_max``,
+    ``{prefix}/kl_token`` (mean over all valid tokens) and ``{prefix}/kl_front_loaded``
+    (mean share of sequence KL in the first quarter of tokens).
     """
-    kl = kl_estimate(logprobs, ref_logprobs, estimator)
     m = _check(kl, mask)
     kl_seq = (kl * m).sum(1)
     return {
@@ -75,3 +60,22 @@ def kl_metrics(
         f"{prefix}/kl_token": ((kl * m).sum() / m.sum().clamp(min=1.0)).item(),
         f"{prefix}/kl_front_loaded": front_loaded_fraction(kl, mask).mean().item(),
     }
+
+
+def kl_metrics(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    estimator: KLEstimator = "k1",
+    prefix: str = "objective",
+) -> dict[str, float]:
+    """:func:`kl_summary` of KL(π ‖ π_ref) estimated from sampled tokens' log-probabilities.
+
+    Args:
+        logprobs, ref_logprobs: (B, T) log-probabilities of the sampled tokens.
+        mask: (B, T) 1 for response tokens.
+        estimator: ``k1``/``k2``/``k3`` (see :func:`prefrl.losses.kl_estimate`).
+        prefix: metric namespace; use e.g. ``"original_ref"`` for KL to the original
+            reference after a reference reset.
+    """
+    return kl_summary(kl_estimate(logprobs, ref_logprobs, estimator), mask, prefix)

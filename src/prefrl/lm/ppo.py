@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from prefrl.diagnostics.degenerate import degenerate_report
-from prefrl.diagnostics.kl import front_loaded_fraction
+from prefrl.diagnostics.kl import kl_summary
 from prefrl.diagnostics.overoptimisation import GoldProxyMonitor
 from prefrl.lm.generation import RolloutBatch, response_logprobs, sample_responses
 from prefrl.lm.ppo_config import LMPPOConfig, PPORunConfig
@@ -261,11 +261,7 @@ class LMPPOTrainer:
         non_score_seq = non_score_rewards.sum(1)
         metrics = {
             "objective/scores": float(scores.mean()),
-            "objective/kl": float(kl_seq.mean()),
-            "objective/kl_token": float(_masked_mean(kl_t, mask)),
-            "objective/kl_seq_max": float(kl_seq.max()),
-            # Cohen et al. 2024: share of each sequence's KL spent in its first quarter of tokens
-            "objective/kl_front_loaded": float(front_loaded_fraction(kl_t, mask).mean()),
+            **kl_summary(kl_t, mask),  # objective/kl (sequence sum), kl_token, kl_seq_max, kl_front_loaded
             "objective/entropy": float(_masked_mean(scored["entropy"], mask)),
             "objective/non_score_reward": float(non_score_seq.mean()),
             "objective/rlhf_reward": float((scores + non_score_seq).mean()),
