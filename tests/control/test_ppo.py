@@ -84,6 +84,50 @@ def test_actor_critic_categorical_and_image() -> None:
     torch.testing.assert_close(cnn.get_value(ones), cnn.critic_head(cnn.torso(torch.ones(1, 4, 84, 84))).squeeze(-1))
 
 
+def test_sample_draws_from_the_same_distribution_as_get_action_and_value() -> None:
+    # Box: μ + σ·ε with σ folded into the noise; the actor-only pass equals the full forward's mean.
+    policy = ActorCritic(gym.spaces.Box(-np.inf, np.inf, (5,), np.float32), gym.spaces.Box(-1, 1, (3,), np.float32))
+    with torch.no_grad():
+        policy.actor_logstd.copy_(torch.tensor([[-1.0, 0.0, 0.5]]))
+        obs = torch.randn(4, 5)
+        mean, _ = policy(obs)
+        torch.testing.assert_close(policy.actor_output(obs), mean)
+        noise = policy.draw_noise((20_000, 4), generator=torch.Generator().manual_seed(0))
+        actions = torch.stack([policy.sample(obs, n) for n in noise[:50]])
+        torch.testing.assert_close(actions, mean + noise[:50])
+        sd = noise.reshape(-1, 3).std(0)
+        torch.testing.assert_close(sd, policy.actor_logstd.exp()[0], atol=0.02, rtol=0.02)
+        # the cached actor views follow in-place parameter updates (the optimiser's, load_state_dict's)
+        policy.mlp.weights[-1].add_(0.5)
+        torch.testing.assert_close(policy.actor_output(obs), policy(obs)[0])
+
+    # Discrete: Gumbel-max samples follow softmax(logits).
+    cat = ActorCritic(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(3))
+    with torch.no_grad():
+        cat.mlp.weights[-1].mul_(200.0)  # spread the probabilities away from uniform
+        obs = torch.randn(1, 4)
+        probs = torch.softmax(cat(obs)[0], -1)[0]
+        noise = cat.draw_noise((30_000, 1), generator=torch.Generator().manual_seed(1))
+        counts = torch.bincount(cat.sample(obs.expand(30_000, 4), noise[:, 0]), minlength=3).float()
+    torch.testing.assert_close(counts / 30_000, probs, atol=0.012, rtol=0)
+
+
+def test_collect_scores_its_actions_with_the_behaviour_policy() -> None:
+    """The batched log π_old / V_old equal a per-step evaluation of the stored inputs and actions."""
+    for env_id in ("Pendulum-v1", "CartPole-v1"):
+        agent = PPOAgent(make_vec_env(env_id, n_envs=2, seed=0), PPOConfig(n_steps=32, n_minibatches=2), seed=0)
+        r = agent.collect()
+        with torch.no_grad():
+            for t in (0, 17, 31):
+                _, lp, _, v = agent.policy.get_action_and_value(r.policy_obs[t], r.policy_actions[t])
+                torch.testing.assert_close(r.logprobs[t], lp)
+                torch.testing.assert_close(r.values[t], v)
+        if env_id == "Pendulum-v1":  # env actions are the sampled ones clipped to the bounds
+            np.testing.assert_allclose(r.actions, np.clip(r.policy_actions.numpy(), -2.0, 2.0))
+        else:
+            np.testing.assert_array_equal(r.actions, r.policy_actions.numpy())
+
+
 def test_twin_mlp_towers_are_independent_networks() -> None:
     policy = ActorCritic(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Box(-1, 1, (2,), np.float32))
     obs = torch.randn(8, 4)

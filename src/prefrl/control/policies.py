@@ -53,6 +53,7 @@ class TwinMLP(nn.Module):
     ) -> None:
         super().__init__()
         self.out_dims = out_dims
+        self._actor_views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         sizes = [in_dim, *hidden, max(out_dims)]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -76,6 +77,33 @@ class TwinMLP(nn.Module):
             if i < n_layers - 1:
                 h = torch.tanh(h)
         return h[0, :, : self.out_dims[0]], h[1, :, : self.out_dims[1]]
+
+    def forward_actor(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, in) → the actor's output (B, out_dims[0]) alone, one ``addmm`` per layer; no gradients.
+
+        The env loop needs only the action, so it skips the critic tower here (the rollout's
+        log-probabilities and values are computed afterwards in one batched call).
+        """
+        layers = self._actor_layers()
+        h = x
+        for w, b in layers[:-1]:
+            h = torch.tanh(torch.addmm(b, h, w))
+        w, b = layers[-1]
+        return torch.addmm(b, h, w)[:, : self.out_dims[0]]
+
+    def _actor_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Detached views (in, out), (1, out) of tower 0's layers, cached.
+
+        They share the parameters' memory, which the optimiser and ``load_state_dict`` update
+        in place; ``.to()`` and friends (``_apply``) drop the cache. Inference only: no gradients.
+        """
+        if self._actor_views is None:
+            self._actor_views = [(w.detach()[0], b.detach()[0]) for w, b in zip(self.weights, self.biases, strict=True)]
+        return self._actor_views
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 - nn.Module's signature
+        self._actor_views = None
+        return super()._apply(fn, *args, **kwargs)
 
 
 class ActorCritic(nn.Module):
@@ -147,6 +175,35 @@ class ActorCritic(nn.Module):
             return out, value.squeeze(-1)
         x = self.torso(obs.float() * (1.0 / 255.0))  # (N, 512)
         return self.actor_head(x), self.critic_head(x).squeeze(-1)
+
+    def actor_output(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs (N, *obs_shape) → action mean (Box) or logits (Discrete), (N, act_dim); no critic."""
+        if self.mlp is not None:
+            return self.mlp.forward_actor(obs.reshape(obs.shape[0], -1).float())
+        return self.actor_head(self.torso(obs.float() * (1.0 / 255.0)))
+
+    def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise for :meth:`sample` of shape (*shape, act_dim), drawn in one call for a whole rollout.
+
+        Box: standard normal ε, scaled by σ (the action is μ + σ·ε). Discrete: Gumbel noise
+        g = −log E with E ~ Exp(1) (the action is argmax(logits + g), the Gumbel-max trick:
+        exactly a sample from softmax(logits)).
+        """
+        size = (*shape, self.act_dim)
+        if self.continuous:
+            return torch.randn(size, generator=generator) * self.actor_logstd.detach().exp()
+        return torch.empty(size).exponential_(generator=generator).log_().neg_()
+
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Actions for obs (N, …) from pre-drawn :meth:`draw_noise` (N, act_dim): the env loop's only call.
+
+        Same distribution as :meth:`get_action_and_value` with ``action=None``, at a fraction
+        of its cost (actor only, no log-probabilities): score the actions afterwards, batched.
+        """
+        out = self.actor_output(obs)
+        if self.continuous:
+            return out + noise
+        return (out + noise).argmax(-1)
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s): (N,) for obs (N, *obs_shape)."""
