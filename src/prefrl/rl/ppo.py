@@ -231,6 +231,10 @@ def ppo_update(
         e_obs, e_actions = batch.obs[b_inds], batch.actions[b_inds]
         e_logprobs, e_values = batch.logprobs[b_inds], batch.values[b_inds]
         e_advantages, e_returns = batch.advantages[b_inds], batch.returns[b_inds]
+        if cfg.norm_adv and mb_size > 1:
+            # Per-minibatch normalisation, for all minibatches of the epoch in one go.
+            a = e_advantages.view(cfg.n_minibatches, mb_size)
+            e_advantages = ((a - a.mean(1, keepdim=True)) / (a.std(1, keepdim=True) + 1e-8)).view(-1)
         # The diagnostics are reported for the last epoch (and needed every epoch for target_kl).
         track = cfg.target_kl is not None or epoch == cfg.update_epochs - 1
         for start in range(0, n_used, mb_size):
@@ -239,14 +243,11 @@ def ppo_update(
             _, new_logprobs, entropy, new_values = policy.get_action_and_value(
                 e_obs[mb], e_actions[mb]
             )  # (mb,) each
-            mb_advantages = e_advantages[mb]
-            if cfg.norm_adv and mb_size > 1:
-                mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-
-            pg_loss = clipped_surrogate_loss(new_logprobs, mb_old_logprobs, mb_advantages, cfg.clip_coef)
+            pg_loss = clipped_surrogate_loss(new_logprobs, mb_old_logprobs, e_advantages[mb], cfg.clip_coef)
             v_loss = clipped_value_loss(new_values, e_values[mb], e_returns[mb], clip_vcoef)
-            entropy_loss = entropy.mean()
-            loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+            loss = pg_loss + cfg.vf_coef * v_loss
+            if cfg.ent_coef != 0.0:  # skipped, not multiplied by 0: fewer autograd nodes per minibatch
+                loss = loss - cfg.ent_coef * entropy.mean()
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -262,7 +263,7 @@ def ppo_update(
                     )
                 pg_losses.append(pg_loss.detach())
                 v_losses.append(v_loss.detach())
-                entropies.append(entropy_loss.detach())
+                entropies.append(entropy.detach().mean())
         epochs_run += 1
         if cfg.target_kl is not None and torch.stack(kls).mean().item() > cfg.target_kl:
             break
