@@ -101,12 +101,33 @@ def bench(env_id: str, n_envs: int, iters: int) -> tuple[list[float], list[float
     return [steps / s for s in wall], [steps / s for s in cpu]
 
 
+def bench_loop(steps: int) -> tuple[float, float, float]:
+    """The whole preference loop (``make demo``'s configuration, cut to ``steps``): (steps/s wall, CPU, labels)."""
+    import dataclasses
+    import tempfile
+
+    from prefrl.control.loop import demo_config, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = demo_config(run_dir=str(Path(tmp) / "run"), progress=False)
+        labels = max(8, round(cfg.labels * steps / cfg.steps))
+        cfg = dataclasses.replace(cfg, steps=steps, labels=labels, ppo=dataclasses.replace(cfg.ppo, total_steps=steps))
+        t0, c0 = time.perf_counter(), time.process_time()
+        train(cfg)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return steps / wall, steps / cpu, float(labels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "CartPole-v1"])
     parser.add_argument("--n-envs", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3, help="timed PPO iterations (of 2048·n_envs steps)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks_ppo.md"))
+    parser.add_argument(
+        "--loop-steps", type=int, default=61_440,
+        help="env steps of the whole-loop measurement (make demo's configuration, labels scaled); 0 skips it",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -120,6 +141,10 @@ def main() -> None:
         print(f"{env_id:16s} wall: prefrl {wall[0]:6.0f} | +sim_state {wall[1]:6.0f} | SB3 {wall[2]:6.0f} sps "
               f"({wall[0] / wall[2]:4.2f}×)   CPU time: {cpu[0]:6.0f} | {cpu[1]:6.0f} | {cpu[2]:6.0f} sps "
               f"({cpu[0] / cpu[2]:4.2f}×)", flush=True)  # fmt: skip
+    loop = bench_loop(args.loop_steps) if args.loop_steps > 0 else None
+    if loop is not None:
+        print(f"whole loop (HalfCheetah-v5, demo config, {args.loop_steps} steps, {loop[2]:.0f} labels): "
+              f"{loop[0]:.0f} sps wall, {loop[1]:.0f} sps CPU time", flush=True)  # fmt: skip
     load_after = os.getloadavg()[0]
 
     lines = [
@@ -141,6 +166,21 @@ def main() -> None:
     for e, wall, cpu in rows:
         for clock, (o, s, b) in (("wall", wall), ("CPU time", cpu)):
             lines.append(f"| {e} | {clock} | {o:,.0f} | {s:,.0f} | {b:,.0f} | {o / b:.2f}× |")
+    if loop is not None:
+        lines += [
+            "",
+            "### The whole preference loop",
+            "",
+            f"`make demo`'s configuration (HalfCheetah-v5, 4 envs × 512-step rollouts, 3-member reward ensemble, "
+            f"3 reward epochs per round, disagreement selection, rational teacher) cut to {args.loop_steps:,} steps "
+            f"and {loop[2]:.0f} labels, synchronous mode, start to finished report: collect, ask, answer, reward "
+            f"training, reward prediction, PPO update, checkpoints and report included.",
+            "",
+            "| clock | env steps/s |",
+            "|---|---:|",
+            f"| wall | {loop[0]:,.0f} |",
+            f"| CPU time (main thread's process) | {loop[1]:,.0f} |",
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
