@@ -5,7 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.stamp-install
+# Off-screen MuJoCo rendering through OSMesa, where the library is installed (Debian: libosmesa6);
+# without it MUJOCO_GL stays unset, so MuJoCo envs still step and only rendering tests skip.
+ifneq ($(wildcard /usr/lib/*/libOSMesa.so.* /usr/lib/libOSMesa.so.*),)
 export MUJOCO_GL ?= osmesa
+endif
 
 .PHONY: install test test-slow lint demo demo-reward clean
 
