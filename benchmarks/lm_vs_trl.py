@@ -3,14 +3,22 @@
 TRL lives in its own virtual environment so that prefrl's does not depend on it::
 
     python3 -m venv /work/trl-venv
-    /work/trl-venv/bin/pip install -c constraints.txt trl peft
+    /work/trl-venv/bin/pip install -c constraints.txt -e . trl
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lm_vs_trl.py --trl-python /work/trl-venv/bin/python
 
 Every measurement runs in a fresh subprocess (so peak RSS is that run's alone), on one
-CPU thread. Steps/s is 1 / median step time after ``--warmup`` steps. The DPO loss check
-uses two tiny random Llamas (policy seed 0, reference seed 1, so the loss is not the
-trivial log 2) and the byte-level tiny tokenizer, for which TRL's joint prompt+response
-tokenisation and ours agree token for token. Results go to docs/benchmarks_lm.md.
+CPU thread; the two systems alternate stage by stage and repeat by repeat, so a change in
+machine load hits both. Steps/s is 1 / median step time over the measured steps of all
+repeats (after ``--warmup`` steps of each run). Step times come from each trainer's own
+clock around the optimisation steps; neither includes model loading or checkpoint
+writing (TRL runs with ``save_strategy="no"``; prefrl writes its final checkpoint after
+the timed steps, which does not raise its peak RSS: see docs/benchmarks_lm.md). Peak
+memory is the run's peak RSS, model loading included.
+
+The DPO loss check uses two tiny random Llamas (policy seed 0, reference seed 1, so the
+loss is not the trivial log 2) and the byte-level tiny tokenizer, for which TRL's joint
+prompt+response tokenisation and ours agree token for token; both sides run in fp32
+(TRL's configs default to bf16 autocast). Results go to docs/benchmarks_lm.md.
 """
 
 from __future__ import annotations
@@ -62,9 +70,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def steps_per_s(step_times: list[float], warmup: int) -> float:
-    times = step_times[warmup:] or step_times
-    return 1.0 / statistics.median(times)
+def measured(step_times: list[float], warmup: int) -> list[float]:
+    return step_times[warmup:] or step_times
 
 
 # ---------------------------------------------------------------- workers (run in a subprocess)
@@ -102,7 +109,7 @@ def worker_prefrl(
         losses = [h["loss/dpo"] for h in res["history"]]
     step_times = [1.0 / h["charts/sps"] for h in res["history"]]
     return {
-        "steps_per_s": steps_per_s(step_times, warmup),
+        "step_times": measured(step_times, warmup),
         "peak_rss_mb": peak_rss_mb(),
         "wall_s": time.perf_counter() - t0,
         "first_loss": losses[0],
@@ -178,7 +185,7 @@ def worker_trl(
         )
     trainer.train()
     return {
-        "steps_per_s": steps_per_s(times, warmup),
+        "step_times": measured(times, warmup),
         "peak_rss_mb": peak_rss_mb(),
         "wall_s": time.perf_counter() - t0,
         "first_loss": losses[0] if losses else None,
@@ -203,6 +210,7 @@ def worker_trl_dpo_loss(policy: str, ref: str, data: str, batch_file: str) -> di
         beta=0.1,
         report_to=[],
         use_cpu=True,
+        bf16=False,  # TRL defaults to bf16 autocast (accelerate wraps the reference's forward in it)
         precompute_ref_log_probs=False,
     )
     trainer = DPOTrainer(
@@ -212,7 +220,8 @@ def worker_trl_dpo_loss(policy: str, ref: str, data: str, batch_file: str) -> di
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
     )
-    batch = next(iter(trainer.get_train_dataloader()))  # all rows, [chosen; rejected]
+    # all rows in file order (the train dataloader would shuffle them), [chosen; rejected]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
     torch.save(dict(batch), batch_file)
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     n = batch["input_ids"].shape[1] - 1
@@ -231,21 +240,28 @@ def worker_trl_dpo_loss(policy: str, ref: str, data: str, batch_file: str) -> di
     return {"loss": float(loss), "policy_logps": logps["policy"], "ref_logps": logps["ref"]}
 
 
-def prefrl_dpo_check(policy: str, ref: str, batch_file: str, trl: dict) -> dict:
-    """Our log-probs on TRL's batch, our loss from them, and our loss from TRL's own log-probs."""
+def prefrl_dpo_check(policy: str, ref: str, data: str, batch_file: str, trl: dict) -> dict:
+    """Our log-probs and loss on the same pairs: from TRL's collated batch, and from the text the way
+    ``train_dpo`` computes them (packed pairs); plus our loss on TRL's own log-probs."""
     import torch
 
     from prefrl.lm.common import completion_logprobs
+    from prefrl.lm.data import PreferenceExample
+    from prefrl.lm.dpo import pair_logprobs
     from prefrl.lm.models import load_causal_lm
     from prefrl.losses import dpo_loss
 
     b = torch.load(batch_file)
-    out = {}
+    rows = [PreferenceExample(**json.loads(line)) for line in Path(data).read_text().splitlines()]
+    on_batch, on_text = {}, {}
     for name, path in (("policy", policy), ("ref", ref)):
-        model, _ = load_causal_lm(path)
+        model, tok = load_causal_lm(path)
         model.eval()
         with torch.no_grad():
-            out[name] = completion_logprobs(model, b["input_ids"], b["attention_mask"], b["completion_mask"])
+            on_batch[name] = completion_logprobs(
+                model, b["input_ids"], b["attention_mask"], b["completion_mask"]
+            )
+            on_text[name] = pair_logprobs(model, tok, rows, 512, "cpu")
 
     def loss(pol: torch.Tensor, rf: torch.Tensor) -> float:
         pc, pr = pol.chunk(2)
@@ -254,10 +270,14 @@ def prefrl_dpo_check(policy: str, ref: str, batch_file: str, trl: dict) -> dict:
 
     t_pol, t_ref = torch.tensor(trl["policy_logps"]), torch.tensor(trl["ref_logps"])
     return {
-        "loss_ours": loss(out["policy"], out["ref"]),
+        "loss_ours": loss(on_text["policy"], on_text["ref"]),
+        "loss_ours_on_trl_batch": loss(on_batch["policy"], on_batch["ref"]),
         "loss_ours_on_trl_logps": loss(t_pol, t_ref),
-        "policy_logp_maxdiff": float((out["policy"] - t_pol).abs().max()),
-        "ref_logp_maxdiff": float((out["ref"] - t_ref).abs().max()),
+        "policy_logp_maxdiff": float((on_text["policy"] - t_pol).abs().max()),
+        "ref_logp_maxdiff": float((on_text["ref"] - t_ref).abs().max()),
+        "batch_vs_text_maxdiff": float(
+            max((on_batch[k] - on_text[k]).abs().max() for k in ("policy", "ref"))
+        ),
     }
 
 
@@ -286,6 +306,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2, help="runs per system and stage, alternating order")
+    ap.add_argument("--skip-speed", action="store_true", help="only the DPO loss check")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_lm.md"))
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -320,80 +342,95 @@ def main() -> None:
     small.write_text("".join(json.dumps(r) + "\n" for r in make_rows(8)))
     batch_file = str(work / "trl_batch.pt")
     trl_res = run_worker(a.trl_python, ["--worker", "trl_dpo_loss", dirs[0], dirs[1], str(small), batch_file])
-    check = prefrl_dpo_check(dirs[0], dirs[1], batch_file, trl_res)
+    check = prefrl_dpo_check(dirs[0], dirs[1], str(small), batch_file, trl_res)
     theirs = trl_res["loss"]
     print("dpo loss check", check, theirs, flush=True)
 
-    # 2. speed and memory
-    results = {}
-    for impl, python in (("prefrl", sys.executable), ("trl", a.trl_python)):
-        for stage in ("rm", "dpo"):
-            argv = [
-                "--worker",
-                impl,
-                stage,
-                model,
-                str(data),
-                str(a.steps),
-                str(a.batch_size),
-                str(a.max_length),
-                str(a.warmup),
-            ]
-            results[(impl, stage)] = run_worker(python, argv)
-            print(impl, stage, results[(impl, stage)], flush=True)
+    # 2. speed and memory: stage by stage, the two systems alternating (and swapping order each repeat)
+    times: dict[tuple[str, str], list[float]] = {}
+    peaks: dict[tuple[str, str], list[float]] = {}
+    pythons = {"prefrl": sys.executable, "trl": a.trl_python}
+    for stage in () if a.skip_speed else ("rm", "dpo"):
+        for rep in range(a.repeats):
+            for impl in ("prefrl", "trl") if rep % 2 == 0 else ("trl", "prefrl"):
+                argv = ["--worker", impl, stage, model, str(data)]
+                argv += [str(a.steps), str(a.batch_size), str(a.max_length), str(a.warmup)]
+                res = run_worker(pythons[impl], argv)
+                times.setdefault((impl, stage), []).extend(res["step_times"])
+                peaks.setdefault((impl, stage), []).append(res["peak_rss_mb"])
+                print(impl, stage, rep, res, flush=True)
 
     trl_version = subprocess.run(
         [a.trl_python, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True
     ).stdout.strip()
     lines = [
-        "# prefrl vs TRL: reward model and DPO",
+        "# prefrl vs TRL: reward model, DPO, PPO vs GRPO/RLOO",
         "",
         f"Produced by `benchmarks/lm_vs_trl.py` on {time.strftime('%Y-%m-%d')}: {platform.processor() or platform.machine()}, "
         f"CPU only, one thread per run (the machine has {os.cpu_count()} cores shared with other work, so absolute "
-        f"timings are noisy; compare the two columns, which ran back to back). TRL {trl_version}.",
+        "timings are noisy; the two systems ran alternately in the same invocation, so compare the columns). "
+        f"TRL {trl_version}, torch {torch_version()}.",
         "",
         f"Model `{a.model}` (fp32), {a.rows} synthetic preference pairs (prompt ≈ 15 tokens, responses ≈ 10), "
-        f"batch {a.batch_size} pairs, max length {a.max_length}, AdamW lr 1e-6, {a.steps} steps of which the first "
-        f"{a.warmup} are warm-up. Steps/s = 1 / median step time. Peak memory = the run's peak RSS (model loading included). "
-        "TRL's DPO uses `precompute_ref_log_probs=True`, as prefrl always does.",
+        f"batch {a.batch_size} pairs, max length {a.max_length}, AdamW lr 1e-6, {a.repeats} runs × {a.steps} steps "
+        f"per system and stage, the first {a.warmup} steps of each run being warm-up. Steps/s = 1 / median measured "
+        "step time. Peak memory = the run's peak RSS (model loading included; the larger of the runs). TRL's DPO "
+        "uses `precompute_ref_log_probs=True`, as prefrl always does; both run fp32 (`bf16=False` for TRL).",
         "",
-        "| stage | prefrl steps/s | TRL steps/s | prefrl peak RSS (MB) | TRL peak RSS (MB) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| stage | prefrl steps/s | TRL steps/s | speed-up (target ≥ 1.3) | prefrl peak RSS (MB) | TRL peak RSS (MB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for stage in ("rm", "dpo"):
-        p, t = results[("prefrl", stage)], results[("trl", stage)]
+    for stage in () if a.skip_speed else ("rm", "dpo"):
+        sp = {impl: 1.0 / statistics.median(times[(impl, stage)]) for impl in ("prefrl", "trl")}
+        pk = {impl: max(peaks[(impl, stage)]) for impl in ("prefrl", "trl")}
         lines.append(
-            f"| {stage.upper()} | {p['steps_per_s']:.2f} | {t['steps_per_s']:.2f} | {p['peak_rss_mb']:.0f} | "
-            f"{t['peak_rss_mb']:.0f} |"
+            f"| {stage.upper()} | {sp['prefrl']:.3f} | {sp['trl']:.3f} | {sp['prefrl'] / sp['trl']:.2f}x | "
+            f"{pk['prefrl']:.0f} | {pk['trl']:.0f} |"
         )
+    d_ours = abs(check["loss_ours"] - theirs)
     lines += [
         "",
         "## DPO loss on identical inputs",
         "",
-        "Two tiny random Llamas (policy seed 0, reference seed 1), 8 pairs in one batch (TRL's collated batch, fed to",
-        "both), β = 0.1, sigmoid loss:",
+        "Two tiny random Llamas (policy seed 0, reference seed 1), 8 pairs in one batch, β = 0.1, sigmoid loss,",
+        "fp32 on both sides:",
         "",
-        f"- TRL `DPOTrainer.compute_loss`: {theirs:.8f}",
+        f"- TRL `DPOTrainer.compute_loss` (its collated batch, its fused LM head): {theirs:.8f}",
+        f"- prefrl end to end, as `train_dpo` computes it (text → packed pairs → log-probs → `dpo_loss`): "
+        f"{check['loss_ours']:.8f} (|Δ| = {d_ours:.1e}, {'within' if d_ours <= 1e-5 else 'OUTSIDE'} 1e-5)",
+        f"- prefrl on TRL's collated batch (`completion_logprobs` + `dpo_loss`): {check['loss_ours_on_trl_batch']:.8f} "
+        f"(|Δ| = {abs(check['loss_ours_on_trl_batch'] - theirs):.1e})",
         f"- prefrl `dpo_loss` on TRL's own per-sequence log-probs: {check['loss_ours_on_trl_logps']:.8f} "
-        f"(|Δ| = {abs(check['loss_ours_on_trl_logps'] - theirs):.1e}, "
-        f"{'within' if abs(check['loss_ours_on_trl_logps'] - theirs) <= 1e-5 else 'OUTSIDE'} 1e-5)",
-        f"- prefrl end to end (our log-probs + `dpo_loss`): {check['loss_ours']:.8f} "
-        f"(|Δ| = {abs(check['loss_ours'] - theirs):.1e})",
-        f"- max |Δ log π| per sequence, policy: {check['policy_logp_maxdiff']:.1e}; reference: "
-        f"{check['ref_logp_maxdiff']:.1e}",
+        f"(|Δ| = {abs(check['loss_ours_on_trl_logps'] - theirs):.1e})",
+        f"- max |Δ log π| per sequence vs TRL, policy: {check['policy_logp_maxdiff']:.1e}; reference: "
+        f"{check['ref_logp_maxdiff']:.1e}; packed vs unpacked (ours): {check['batch_vs_text_maxdiff']:.1e}",
         "",
-        "Our log-probabilities equal a plain Hugging Face forward pass (checked in both venvs). TRL scores with its",
-        "fused, tiled LM head (`add_fused_lm_head`); for the policy it agrees with the plain forward to float precision,",
-        "but for the separately held reference model it differs (the max |Δ| above), which is where the end-to-end",
-        "difference comes from; given the same log-probabilities the two loss functions agree.",
+        "An earlier version of this check left TRL's config at its bf16 default: accelerate then wraps the reference",
+        "model's forward in bf16 autocast, which put its log-probabilities 1e-2 off and the loss 1e-4 off. In fp32",
+        "TRL's fused, tiled LM head and our plain one agree to float rounding.",
         "",
         "Note: TRL ≥ 1.0 normalises the IPO loss by completion length; prefrl's `ipo` follows the paper (summed",
         "log-probabilities), so the two IPO losses differ by design.",
         "",
     ]
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(lines))
+    out = Path(a.out)
+    old = out.read_text() if out.exists() else ""
+    keep = ""  # the PPO section written by lm_ppo_vs_trl.py survives a re-run of this script
+    if "<!-- lm_ppo_vs_trl:begin -->" in old and "<!-- lm_ppo_vs_trl:end -->" in old:
+        i, j = old.index("<!-- lm_ppo_vs_trl:begin -->"), old.index("<!-- lm_ppo_vs_trl:end -->")
+        keep = old[i : j + len("<!-- lm_ppo_vs_trl:end -->")] + "\n"
+    notes = ""  # hand-written notes after the generated part
+    if "<!-- notes -->" in old:
+        notes = old[old.index("<!-- notes -->") :]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + ("\n" + keep if keep else "") + ("\n" + notes if notes else ""))
     print("\n".join(lines))
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 if __name__ == "__main__":

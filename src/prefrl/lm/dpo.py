@@ -18,13 +18,19 @@ from typing import Any
 
 import torch
 
-from prefrl.lm.common import collate_prompt_completion, completion_logprobs, run_training
+from prefrl.lm.common import (
+    collate_prompt_completion,
+    completion_logprobs,
+    pack_preference_pairs,
+    packed_pair_logprobs,
+    run_training,
+)
 from prefrl.lm.configs import DPOConfig
 from prefrl.lm.data import PreferenceExample, load_preferences
 from prefrl.lm.models import load_causal_lm
 from prefrl.losses import dpo_loss
 
-__all__ = ["DPOConfig", "train_dpo", "reference_logprobs", "dpo_batch_metrics"]
+__all__ = ["DPOConfig", "train_dpo", "reference_logprobs", "pair_logprobs", "dpo_batch_metrics"]
 
 
 def _pair_batch(
@@ -38,6 +44,24 @@ def _pair_batch(
         max_length,
     )
     return {k: v.to(device) for k, v in b.items()}
+
+
+def pair_logprobs(
+    model: Any, tokenizer: Any, rows: list[PreferenceExample], max_length: int, device: Any
+) -> torch.Tensor:
+    """(2B,) summed log π of the chosen then the rejected responses of ``rows``.
+
+    One packed row per pair (:func:`~prefrl.lm.common.pack_preference_pairs`: the prompt
+    is computed once for both responses); two rows per pair when truncation cut the
+    prompt differently for the two responses. Same values either way.
+    """
+    packed = pack_preference_pairs(
+        tokenizer, [r.prompt for r in rows], [r.chosen for r in rows], [r.rejected for r in rows], max_length
+    )
+    if packed is not None:
+        return packed_pair_logprobs(model, {k: v.to(device) for k, v in packed.items()})
+    b = _pair_batch(tokenizer, rows, max_length, device)
+    return completion_logprobs(model, b["input_ids"], b["attention_mask"], b["completion_mask"])
 
 
 @torch.no_grad()
@@ -56,8 +80,7 @@ def reference_logprobs(
     with ctx:
         for i in range(0, len(examples), batch_size):
             rows = examples[i : i + batch_size]
-            b = _pair_batch(tokenizer, rows, max_length, device)
-            lp = completion_logprobs(ref, b["input_ids"], b["attention_mask"], b["completion_mask"])  # (2B,)
+            lp = pair_logprobs(ref, tokenizer, rows, max_length, device)  # (2B,)
             out.append(torch.stack([lp[: len(rows)], lp[len(rows) :]], dim=1).cpu())
     ref.train(was_training)
     return torch.cat(out)
@@ -133,8 +156,7 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
 
     def loss_fn(m: Any, idx: list[int], device: Any) -> tuple[torch.Tensor, dict[str, float]]:
         rows = [examples[i] for i in idx]
-        b = _pair_batch(tokenizer, rows, cfg.max_length, device)
-        lp = completion_logprobs(m, b["input_ids"], b["attention_mask"], b["completion_mask"])  # (2B,)
+        lp = pair_logprobs(m, tokenizer, rows, cfg.max_length, device)  # (2B,)
         pc, pr = lp[: len(rows)], lp[len(rows) :]
         ref = ref_logps[idx].to(device)  # (B, 2)
         losses = dpo_loss(pc, pr, ref[:, 0], ref[:, 1], cfg.beta, cfg.label_smoothing, cfg.loss_type)  # (B,)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prefrl.lm.common import last_token_index, position_ids_from_mask
+from prefrl.lm.common import additive_attention_mask, last_token_index, position_ids_from_mask
 from prefrl.lm.models import LoraSpec, load_tokenizer
 
 __all__ = ["RewardModel", "HEAD_FILE", "CONFIG_FILE"]
@@ -124,20 +124,46 @@ class RewardModel(nn.Module):
         idx = last_token_index(attention_mask)  # (B,)
         return scores.gather(2, idx[None, :, None].expand(scores.shape[0], -1, 1)).squeeze(-1)
 
+    def pair_member_scores(self, packed: dict[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+        """(M, 2B): each head's score of the chosen then the rejected responses of packed pairs.
+
+        ``packed`` comes from :func:`prefrl.lm.common.pack_preference_pairs` (one row per
+        pair, the prompt computed once); the scores equal :meth:`member_scores` of the
+        two-row batch. The heads run only at the 2B last tokens.
+        """
+        out = self.backbone(
+            input_ids=packed["input_ids"],
+            attention_mask=additive_attention_mask(packed["attention_allowed"], self.head.weight.dtype),
+            position_ids=packed["position_ids"],
+            use_cache=False,
+        )
+        h = out.last_hidden_state[packed["last_row"], packed["last_col"]]  # (2B, H)
+        scores = self.head(h.to(self.head.weight.dtype)).T  # (M, 2B)
+        if normalize:
+            scores = (scores - self.score_mean[:, None]) / self.score_std[:, None]
+        return scores
+
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         return_members: bool = False,
         normalize: bool = True,
+        packed: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """(B,) ensemble-mean score at the last non-pad token; (M, B) with ``return_members``.
 
         Correct under left and right padding: the last real token is read from
         ``attention_mask`` (pad = EOS for SmolLM2) and positions restart at each row's
-        first real token.
+        first real token. With ``packed`` (instead of ids and mask) the scores are
+        :meth:`pair_member_scores`: (2B,) or (M, 2B), chosen then rejected.
         """
-        members = self.member_scores(input_ids, attention_mask, normalize)
+        if packed is not None:
+            members = self.pair_member_scores(packed, normalize)
+        elif input_ids is None or attention_mask is None:
+            raise ValueError("give input_ids and attention_mask, or packed")
+        else:
+            members = self.member_scores(input_ids, attention_mask, normalize)
         return members if return_members else members.mean(0)
 
     # ------------------------------------------------------------ normalisation

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from prefrl.lm.common import collate_prompt_completion, run_training
+from prefrl.lm.common import collate_prompt_completion, pack_preference_pairs, run_training
 from prefrl.lm.configs import RMConfig
 from prefrl.lm.data import PreferenceExample, load_preferences
 from prefrl.lm.models import load_tokenizer
@@ -94,8 +94,20 @@ def train_reward_model(cfg: RMConfig) -> dict[str, Any]:
 
     def loss_fn(m: Any, idx: list[int], device: Any) -> tuple[torch.Tensor, dict[str, float]]:
         rows = [examples[i] for i in idx]
-        ids, mask = encode(rows, device)
-        scores = m(ids, mask, return_members=True, normalize=False)  # (M, 2B)
+        # one row per pair, the prompt computed once; two rows per pair if truncation split a prompt
+        packed = pack_preference_pairs(
+            tokenizer,
+            [r.prompt for r in rows],
+            [r.chosen for r in rows],
+            [r.rejected for r in rows],
+            cfg.max_length,
+        )
+        if packed is not None:
+            packed = {k: v.to(device) for k, v in packed.items()}
+            scores = m(packed=packed, return_members=True, normalize=False)  # (M, 2B)
+        else:
+            ids, mask = encode(rows, device)
+            scores = m(ids, mask, return_members=True, normalize=False)  # (M, 2B)
         r_c, r_r = scores[:, : len(rows)], scores[:, len(rows) :]  # (M, B) each
         mu = torch.tensor([r.mu for r in rows], device=device).expand_as(r_c)
         loss = bradley_terry_loss(r_c - cfg.margin, r_r, mu, random_response=0.0)

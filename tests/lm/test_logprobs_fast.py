@@ -1,0 +1,193 @@
+"""The fast log-prob and reward paths (LM head only where scored, packed preference pairs)
+against the plain computation: full logits → log_softmax → gather, one row per response."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+import prefrl.lm.common as common
+from prefrl.lm.common import (
+    collate_prompt_completion,
+    completion_logprobs,
+    make_adamw,
+    pack_preference_pairs,
+    packed_pair_logprobs,
+    position_ids_from_mask,
+)
+from prefrl.lm.data import PreferenceExample
+from prefrl.lm.dpo import pair_logprobs
+from prefrl.lm.models import LoraSpec, tiny_causal_lm
+from prefrl.lm.reward_model import RewardModel
+from prefrl.losses import dpo_loss
+
+PROMPTS = ["Q: hi", "Q: a much longer prompt, with more tokens", "x"]
+CHOSEN = [" yes", " no way at all", ""]
+REJECTED = [" nope, nope", " ok", " a rather long rejected answer"]
+
+
+def plain_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,) Σ over completion tokens of log_softmax(full logits)[next token], one row per response."""
+    ids, mask, cmask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    logp = torch.log_softmax(logits[:, :-1].double(), -1)  # (B, T-1, V)
+    picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return (picked * (cmask[:, 1:] * mask[:, 1:])).sum(-1)
+
+
+def two_row_batch(tok, prompts=PROMPTS, chosen=CHOSEN, rejected=REJECTED, max_length=64, side="right"):  # noqa: ANN001, ANN201
+    return collate_prompt_completion(tok, list(prompts) * 2, list(chosen) + list(rejected), max_length, side)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_completion_logprobs_equals_log_softmax_gather(side: str) -> None:
+    model, tok = tiny_causal_lm()
+    model.eval()
+    b = two_row_batch(tok, side=side)
+    with torch.no_grad():
+        ref = plain_logprobs(model, b)
+        fast = completion_logprobs(model, b["input_ids"], b["attention_mask"], b["completion_mask"])
+        avg = completion_logprobs(
+            model, b["input_ids"], b["attention_mask"], b["completion_mask"], average=True
+        )
+    torch.testing.assert_close(fast.double(), ref, atol=1e-4, rtol=1e-6)
+    n_tokens = (b["completion_mask"][:, 1:] * b["attention_mask"][:, 1:]).sum(-1)
+    torch.testing.assert_close(avg.double(), ref / n_tokens, atol=1e-5, rtol=1e-6)
+
+
+def test_completion_logprobs_without_masked_logits_to_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older transformers: all logits are computed and the scored rows picked afterwards."""
+    model, tok = tiny_causal_lm()
+    model.eval()
+    b = two_row_batch(tok)
+    with torch.no_grad():
+        fast = completion_logprobs(model, b["input_ids"], b["attention_mask"], b["completion_mask"])
+        monkeypatch.setattr(common, "_has_masked_logits_to_keep", lambda: False)
+        slow = completion_logprobs(model, b["input_ids"], b["attention_mask"], b["completion_mask"])
+        packed = packed_pair_logprobs(model, pack_preference_pairs(tok, PROMPTS, CHOSEN, REJECTED, 64))
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(packed, slow, atol=1e-4, rtol=1e-6)
+
+
+def test_packed_pairs_layout() -> None:
+    _, tok = tiny_causal_lm()
+    pk = pack_preference_pairs(tok, ["ab", "c"], [" d", " ef"], [" g", ""])
+    assert pk is not None
+    eos = tok.eos_token_id
+    # prompts left-padded to 2 columns; then chosen, rejected, right padding; each response ends in EOS
+    assert pk["input_ids"].shape == (2, 2 + max(3 + 3, 4 + 1))
+    assert tok.decode(pk["input_ids"][0, :8]) == "ab d" + tok.eos_token + " g" + tok.eos_token
+    assert pk["position_ids"][0, :8].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        2,
+        3,
+        4,
+    ]  # rejected restarts after the prompt
+    allowed = pk["attention_allowed"][0, 0]
+    assert not allowed[5, 2:5].any() and allowed[5, :2].all() and allowed[5, 5]  # blind to the chosen tokens
+    assert pk["last_col"].tolist() == [4, 5, 7, 6]  # chosen rows, then rejected rows
+    assert int(pk["input_ids"][1, pk["last_col"][3]]) == eos  # "" + EOS
+    assert pk["target_seq"].tolist().count(0) == 3 and pk["target_seq"].tolist().count(3) == 1
+
+
+def test_packed_pair_logprobs_and_gradients_equal_two_rows() -> None:
+    model, tok = tiny_causal_lm()
+    model.eval()
+    twin = copy.deepcopy(model)
+    b = two_row_batch(tok)
+    pk = pack_preference_pairs(tok, PROMPTS, CHOSEN, REJECTED, 64)
+    assert pk is not None and pk["input_ids"].numel() < b["input_ids"].numel()
+    weights = torch.linspace(-1.0, 1.0, 2 * len(PROMPTS))
+    packed = packed_pair_logprobs(model, pk)
+    plain = plain_logprobs(twin, b)
+    torch.testing.assert_close(packed.double(), plain, atol=1e-4, rtol=1e-6)
+    (packed * weights).sum().backward()
+    (plain.float() * weights).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_split_prompt_falls_back_to_two_rows() -> None:
+    model, tok = tiny_causal_lm()
+    model.eval()
+    rows = [PreferenceExample("a long prompt here", " short", " a much longer rejected response")]
+    # max_length 24 cuts the prompt for the long response only: the two prompts differ
+    assert pack_preference_pairs(tok, [rows[0].prompt], [rows[0].chosen], [rows[0].rejected], 24) is None
+    with torch.no_grad():
+        lp = pair_logprobs(model, tok, rows, 24, "cpu")
+        ref = plain_logprobs(
+            model, two_row_batch(tok, [rows[0].prompt], [rows[0].chosen], [rows[0].rejected], 24)
+        )
+    torch.testing.assert_close(lp.double(), ref, atol=1e-4, rtol=1e-6)
+
+
+def test_packed_logprobs_with_lora() -> None:
+    from peft import get_peft_model
+
+    base, tok = tiny_causal_lm()
+    model = get_peft_model(base, LoraSpec(r=2, dropout=0.0, target_modules=("q_proj", "v_proj")).to_peft())
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    model.eval()
+    with torch.no_grad():
+        packed = packed_pair_logprobs(model, pack_preference_pairs(tok, PROMPTS, CHOSEN, REJECTED, 64))
+        plain = plain_logprobs(model, two_row_batch(tok))
+    torch.testing.assert_close(packed.double(), plain, atol=1e-4, rtol=1e-6)
+
+
+def test_dpo_loss_of_packed_logprobs_matches_float64_reference() -> None:
+    """The whole DPO loss (policy ≠ reference) to 1e-5 against a float64 plain computation."""
+    policy, tok = tiny_causal_lm(seed=0)
+    ref, _ = tiny_causal_lm(seed=1)
+    rows = [PreferenceExample(p, c, r) for p, c, r in zip(PROMPTS, CHOSEN, REJECTED)]
+    with torch.no_grad():
+        pol, rf = (pair_logprobs(m.eval(), tok, rows, 64, "cpu") for m in (policy, ref))
+        ours = dpo_loss(*pol.chunk(2), *rf.chunk(2), beta=0.1).mean()
+        b = two_row_batch(tok)
+        pol64, rf64 = (plain_logprobs(copy.deepcopy(m).double(), b) for m in (policy, ref))
+    h = (pol64[:3] - rf64[:3]) - (pol64[3:] - rf64[3:])
+    expected = float(torch.nn.functional.softplus(-0.1 * h).mean())  # −log σ(β h)
+    assert not math.isclose(expected, math.log(2), abs_tol=1e-3)
+    assert float(ours) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("n_heads", [1, 3])
+def test_reward_pair_scores_equal_two_rows(n_heads: int) -> None:
+    lm, tok = tiny_causal_lm()
+    rm = RewardModel.from_causal_lm(lm, n_heads=n_heads, seed=3).eval()
+    b = two_row_batch(tok)
+    pk = pack_preference_pairs(tok, PROMPTS, CHOSEN, REJECTED, 64)
+    with torch.no_grad():
+        plain = rm.member_scores(b["input_ids"], b["attention_mask"], normalize=False)  # (M, 2B)
+        packed = rm(packed=pk, return_members=True, normalize=False)
+        mean = rm(packed=pk)
+    assert packed.shape == (n_heads, 2 * len(PROMPTS))
+    torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mean, rm(b["input_ids"], b["attention_mask"]), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="packed"):
+        rm()
+
+
+def test_fused_adamw_matches_default_adamw() -> None:
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    opt_a = make_adamw(a, 1e-2, 0.01)
+    opt_b = torch.optim.AdamW(b, lr=1e-2, weight_decay=0.01)
+    for _ in range(3):
+        for p, q in zip(a, b):
+            g = torch.randn_like(p)
+            p.grad, q.grad = g.clone(), g.clone()
+        opt_a.step()
+        opt_b.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6)
