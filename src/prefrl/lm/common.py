@@ -54,6 +54,7 @@ __all__ = [
     "run_training",
     "linear_schedule",
     "make_adamw",
+    "release_free_memory",
     "mean_metrics",
     "cross_entropy_on_completion",
     "config_to_dict",
@@ -603,6 +604,29 @@ def make_adamw(params: Sequence[torch.nn.Parameter], lr: float, weight_decay: fl
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    CPU tensors come from ``malloc``. Activations and gradients freed every step leave
+    holes in the heap that glibc keeps mapped, so without this the resident memory of a
+    training run grows by a few hundred MB over its first steps (measured on SmolLM2-135M).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 LossFn = Callable[[Any, list[int], Any], tuple[torch.Tensor, dict[str, float]]]
 SaveFn = Callable[[Any, Path], None]
 
@@ -669,6 +693,7 @@ def run_training(
             metrics["charts/grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         optimizer.step()
         scheduler.step()
+        release_free_memory()
         metrics["charts/learning_rate"] = scheduler.get_last_lr()[0]
         window.append(metrics)
         if step % cfg.log_every == 0 or step == total:
