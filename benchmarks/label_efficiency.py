@@ -11,8 +11,9 @@ Reduced version (what fits in an afternoon on 2 cores):
 
     .venv/bin/python benchmarks/label_efficiency.py --steps 200000 --labels 175 350 --seeds 0 1 2
 
-Each result row: final true return (mean of the last 10 training episodes) and the
-deterministic policy's true return over ``--eval-episodes`` fresh episodes.
+Each result row: final true return (mean of the last 10 training episodes) and the true
+return of the deterministic (mean-action) and of the stochastic (sampled-action) policy over
+``--eval-episodes`` fresh episodes, and the wall-clock minutes of the run.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.control.config import ControlConfig
+from prefrl.control.config import ControlConfig, control_ppo_config
+from prefrl.control.envs import make_vec_env
 from prefrl.control.loop import PreferenceLoop, run_true_reward_ppo
+from prefrl.control.optimizer import PPOAgent
 from prefrl.reward.trainer import RewardTrainerConfig
-from prefrl.rl.ppo import PPOConfig
 
 
 def make_config(args: argparse.Namespace, labels: int, seed: int, run_dir: Path) -> ControlConfig:
@@ -38,7 +40,13 @@ def make_config(args: argparse.Namespace, labels: int, seed: int, run_dir: Path)
         steps=args.steps,
         teacher=args.teacher,
         n_envs=args.n_envs,
-        ppo=PPOConfig(n_steps=args.n_steps, n_minibatches=32, total_steps=args.steps),
+        ppo=control_ppo_config(
+            n_steps=args.n_steps,
+            n_minibatches=32,
+            clip_vloss=args.clip_vloss,
+            anneal_lr=args.anneal_lr,
+            total_steps=args.steps,
+        ),
         reward=RewardTrainerConfig(epochs=args.reward_epochs),
         run_dir=str(run_dir),
         seed=seed,
@@ -52,31 +60,55 @@ def last_mean(episodes: list[tuple[int, float]], n: int = 10) -> float:
     return float(np.mean([r for _, r in episodes[-n:]])) if episodes else float("nan")
 
 
+def evaluate(agent: PPOAgent, env_id: str, n_episodes: int, seed: int, deterministic: bool, **env_kwargs) -> list[float]:
+    """True returns of ``n_episodes`` episodes (one per env, seeds ``seed + i``) of the mean or the sampled action."""
+    envs = make_vec_env(env_id, n_envs=n_episodes, seed=seed, record_sim_state=False, **env_kwargs)
+    try:
+        obs, _ = envs.reset()
+        returns, finished = np.zeros(n_episodes), np.zeros(n_episodes, bool)
+        while not finished.all():
+            obs, reward, terminated, truncated, _ = envs.step(agent.act(obs, deterministic=deterministic))
+            returns += np.where(finished, 0.0, reward)
+            finished |= terminated | truncated
+    finally:
+        envs.close()
+    return returns.tolist()
+
+
 def run_one(args: argparse.Namespace, labels: int, seed: int) -> dict:
     """labels = 0 means PPO on the true reward."""
     name = f"{args.env.replace('/', '_')}-{'true' if labels == 0 else f'{labels}labels'}-s{seed}"
+    name += ("-clipv" if args.clip_vloss else "") + ("-anneal" if args.anneal_lr else "")
     run_dir = Path(args.runs_dir) / name
     start = time.monotonic()
     cfg = make_config(args, labels, seed, run_dir)
     if labels == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         episodes = run_true_reward_ppo(cfg)
-        eval_return = float("nan")
+        eval_return = eval_stochastic = float("nan")
+        minutes = (time.monotonic() - start) / 60
     else:
         loop = PreferenceLoop.resume(run_dir) if (run_dir / "checkpoint.pt").exists() else PreferenceLoop(cfg)
         loop.run()
+        minutes = (time.monotonic() - start) / 60  # training only, as imitation's side
         episodes = loop.history.episodes
-        eval_return = float(np.mean(loop.agent.evaluate(args.env, args.eval_episodes, seed=10_000 + seed,
-                                                        fixed_horizon=args.fixed_horizon)))
+        evals = [
+            evaluate(loop.agent, args.env, args.eval_episodes, 10_000 + seed, det, fixed_horizon=args.fixed_horizon)
+            for det in (True, False)
+        ]
+        eval_return, eval_stochastic = (float(np.mean(e)) for e in evals)
     return {
         "env": args.env,
         "labels": labels,
         "seed": seed,
         "steps": args.steps,
         "final_return": last_mean(episodes),
+        "clip_vloss": args.clip_vloss,
+        "anneal_lr": args.anneal_lr,
         "eval_return": eval_return,
+        "eval_return_stochastic": eval_stochastic,
         "curve": [(int(s), float(r)) for s, r in episodes[:: max(1, len(episodes) // 50)]],
-        "minutes": round((time.monotonic() - start) / 60, 1),
+        "minutes": round(minutes, 1),
     }
 
 
@@ -86,24 +118,39 @@ def load_results(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def markdown(results: list[dict], env: str, steps: int) -> str:
-    rows = [r for r in results if r["env"] == env and r["steps"] == steps]
+def _same_setup(r: dict, args: argparse.Namespace) -> bool:
+    # Rows written before these switches existed were run with cleanrl's settings (both on).
+    return (
+        r["env"] == args.env
+        and r["steps"] == args.steps
+        and r.get("clip_vloss", True) == args.clip_vloss
+        and r.get("anneal_lr", True) == args.anneal_lr
+    )
+
+
+def _mean_std(xs: list[float]) -> str:
+    xs = [x for x in xs if np.isfinite(x)]
+    return f"{np.mean(xs):.0f} ± {np.std(xs):.0f} ({', '.join(f'{x:.0f}' for x in xs)})" if xs else "—"
+
+
+def markdown(results: list[dict], args: argparse.Namespace) -> str:
+    rows = [r for r in results if _same_setup(r, args)]
     lines = [
-        f"### {env}, {steps:,} env steps",
+        f"### {args.env}, {args.steps:,} env steps, PPO value clipping {'on' if args.clip_vloss else 'off'}, "
+        f"lr annealing {'on' if args.anneal_lr else 'off'}",
         "",
-        "| reward | seeds | final true return (last 10 episodes), mean ± std | per seed | deterministic eval |",
-        "|---|---|---|---|---|",
+        "| reward | seeds | final true return (last 10 episodes), mean ± std (per seed) | deterministic eval "
+        "| stochastic eval | minutes per seed |",
+        "|---|---|---|---|---|---|",
     ]
     for labels in sorted({r["labels"] for r in rows}, key=lambda x: (x == 0, x)):
         group = [r for r in rows if r["labels"] == labels]
-        finals = np.array([r["final_return"] for r in group])
-        evals = [r["eval_return"] for r in group if np.isfinite(r["eval_return"])]
         what = "true reward (PPO)" if labels == 0 else f"{labels} synthetic labels"
         lines.append(
-            f"| {what} | {len(group)} | {finals.mean():.0f} ± {finals.std():.0f} | "
-            f"{', '.join(f'{x:.0f}' for x in finals)} | {np.mean(evals):.0f} |" if evals else
-            f"| {what} | {len(group)} | {finals.mean():.0f} ± {finals.std():.0f} | "
-            f"{', '.join(f'{x:.0f}' for x in finals)} | — |"
+            f"| {what} | {len(group)} | {_mean_std([r['final_return'] for r in group])} "
+            f"| {_mean_std([r['eval_return'] for r in group])} "
+            f"| {_mean_std([r.get('eval_return_stochastic', float('nan')) for r in group])} "
+            f"| {', '.join(str(r['minutes']) for r in group)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -117,6 +164,8 @@ def main() -> None:
     p.add_argument("--n-envs", type=int, default=4)
     p.add_argument("--n-steps", type=int, default=512)
     p.add_argument("--reward-epochs", type=int, default=10)
+    p.add_argument("--clip-vloss", action="store_true", help="PPO: clip the value change to ±0.2 (cleanrl; see control_ppo_config)")
+    p.add_argument("--anneal-lr", action="store_true", help="PPO: anneal the lr to 0 over the run (cleanrl; see control_ppo_config)")
     p.add_argument("--teacher", default="rational")
     p.add_argument("--fixed-horizon", type=int, default=None, help="e.g. 1000 for Hopper (the paper's App. A)")
     p.add_argument("--eval-episodes", type=int, default=5)
@@ -132,14 +181,15 @@ def main() -> None:
     todo = [(labels, seed) for seed in args.seeds for labels in ([] if args.no_true_reward else [0]) + args.labels]
     for labels, seed in todo:
         done = load_results(results_path)
-        if any(r["env"] == args.env and r["steps"] == args.steps and r["labels"] == labels and r["seed"] == seed for r in done):
+        if any(_same_setup(r, args) and r["labels"] == labels and r["seed"] == seed for r in done):
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {args.env} labels={labels or 'true reward'} seed={seed}", flush=True)
         row = run_one(args, labels, seed)
         with results_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"  final true return {row['final_return']:.1f}, eval {row['eval_return']:.1f}, {row['minutes']} min", flush=True)
-    table = markdown(load_results(results_path), args.env, args.steps)
+        print(f"  final true return {row['final_return']:.1f}, eval {row['eval_return']:.1f} (deterministic), "
+              f"{row['eval_return_stochastic']:.1f} (stochastic), {row['minutes']} min", flush=True)
+    table = markdown(load_results(results_path), args)
     print(table)
     print(f"(raw results: {results_path}; paste the table into {args.out})")
 

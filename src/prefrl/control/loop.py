@@ -39,7 +39,7 @@ from prefrl.control.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from prefrl.control.config import ControlConfig
+from prefrl.control.config import ControlConfig, control_ppo_config
 from prefrl.control.segments import SegmentPool, cut_segments, resolve_segment_steps
 from prefrl.data.types import Segment
 
@@ -651,7 +651,6 @@ def demo_config(run_dir: str | None = None, seed: int = 0, baseline: bool = Fals
     cheetah goes from a random policy's ≈ −300 to clearly positive true returns.
     """
     from prefrl.reward.trainer import RewardTrainerConfig
-    from prefrl.rl.ppo import PPOConfig
 
     steps = 300_000
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -661,7 +660,7 @@ def demo_config(run_dir: str | None = None, seed: int = 0, baseline: bool = Fals
         steps=steps,
         teacher="rational",
         n_envs=4,
-        ppo=PPOConfig(n_steps=512, n_minibatches=32, total_steps=steps),
+        ppo=control_ppo_config(n_steps=512, n_minibatches=32, total_steps=steps),
         # The ensemble is warm-started every round, so a few epochs per round suffice; at 400
         # labels 10 epochs would cost more than collecting and updating together.
         reward=RewardTrainerConfig(epochs=3),
