@@ -28,7 +28,7 @@ import numpy as np
 
 from prefrl.control.config import ControlConfig, control_ppo_config
 from prefrl.control.envs import make_vec_env
-from prefrl.control.loop import PreferenceLoop, run_true_reward_ppo
+from prefrl.control.loop import PreferenceLoop, train_true_reward_ppo
 from prefrl.control.optimizer import PPOAgent
 from prefrl.reward.trainer import RewardTrainerConfig
 
@@ -84,19 +84,17 @@ def run_one(args: argparse.Namespace, labels: int, seed: int) -> dict:
     cfg = make_config(args, labels, seed, run_dir)
     if labels == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        episodes = run_true_reward_ppo(cfg)
-        eval_return = eval_stochastic = float("nan")
-        minutes = (time.monotonic() - start) / 60
+        agent, episodes = train_true_reward_ppo(cfg)
     else:
         loop = PreferenceLoop.resume(run_dir) if (run_dir / "checkpoint.pt").exists() else PreferenceLoop(cfg)
         loop.run()
-        minutes = (time.monotonic() - start) / 60  # training only, as imitation's side
-        episodes = loop.history.episodes
-        evals = [
-            evaluate(loop.agent, args.env, args.eval_episodes, 10_000 + seed, det, fixed_horizon=args.fixed_horizon)
-            for det in (True, False)
-        ]
-        eval_return, eval_stochastic = (float(np.mean(e)) for e in evals)
+        agent, episodes = loop.agent, loop.history.episodes
+    minutes = (time.monotonic() - start) / 60  # training only, as imitation's side
+    evals = [
+        evaluate(agent, args.env, args.eval_episodes, 10_000 + seed, det, fixed_horizon=args.fixed_horizon)
+        for det in (True, False)
+    ]
+    eval_return, eval_stochastic = (float(np.mean(e)) for e in evals)
     return {
         "env": args.env,
         "labels": labels,

@@ -1,6 +1,8 @@
-"""The control loop's PPO defaults (``control_ppo_config``): no value clipping, constant lr."""
+"""The control loop's PPO defaults (``control_ppo_config``: no value clipping, constant lr) and its true-reward PPO run."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from prefrl.control.config import ControlConfig, control_ppo_config
 from prefrl.control.loop import demo_config
@@ -34,3 +36,21 @@ def test_control_config_and_demo_use_the_control_defaults(tmp_path):
     # a saved config round-trips with its own settings (old runs keep cleanrl's)
     old = ControlConfig(steps=4096, n_envs=2, ppo=PPOConfig(n_steps=512))
     assert ControlConfig.from_dict(old.to_dict()).ppo.clip_vloss is True
+
+
+def test_train_true_reward_ppo_returns_a_trained_agent(tmp_path):
+    from prefrl.control.loop import train_true_reward_ppo
+
+    cfg = ControlConfig(
+        env_id="CartPole-v1",
+        steps=512,
+        n_envs=2,
+        ppo=control_ppo_config(n_steps=64, n_minibatches=4, update_epochs=1),
+        run_dir=str(tmp_path / "run"),
+        progress=False,
+    )
+    agent, episodes = train_true_reward_ppo(cfg)
+    assert agent.updates == cfg.n_rollouts and agent.global_step == 512
+    assert episodes and all(r > 0 for _, r in episodes)  # CartPole pays +1 per step
+    obs = np.zeros((3, 4), np.float32)
+    assert agent.act(obs, deterministic=True).shape == (3,)

@@ -551,6 +551,13 @@ def resume(run_dir: str | Path, **overrides: Any) -> Path:
 
 def run_true_reward_ppo(cfg: ControlConfig, writer: Any = None, tag: str = "baseline/true_return") -> list[tuple[int, float]]:
     """PPO on the true env reward with the same env, steps and seed: the report's reference curve."""
+    return train_true_reward_ppo(cfg, writer, tag)[1]
+
+
+def train_true_reward_ppo(
+    cfg: ControlConfig, writer: Any = None, tag: str = "baseline/true_return"
+) -> tuple[Any, list[tuple[int, float]]]:
+    """:func:`run_true_reward_ppo` that also returns the trained ``PPOAgent`` (for evaluation); its envs are closed."""
     from prefrl.control.envs import make_vec_env
     from prefrl.control.optimizer import PPOAgent
 
@@ -571,7 +578,7 @@ def run_true_reward_ppo(cfg: ControlConfig, writer: Any = None, tag: str = "base
                 writer.add_scalar(tag, float(np.mean([r for _, r in finished])), step)
     finally:
         envs.close()
-    return episodes
+    return agent, episodes
 
 
 def default_run_dir(cfg: ControlConfig) -> Path:
