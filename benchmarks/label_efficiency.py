@@ -78,7 +78,7 @@ def evaluate(agent: PPOAgent, env_id: str, n_episodes: int, seed: int, determini
 def run_one(args: argparse.Namespace, labels: int, seed: int) -> dict:
     """labels = 0 means PPO on the true reward."""
     name = f"{args.env.replace('/', '_')}-{'true' if labels == 0 else f'{labels}labels'}-s{seed}"
-    name += ("-clipv" if args.clip_vloss else "") + ("-anneal" if args.anneal_lr else "")
+    name += f"-rep{args.reward_epochs}" + ("-clipv" if args.clip_vloss else "") + ("-anneal" if args.anneal_lr else "")
     run_dir = Path(args.runs_dir) / name
     start = time.monotonic()
     cfg = make_config(args, labels, seed, run_dir)
@@ -103,6 +103,7 @@ def run_one(args: argparse.Namespace, labels: int, seed: int) -> dict:
         "final_return": last_mean(episodes),
         "clip_vloss": args.clip_vloss,
         "anneal_lr": args.anneal_lr,
+        "reward_epochs": args.reward_epochs,
         "eval_return": eval_return,
         "eval_return_stochastic": eval_stochastic,
         "curve": [(int(s), float(r)) for s, r in episodes[:: max(1, len(episodes) // 50)]],
@@ -117,12 +118,13 @@ def load_results(path: Path) -> list[dict]:
 
 
 def _same_setup(r: dict, args: argparse.Namespace) -> bool:
-    # Rows written before these switches existed were run with cleanrl's settings (both on).
+    # Rows written before these fields existed: cleanrl's PPO settings, 10 reward epochs.
     return (
         r["env"] == args.env
         and r["steps"] == args.steps
         and r.get("clip_vloss", True) == args.clip_vloss
         and r.get("anneal_lr", True) == args.anneal_lr
+        and r.get("reward_epochs", 10) == args.reward_epochs
     )
 
 
@@ -135,7 +137,7 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
     rows = [r for r in results if _same_setup(r, args)]
     lines = [
         f"### {args.env}, {args.steps:,} env steps, PPO value clipping {'on' if args.clip_vloss else 'off'}, "
-        f"lr annealing {'on' if args.anneal_lr else 'off'}",
+        f"lr annealing {'on' if args.anneal_lr else 'off'}, {args.reward_epochs} reward epochs per round",
         "",
         "| reward | seeds | final true return (last 10 episodes), mean ± std (per seed) | deterministic eval "
         "| stochastic eval | minutes per seed |",
@@ -161,7 +163,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1_000_000)
     p.add_argument("--n-envs", type=int, default=4)
     p.add_argument("--n-steps", type=int, default=512)
-    p.add_argument("--reward-epochs", type=int, default=10)
+    p.add_argument("--reward-epochs", type=int, default=3,
+                   help="reward-model epochs per round (3: the demo's, and imitation's per iteration)")
     p.add_argument("--clip-vloss", action="store_true", help="PPO: clip the value change to ±0.2 (cleanrl; see control_ppo_config)")
     p.add_argument("--anneal-lr", action="store_true", help="PPO: anneal the lr to 0 over the run (cleanrl; see control_ppo_config)")
     p.add_argument("--teacher", default="rational")
