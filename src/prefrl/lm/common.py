@@ -619,8 +619,10 @@ def release_free_memory() -> None:
     """Return the heap's free pages to the OS (glibc ``malloc_trim``; a no-op elsewhere).
 
     CPU tensors come from ``malloc``. Activations and gradients freed every step leave
-    holes in the heap that glibc keeps mapped, so without this the resident memory of a
-    training run grows by a few hundred MB over its first steps (measured on SmolLM2-135M).
+    holes in the heap that glibc keeps mapped and refills with differently sized blocks,
+    so without this the peak resident memory of a training step sits ~50–100 MB higher
+    (SmolLM2-135M, full fine-tuning; docs/benchmarks_lm.md). The training loop calls it
+    once the old gradients are freed and again after the update.
     """
     trim = _malloc_trim()
     if trim is not None:
@@ -687,6 +689,7 @@ def run_training(
         # free last step's gradients before the forward, not after it: otherwise they are
         # alive next to the activations and the peak memory grows by their size
         optimizer.zero_grad(set_to_none=True)
+        release_free_memory()  # the freed gradients' pages, before the activations fill their holes
         loss, metrics = loss_fn(model, next(batches), acc.device)
         acc.backward(loss)
         if cfg.max_grad_norm > 0:
