@@ -53,11 +53,13 @@ class Budget:
     ppo_top_layers: int
     dpo_epochs: float
     dpo_lr: float
+    dpo_label_smoothing: float  # cDPO: the labels come from a noisy teacher
     bon_max_n: int
+    ppo_kl_stop: float  # stop PPO early once its training-rollout KL (mean of the last 3 steps) reaches this
 
 
-FULL = Budget(192, 48, 20, 2.0, 5e-5, 24, 16, 4, 2, 1e-4, 6, 2.0, 5e-5, 4)
-QUICK = Budget(16, 8, 12, 0.25, 3e-5, 2, 8, 4, 1, 2e-5, 2, 0.25, 1e-5, 4)
+FULL = Budget(252, 48, 20, 2.0, 5e-5, 28, 16, 4, 2, 1e-4, 6, 2.0, 5e-5, 0.0, 4, 8.0)
+QUICK = Budget(16, 8, 12, 0.25, 3e-5, 2, 8, 4, 1, 2e-5, 2, 0.25, 1e-5, 0.0, 4, 8.0)
 
 TEACHER_BETA = 5.0  # σ(5·Δ): a compound-score gap of 0.5 is answered "right" 92 % of the time
 KL_COEF = 0.05
@@ -199,23 +201,47 @@ def train_ppo(model_name: str, rm_dir: Path, prompts: list[str], b: Budget, out:
         trainer.load_checkpoint(ppo_dir)
         log(f"ppo: resumed at step {trainer.global_step}")
 
+    metrics_path = ppo_dir / "metrics.jsonl"
+    recent_kl = (
+        [json.loads(line)["objective/kl"] for line in metrics_path.read_text().splitlines() if line][-2:]
+        if metrics_path.exists()
+        else []
+    )
+
     def record(m: dict) -> None:
         m["gold/scores"] = reward.last_gold
         log(
             f"ppo step {int(m['step'])}: rm {m['objective/scores']:+.3f} gold {m['gold/scores']:+.3f} "
             f"kl {m['objective/kl']:.2f} len {m['response/length']:.1f} {m['time/step_s']:.0f}s"
         )
+        recent_kl.append(m["objective/kl"])
+        if len(recent_kl) >= 3 and float(np.mean(recent_kl[-3:])) >= b.ppo_kl_stop:
+            raise _KLBudgetReached(m)
 
-    trainer.train(
-        prompts,
-        b.ppo_steps,
-        log_path=ppo_dir / "metrics.jsonl",
-        checkpoint_dir=ppo_dir,
-        save_every=4,
-        callback=record,
-    )
+    try:
+        trainer.train(
+            prompts,
+            b.ppo_steps,
+            log_path=metrics_path,
+            checkpoint_dir=ppo_dir,
+            save_every=4,
+            callback=record,
+        )
+    except _KLBudgetReached as stop:  # the step ran; log it and checkpoint here, as train() would have
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps({k: (None if v != v else v) for k, v in stop.metrics.items()}) + "\n")
+        trainer.save_checkpoint(ppo_dir)
+        log(f"ppo: stopped at step {trainer.global_step}: training KL reached {b.ppo_kl_stop} nats")
     (ppo_dir / "done").write_text("")
     return ppo_dir
+
+
+class _KLBudgetReached(Exception):
+    """Raised from the PPO callback when the training-rollout KL reaches ``Budget.ppo_kl_stop``."""
+
+    def __init__(self, metrics: dict) -> None:
+        super().__init__("KL budget reached")
+        self.metrics = metrics
 
 
 # ------------------------------------------------------------------------------ 4. DPO (second process)
@@ -247,6 +273,7 @@ def start_dpo(model_name: str, pairs: Path, b: Budget, out: Path, seed: int) -> 
         "8",
     ]
     args += ["--epochs", str(b.dpo_epochs), "--max-length", "128", "--seed", str(seed)]
+    args += ["--label-smoothing", str(b.dpo_label_smoothing)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log("dpo: started in a second process (log: dpo.log)")
     return subprocess.Popen(args, stdout=open(out / "dpo.log", "w"), stderr=subprocess.STDOUT, env=env)
@@ -323,7 +350,13 @@ def best_of_n_curve(ref, tok, rm_dir: Path, prompts: list[str], b: Budget, seed:
         rm_scores += scorer(batch).tolist()
         gold += vader(batch).tolist()
     rm_arr, gold_arr = np.array(rm_scores).reshape(-1, n), np.array(gold).reshape(-1, n)
-    curve = []
+    curve: list[dict] = []
+    # How well the RM ranks held-out samples by gold: pairwise accuracy over same-prompt pairs
+    # whose gold scores differ (0.5 = chance), recorded on the n = 1 point.
+    i, j = np.triu_indices(n, 1)
+    d_gold, d_rm = gold_arr[:, i] - gold_arr[:, j], rm_arr[:, i] - rm_arr[:, j]
+    informative = d_gold != 0
+    rm_acc = float(((d_gold > 0) == (d_rm > 0))[informative].mean()) if informative.any() else float("nan")
     k = 1
     while k <= n:  # best of the first k samples of each prompt
         best = rm_arr[:, :k].argmax(1)
@@ -337,6 +370,8 @@ def best_of_n_curve(ref, tok, rm_dir: Path, prompts: list[str], b: Budget, seed:
             }
         )
         k *= 2
+    curve[0]["rm_gold_pairwise_acc"] = rm_acc
+    curve[0]["rm_gold_pairs"] = int(informative.sum())
     return curve
 
 
@@ -483,15 +518,45 @@ def main() -> None:
     prompts = load_prompt_texts()
     train_prompts, eval_prompts = prompts[: b.n_train], prompts[-b.n_eval :]
 
-    pairs = make_pairs(args.model, train_prompts, b, out, args.seed)
+    # Wall time of each stage, kept across resumed runs: a stage found cached keeps the time
+    # recorded by the run that computed it, so the reported total covers the whole pipeline.
+    timings_path = out / "timings.json"
+    timings: dict = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+
+    def timed(name: str, cached: bool, fn):  # noqa: ANN001, ANN202
+        t = time.time()
+        result = fn()
+        if not cached:
+            timings[name] = time.time() - t
+            timings_path.write_text(json.dumps(timings, indent=2))
+        return result
+
+    pairs = timed(
+        "pairs",
+        (out / "pairs.jsonl").exists(),
+        lambda: make_pairs(args.model, train_prompts, b, out, args.seed),
+    )
     dpo_proc = start_dpo(args.model, pairs, b, out, args.seed)
-    rm_dir = train_rm(args.model, pairs, b, out, args.seed)
-    ppo_dir = train_ppo(args.model, rm_dir, train_prompts, b, out, args.seed)
+    rm_dir = timed(
+        "rm",
+        (out / "rm" / "reward_model.json").exists(),
+        lambda: train_rm(args.model, pairs, b, out, args.seed),
+    )
+    ppo_dir = timed(
+        "ppo",
+        (out / "ppo" / "done").exists(),
+        lambda: train_ppo(args.model, rm_dir, train_prompts, b, out, args.seed),
+    )
     if dpo_proc is not None:
-        if dpo_proc.wait() != 0:
-            raise SystemExit(f"DPO failed; see {out / 'dpo.log'}")
-        (out / "dpo.done").write_text("")
+
+        def wait_dpo() -> None:
+            if dpo_proc.wait() != 0:
+                raise SystemExit(f"DPO failed; see {out / 'dpo.log'}")
+            (out / "dpo.done").write_text("")
+
+        timed("dpo_wait", False, wait_dpo)  # time the main process waited for DPO after PPO
     log("dpo: done")
+    t_eval = time.time()
 
     from prefrl.lm.models import load_causal_lm
 
@@ -519,8 +584,13 @@ def main() -> None:
     samples = {k: v[:n_show] for k, v in samples.items()}
     ppo_log = [json.loads(line) for line in (ppo_dir / "metrics.jsonl").read_text().splitlines() if line]
     summary["ppo_steps_per_s"] = 1.0 / float(np.mean([m["time/step_s"] for m in ppo_log]))
+    summary["ppo_steps_run"] = len(ppo_log)
     summary["pairs"] = json.loads((out / "pairs_stats.json").read_text())
-    summary["wall_s"] = time.time() - t0
+    timings["eval"] = time.time() - t_eval
+    timings_path.write_text(json.dumps(timings, indent=2))
+    summary["stage_s"] = dict(timings)
+    summary["wall_s"] = float(sum(timings.values()))  # the whole pipeline, cached stages included
+    summary["invocation_s"] = time.time() - t0  # this invocation alone
     pngs = plot(summary, ppo_log, out)
     report = write_html(summary, pngs, samples, out)
     (out / "summary.json").write_text(json.dumps({**summary, "samples": samples}, indent=2))
@@ -572,7 +642,13 @@ def write_docs(summary: dict, samples: dict, pngs: list[Path], docs: Path) -> No
         "",
         f"PPO raises mean gold sentiment by {summary['ppo_gold_gain']:+.3f}, DPO by {summary['dpo_gold_gain']:+.3f} "
         f"(target: ≥ +0.3 at KL ≤ 10 nats). PPO ran at {summary['ppo_steps_per_s']:.4f} steps/s "
-        f"(batch {summary['budget']['ppo_batch']}).",
+        f"(batch {summary['budget']['ppo_batch']}) for {summary.get('ppo_steps_run', '?')} steps.",
+        "",
+        "Stage wall times: "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in summary.get("stage_s", {}).items())
+        + ". On held-out reference samples the reward model orders "
+        f"{100 * summary['best_of_n'][0].get('rm_gold_pairwise_acc', float('nan')):.0f} % of same-prompt pairs "
+        f"with different gold scores ({summary['best_of_n'][0].get('rm_gold_pairs', 0)} pairs) as the gold does.",
         "",
         *[f"![{p.stem}](positive_reviews/{p.name})" for p in pngs],
         "",
