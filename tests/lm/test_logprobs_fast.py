@@ -191,3 +191,22 @@ def test_fused_adamw_matches_default_adamw() -> None:
         opt_b.step()
     for p, q in zip(a, b):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6)
+
+
+def test_response_logprobs_fast_path_equals_log_softmax_path() -> None:
+    """PPO's minibatch log-probs (gather − logsumexp) equal the log-softmax path that also gives entropy."""
+    from prefrl.lm.generation import response_logprobs
+
+    torch.manual_seed(0)
+    model = tiny_causal_lm()[0].eval()
+    ids = torch.randint(3, model.config.vocab_size, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # left padding of the prompt
+    with torch.no_grad():
+        fast, no_entropy = response_logprobs(model, ids, mask, n_query=4, temperature=0.7)
+        slow, entropy = response_logprobs(model, ids, mask, n_query=4, temperature=0.7, with_entropy=True)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+        ref = torch.log_softmax(logits[:, 3:-1].double() / 0.7, -1).gather(-1, ids[:, 4:, None]).squeeze(-1)
+    assert no_entropy is None and entropy is not None and entropy.shape == (3, 5)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.double(), ref, atol=1e-5, rtol=0)

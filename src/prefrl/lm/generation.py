@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from prefrl.lm.common import position_ids_from_mask
+from prefrl.lm.common import logprobs_from_logits, position_ids_from_mask
 
 __all__ = [
     "RolloutBatch",
@@ -252,9 +252,10 @@ def response_logprobs(
         use_cache=False,
     )
     logits = out.logits[:, :-1, :].float() / temperature  # (B, R, V)
+    targets = input_ids[:, n_query:]
+    if not with_entropy:  # gather − logsumexp: no (B, R, V) log-softmax copy (training minibatches)
+        return logprobs_from_logits(logits, targets), None
     logp_all = F.log_softmax(logits, dim=-1)  # (B, R, V)
-    logprobs = torch.gather(logp_all, 2, input_ids[:, n_query:].unsqueeze(-1)).squeeze(-1)  # (B, R)
-    entropy = None
-    if with_entropy:
-        entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, R)
+    logprobs = torch.gather(logp_all, 2, targets.unsqueeze(-1)).squeeze(-1)  # (B, R)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, R)
     return logprobs, entropy

@@ -32,6 +32,7 @@ import torch
 from prefrl.diagnostics.degenerate import degenerate_report
 from prefrl.diagnostics.kl import kl_summary
 from prefrl.diagnostics.overoptimisation import GoldProxyMonitor
+from prefrl.lm.common import release_free_memory
 from prefrl.lm.generation import RolloutBatch, response_logprobs, sample_responses
 from prefrl.lm.ppo_config import LMPPOConfig, PPORunConfig
 from prefrl.lm.rewards import RewardFn, place_rewards
@@ -65,6 +66,14 @@ METRIC_NAMES = (
     "val/num_eos_tokens",
     "response/length",
 )
+
+
+def _make_adam(params: list[torch.nn.Parameter], lr: float, eps: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where the device has one (one pass per tensor, no parameter-sized temporaries)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
 def _is_peft(model: torch.nn.Module) -> bool:
@@ -137,8 +146,8 @@ class LMPPOTrainer:
             raise ValueError("policy has no trainable parameters")
         if not critic_params:
             raise ValueError("critic has no trainable parameters")
-        self.policy_optimizer = torch.optim.Adam(policy_params, lr=cfg.learning_rate, eps=cfg.adam_eps)
-        self.critic_optimizer = torch.optim.Adam(critic_params, lr=cfg.critic_lr, eps=cfg.adam_eps)
+        self.policy_optimizer = _make_adam(policy_params, cfg.learning_rate, cfg.adam_eps)
+        self.critic_optimizer = _make_adam(critic_params, cfg.critic_lr, cfg.adam_eps)
         self.kl_controller = make_kl_controller(cfg.kl_control, cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.global_step = 0
@@ -243,6 +252,7 @@ class LMPPOTrainer:
 
         # 5. epochs of clipped updates over minibatches
         stats = self._update(batch, old_logprobs, old_values, advantages, returns, mask, ref_logprobs, beta)
+        release_free_memory()  # hand the step's freed activations back to the OS (glibc heap)
         t_update = time.perf_counter()
 
         # 6. KL controller on the mean sequence-summed KL
@@ -329,8 +339,6 @@ class LMPPOTrainer:
                 if cfg.kl_penalty == "loss":
                     kl_loss = _masked_mean(kl_estimate(new_lp, ref_logprobs[idx].to(dev), cfg.kl_estimator), mb_mask)
                     loss = loss + beta * kl_loss
-                self.policy_optimizer.zero_grad(set_to_none=True)
-                self.critic_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(
                     self.policy_optimizer.param_groups[0]["params"], cfg.max_grad_norm
@@ -340,6 +348,10 @@ class LMPPOTrainer:
                 )
                 self.policy_optimizer.step()
                 self.critic_optimizer.step()
+                # Free the gradients now, not before the next backward: they would otherwise sit
+                # in memory next to the next minibatch's activations.
+                self.policy_optimizer.zero_grad(set_to_none=True)
+                self.critic_optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():
                     log_ratio = (new_lp - mb_old_lp) * mb_mask
                     self.last_minibatch_stats.append(
