@@ -53,6 +53,8 @@ def test_train_eval_smoke_writes_everything(tmp_path):
     history = json.loads((run / "history.json").read_text())
     assert history["counters"]["queries_posted"] == 30
     assert history["baseline_episodes"], "--baseline must add the true-reward PPO curve"
+    ppo = json.loads((run / "config.json").read_text())["ppo"]
+    assert ppo["clip_vloss"] is False and ppo["anneal_lr"] is False, "train uses the control loop's PPO defaults"
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.split("<pre>")[0].replace("http-equiv", "")
 

@@ -48,7 +48,7 @@ def train(
     n_envs: int = typer.Option(1, "--n-envs", help="Parallel envs."),
     n_steps: int = typer.Option(2048, "--n-steps", help="PPO rollout length per env (T)."),
     n_minibatches: int = typer.Option(32, "--n-minibatches", help="PPO minibatches per epoch."),
-    lr: float = typer.Option(3e-4, "--lr", help="PPO learning rate (annealed to 0)."),
+    lr: float = typer.Option(3e-4, "--lr", help="PPO learning rate (constant; no value clipping either: see docs/benchmarks_control.md)."),
     segment_steps: int | None = typer.Option(None, "--segment-steps", help="Steps per segment (default: 1.5 s of env time, clamped to [25, 60]; 25 without dt)."),
     selector: str = typer.Option("disagreement", "--selector", help="Query selection: disagreement | entropy | uniform."),
     reward_epochs: int = typer.Option(50, "--reward-epochs", help="Reward-model epochs per training round."),
@@ -62,16 +62,15 @@ def train(
 ) -> None:
     """Train an agent from comparisons (Christiano et al. 2017) and write RUN_DIR/report.html."""
     from prefrl.control.checkpoint import CheckpointError
-    from prefrl.control.config import ControlConfig
+    from prefrl.control.config import ControlConfig, control_ppo_config
     from prefrl.control.loop import PreferenceLoop
     from prefrl.reward.trainer import RewardTrainerConfig
-    from prefrl.rl.ppo import PPOConfig
 
     try:
         if resume is not None:
             loop = PreferenceLoop.resume(resume, progress=progress)
         else:
-            ppo = PPOConfig(n_steps=n_steps, n_minibatches=n_minibatches, lr=lr, total_steps=max(steps, 1))
+            ppo = control_ppo_config(n_steps=n_steps, n_minibatches=n_minibatches, lr=lr, total_steps=max(steps, 1))
             cfg = ControlConfig(
                 env_id=env,
                 labels=labels,
