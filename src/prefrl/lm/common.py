@@ -590,7 +590,9 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def make_adamw(params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+def make_adamw(
+    params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float, eps: float = 1e-8
+) -> torch.optim.AdamW:
     """AdamW with the fused kernel where torch has one for the parameters' device (CPU, CUDA).
 
     Same update as the default multi-tensor AdamW (to float rounding) in one pass per
@@ -599,9 +601,9 @@ def make_adamw(params: Sequence[torch.nn.Parameter], lr: float, weight_decay: fl
     Trainer (and so TRL) defaults to the same kernel (``adamw_torch_fused``).
     """
     try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps, fused=True)
     except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps)
 
 
 @functools.cache

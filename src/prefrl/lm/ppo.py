@@ -32,7 +32,7 @@ import torch
 from prefrl.diagnostics.degenerate import degenerate_report
 from prefrl.diagnostics.kl import kl_summary
 from prefrl.diagnostics.overoptimisation import GoldProxyMonitor
-from prefrl.lm.common import release_free_memory
+from prefrl.lm.common import make_adamw, release_free_memory
 from prefrl.lm.generation import RolloutBatch, response_logprobs, sample_responses
 from prefrl.lm.ppo_config import LMPPOConfig, PPORunConfig
 from prefrl.lm.rewards import RewardFn, place_rewards
@@ -66,14 +66,6 @@ METRIC_NAMES = (
     "val/num_eos_tokens",
     "response/length",
 )
-
-
-def _make_adam(params: list[torch.nn.Parameter], lr: float, eps: float) -> torch.optim.Adam:
-    """Adam with the fused kernel where the device has one (one pass per tensor, no parameter-sized temporaries)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
-    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-        return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
 def _is_peft(model: torch.nn.Module) -> bool:
@@ -146,8 +138,9 @@ class LMPPOTrainer:
             raise ValueError("policy has no trainable parameters")
         if not critic_params:
             raise ValueError("critic has no trainable parameters")
-        self.policy_optimizer = _make_adam(policy_params, cfg.learning_rate, cfg.adam_eps)
-        self.critic_optimizer = _make_adam(critic_params, cfg.critic_lr, cfg.adam_eps)
+        # Adam = AdamW without weight decay; fused kernel where the device has one.
+        self.policy_optimizer = make_adamw(policy_params, cfg.learning_rate, 0.0, eps=cfg.adam_eps)
+        self.critic_optimizer = make_adamw(critic_params, cfg.critic_lr, 0.0, eps=cfg.adam_eps)
         self.kl_controller = make_kl_controller(cfg.kl_control, cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.global_step = 0
