@@ -187,11 +187,12 @@ class ActorCritic(nn.Module):
 
         Box: standard normal ε, scaled by σ (the action is μ + σ·ε). Discrete: Gumbel noise
         g = −log E with E ~ Exp(1) (the action is argmax(logits + g), the Gumbel-max trick:
-        exactly a sample from softmax(logits)).
+        exactly a sample from softmax(logits)). Drawn on the CPU (``generator`` is a CPU
+        generator); move it to the policy's device before :meth:`sample`.
         """
         size = (*shape, self.act_dim)
         if self.continuous:
-            return torch.randn(size, generator=generator) * self.actor_logstd.detach().exp()
+            return torch.randn(size, generator=generator) * self.actor_logstd.detach().exp().cpu()
         return torch.empty(size).exponential_(generator=generator).log_().neg_()
 
     def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
