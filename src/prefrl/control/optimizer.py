@@ -316,7 +316,7 @@ class PPOAgent:
         flat_obs = pobs.reshape(T * N, *pobs.shape[2:]).to(self.device)
         flat_act = pact.reshape(T * N, *pact.shape[2:]).to(self.device)
         logprobs, values = [], []
-        step = T * N if self.normalize_obs or not self.policy.image else chunk
+        step = chunk if self.policy.image else T * N  # frames: bounded memory per forward
         for i in range(0, T * N, step):
             _, lp, _, v = self.policy.get_action_and_value(flat_obs[i : i + step], flat_act[i : i + step])
             logprobs.append(lp)
