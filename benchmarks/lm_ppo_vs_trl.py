@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,16 +37,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from _workers import peak_rss_mb, run_worker  # benchmarks/ is sys.path[0] when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- lm_ppo_vs_trl:begin -->", "<!-- lm_ppo_vs_trl:end -->"
 
 
 def make_prompts(n: int) -> list[str]:
     return [f"Write a short review of movie number {i}. Review:" for i in range(n)]
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def summarise(step_s: list[float], tokens: list[float], warmup: int) -> dict:
@@ -170,19 +166,6 @@ def worker_trl(algo: str, model: str, steps: int, batch: int, max_new: int, warm
 # ---------------------------------------------------------------- driver
 
 
-def run_worker(python: str, argv: list[str]) -> dict:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT / "src"),
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    proc = subprocess.run([python, __file__, *argv], capture_output=True, text=True, env=env, timeout=3000)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {argv[:3]} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trl-python", default="/work/trl-venv/bin/python")
@@ -225,7 +208,7 @@ def main() -> None:
     plan += [(f"prefrl PPO, {e} epochs", sys.executable, ["ppo", *shared, str(e)]) for e in epochs[1:]]
     results = []
     for name, python, argv in plan:
-        res = run_worker(python, ["--worker", *argv])
+        res = run_worker(python, __file__, ["--worker", *argv])
         print(name, res, flush=True)
         results.append((name, res))
 

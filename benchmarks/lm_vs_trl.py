@@ -27,13 +27,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _workers import peak_rss_mb, run_worker  # benchmarks/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,10 +65,6 @@ def make_rows(n: int) -> list[dict]:
             }
         )
     return rows
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def measured(step_times: list[float], warmup: int) -> list[float]:
@@ -284,19 +281,6 @@ def prefrl_dpo_check(policy: str, ref: str, data: str, batch_file: str, trl: dic
 # ---------------------------------------------------------------- driver
 
 
-def run_worker(python: str, argv: list[str]) -> dict:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT / "src"),
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    proc = subprocess.run([python, __file__, *argv], capture_output=True, text=True, env=env, timeout=3000)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {argv[:2]} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trl-python", default="/work/trl-venv/bin/python")
@@ -341,7 +325,7 @@ def main() -> None:
     small = work / "small.jsonl"
     small.write_text("".join(json.dumps(r) + "\n" for r in make_rows(8)))
     batch_file = str(work / "trl_batch.pt")
-    trl_res = run_worker(a.trl_python, ["--worker", "trl_dpo_loss", dirs[0], dirs[1], str(small), batch_file])
+    trl_res = run_worker(a.trl_python, __file__, ["--worker", "trl_dpo_loss", dirs[0], dirs[1], str(small), batch_file])
     check = prefrl_dpo_check(dirs[0], dirs[1], str(small), batch_file, trl_res)
     theirs = trl_res["loss"]
     print("dpo loss check", check, theirs, flush=True)
@@ -355,7 +339,7 @@ def main() -> None:
             for impl in ("prefrl", "trl") if rep % 2 == 0 else ("trl", "prefrl"):
                 argv = ["--worker", impl, stage, model, str(data)]
                 argv += [str(a.steps), str(a.batch_size), str(a.max_length), str(a.warmup)]
-                res = run_worker(pythons[impl], argv)
+                res = run_worker(pythons[impl], __file__, argv)
                 times.setdefault((impl, stage), []).extend(res["step_times"])
                 peaks.setdefault((impl, stage), []).append(res["peak_rss_mb"])
                 print(impl, stage, rep, res, flush=True)

@@ -1,0 +1,33 @@
+"""What the LM-vs-TRL benchmarks share: one fresh subprocess per measured run, its peak RSS.
+
+Imports nothing from prefrl: the workers also run in the TRL venv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (Linux ``ru_maxrss`` is in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_worker(python: str, script: str, argv: list[str]) -> dict:
+    """Run ``python script argv…`` on one thread and return the JSON on its last stdout line."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT / "src"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    proc = subprocess.run([python, script, *argv], capture_output=True, text=True, env=env, timeout=3000)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {argv[:3]} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
