@@ -42,9 +42,13 @@ HERE = Path(__file__).resolve().parent
 class Budget:
     n_train: int  # prompts for preference pairs and PPO
     n_eval: int  # held-out prompts
+    pairs_per_prompt: int  # teacher queries per training prompt, each on two fresh samples
+    teacher_equal: float  # the teacher says "can't tell" when the gold scores differ by less (dropped)
+    eval_samples: int  # samples per held-out prompt and policy
     max_new_tokens: int
     rm_epochs: float
     rm_lr: float
+    rm_top_layers: int  # train only the RM's top layers (0 = all)
     ppo_steps: int
     ppo_batch: int
     ppo_minibatch: int
@@ -58,8 +62,50 @@ class Budget:
     ppo_kl_stop: float  # stop PPO early once its training-rollout KL (mean of the last 3 steps) reaches this
 
 
-FULL = Budget(252, 48, 20, 2.0, 5e-5, 28, 16, 4, 2, 1e-4, 6, 2.0, 5e-5, 0.0, 4, 8.0)
-QUICK = Budget(16, 8, 12, 0.25, 3e-5, 2, 8, 4, 1, 2e-5, 2, 0.25, 1e-5, 0.0, 4, 8.0)
+FULL = Budget(
+    n_train=252,
+    n_eval=48,
+    pairs_per_prompt=2,
+    teacher_equal=0.05,
+    eval_samples=2,
+    max_new_tokens=20,
+    rm_epochs=2.0,
+    rm_lr=5e-5,
+    rm_top_layers=12,
+    ppo_steps=40,
+    ppo_batch=16,
+    ppo_minibatch=4,
+    ppo_epochs=2,
+    ppo_lr=1e-4,
+    ppo_top_layers=6,
+    dpo_epochs=2.0,
+    dpo_lr=5e-5,
+    dpo_label_smoothing=0.0,
+    bon_max_n=4,
+    ppo_kl_stop=8.0,
+)
+QUICK = Budget(
+    n_train=16,
+    n_eval=8,
+    pairs_per_prompt=1,
+    teacher_equal=0.0,  # a smoke test (and the tiny model's text has no sentiment): coin-flip ties
+    eval_samples=1,
+    max_new_tokens=12,
+    rm_epochs=0.25,
+    rm_lr=3e-5,
+    rm_top_layers=2,
+    ppo_steps=2,
+    ppo_batch=8,
+    ppo_minibatch=4,
+    ppo_epochs=1,
+    ppo_lr=2e-5,
+    ppo_top_layers=2,
+    dpo_epochs=0.25,
+    dpo_lr=1e-5,
+    dpo_label_smoothing=0.0,
+    bon_max_n=4,
+    ppo_kl_stop=8.0,
+)
 
 TEACHER_BETA = 5.0  # σ(5·Δ): a compound-score gap of 0.5 is answered "right" 92 % of the time
 KL_COEF = 0.05
@@ -88,7 +134,8 @@ def make_pairs(model_name: str, prompts: list[str], b: Budget, out: Path, seed: 
         return path
     policy, tok = load_causal_lm(model_name, padding_side="left")
     g = torch.Generator().manual_seed(seed)
-    flat = [p for p in prompts for _ in range(2)]
+    k = 2 * b.pairs_per_prompt  # samples per prompt; pairs (0, 1), (2, 3), … are queried
+    flat = [p for p in prompts for _ in range(k)]
     responses: list[str] = []
     for i in range(0, len(flat), 16):
         batch = sample_responses(
@@ -100,21 +147,27 @@ def make_pairs(model_name: str, prompts: list[str], b: Budget, out: Path, seed: 
             generator=g,
         )
         responses += batch.responses
-    gold = VaderScorer().score_texts(responses).reshape(len(prompts), 2)
-    teacher = make_teacher("stochastic", np.random.default_rng(seed), beta=TEACHER_BETA)
+    gold = VaderScorer().score_texts(responses).reshape(-1, 2)  # (queries, 2)
+    teacher = make_teacher(
+        "stochastic", np.random.default_rng(seed), beta=TEACHER_BETA, equal_threshold=b.teacher_equal
+    )
     mus = teacher.answer_returns(gold[:, 0], gold[:, 1])
-    rows, agree = [], []
-    for i, (p, mu) in enumerate(zip(prompts, mus, strict=True)):
+    rows, agree, equal = [], [], 0
+    for q, mu in enumerate(mus):
         if mu is None or mu == 0.5:
-            continue  # ties carry no ranking for the prompt/chosen/rejected format
+            equal += 1
+            continue  # "can't tell": a tie carries no ranking for the prompt/chosen/rejected format
         c, r = (0, 1) if mu == 1.0 else (1, 0)
-        rows.append({"prompt": p, "chosen": responses[2 * i + c], "rejected": responses[2 * i + r]})
-        if gold[i, 0] != gold[i, 1]:
-            agree.append(gold[i, c] > gold[i, r])
+        prompt = prompts[q // b.pairs_per_prompt]
+        rows.append({"prompt": prompt, "chosen": responses[2 * q + c], "rejected": responses[2 * q + r]})
+        if gold[q, c] != gold[q, r]:
+            agree.append(gold[q, c] > gold[q, r])
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
     tmp.replace(path)
     stats = {
+        "queries": len(mus),
+        "equal": equal,
         "pairs": len(rows),
         "teacher_agreement_with_gold": float(np.mean(agree)) if agree else float("nan"),
         "gold_mean": float(gold.mean()),
@@ -144,6 +197,7 @@ def train_rm(model_name: str, pairs: Path, b: Budget, out: Path, seed: int) -> P
         epochs=b.rm_epochs,
         max_length=128,
         norm_samples=128,
+        train_top_layers=b.rm_top_layers,
     )
     result = train_reward_model(cfg)
     final = result["history"][-1] if result.get("history") else {}
@@ -302,6 +356,12 @@ def sequence_kl(policy, ref, batch) -> torch.Tensor:  # noqa: ANN001
     return (kl_t * batch.response_mask).sum(1)
 
 
+def _prompt_se(values: list[float], per_prompt: int) -> float:
+    """Standard error of the mean over prompts (samples of one prompt are averaged first)."""
+    per = np.asarray(values).reshape(-1, per_prompt).mean(1)
+    return float(per.std() / np.sqrt(len(per)))
+
+
 def evaluate_policy(policy, ref, tok, prompts: list[str], b: Budget, seed: int) -> dict:  # noqa: ANN001
     from prefrl.lm.generation import sample_responses
     from prefrl.lm.rewards import VaderScorer
@@ -309,11 +369,12 @@ def evaluate_policy(policy, ref, tok, prompts: list[str], b: Budget, seed: int) 
     g = torch.Generator().manual_seed(seed)
     vader = VaderScorer()
     responses, gold, kl = [], [], []
-    for i in range(0, len(prompts), 16):
+    flat = [p for p in prompts for _ in range(b.eval_samples)]
+    for i in range(0, len(flat), 16):
         batch = sample_responses(
             policy,
             tok,
-            prompts[i : i + 16],
+            flat[i : i + 16],
             max_new_tokens=b.max_new_tokens,
             temperature=TEMPERATURE,
             generator=g,
@@ -323,10 +384,11 @@ def evaluate_policy(policy, ref, tok, prompts: list[str], b: Budget, seed: int) 
         kl += sequence_kl(policy, ref, batch).tolist()
     return {
         "gold": float(np.mean(gold)),
-        "gold_se": float(np.std(gold) / np.sqrt(len(gold))),
+        "gold_se": _prompt_se(gold, b.eval_samples),
         "kl": float(np.mean(kl)),
-        "kl_se": float(np.std(kl) / np.sqrt(len(kl))),
-        "responses": responses,
+        "kl_se": _prompt_se(kl, b.eval_samples),
+        "n": len(gold),
+        "responses": responses[:: b.eval_samples],  # the first sample of each prompt
     }
 
 
@@ -626,8 +688,12 @@ def write_docs(summary: dict, samples: dict, pngs: list[Path], docs: Path) -> No
         f"Generated by `python examples/positive_reviews/run.py{' --quick' if summary['budget_name'] == 'quick' else ''} --docs docs` "
         f"({summary['model']}, budget `{summary['budget_name']}`, wall time {summary['wall_s'] / 60:.1f} min on a shared 2-core CPU).",
         "Gold reward = VADER compound sentiment of the response; preference labels from a stochastic teacher "
-        f"(β = {TEACHER_BETA}) over the gold reward; {summary['pairs']['pairs']} pairs, teacher agrees with gold on "
-        f"{100 * summary['pairs']['teacher_agreement_with_gold']:.0f} % of them.",
+        f"(β = {TEACHER_BETA}, \"can't tell\" below a gap of {summary['budget'].get('teacher_equal', 0)}) over the gold reward: "
+        f"{summary['pairs'].get('queries', summary['pairs']['pairs'])} queries, "
+        f"{summary['pairs'].get('equal', 0)} answered \"can't tell\", {summary['pairs']['pairs']} pairs kept; "
+        f"the teacher agrees with gold on {100 * summary['pairs']['teacher_agreement_with_gold']:.0f} % of them. "
+        f"Held-out numbers: {summary['budget']['n_eval']} prompts × {summary['budget'].get('eval_samples', 1)} samples "
+        "(± = standard error over prompts).",
         "",
         "| policy | gold (held out) | sequence KL(π‖π_ref) [nats] |",
         "|---|---|---|",

@@ -84,3 +84,33 @@ def test_rm_with_lora_trains_head_and_adapter(tiny_model_dir, pref_file, tmp_pat
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # the adapter moved away from zero
     frozen = [p for n, p in rm.backbone.named_parameters() if "lora" not in n]
     assert frozen and not any(p.requires_grad for p in frozen)
+
+
+def test_rm_train_top_layers_changes_only_the_top_layer_and_head(tiny_model_dir, pref_file, tmp_path) -> None:
+    before = RewardModel.from_pretrained_lm(str(tiny_model_dir), seed=0)
+    res = train_reward_model(
+        RMConfig(
+            model=str(tiny_model_dir),
+            data=str(pref_file),
+            output_dir=str(tmp_path),
+            max_steps=4,
+            batch_size=4,
+            learning_rate=1e-3,
+            normalize=False,
+            train_top_layers=1,
+        )
+    )
+    assert res["history"][-1]["loss/bt"] < res["history"][0]["loss/bt"]
+    after = RewardModel.from_pretrained(tmp_path)
+    old = dict(before.named_parameters())
+    changed = {k for k, p in after.named_parameters() if not torch.equal(p, old[k])}
+    top = len(after.backbone.layers) - 1
+    assert changed and all(f"layers.{top}." in k or k.startswith(("head", "backbone.norm")) for k in changed)
+    assert any(k.startswith("head") for k in changed)
+
+
+def test_train_top_layers_and_lora_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="lora_r and train_top_layers"):
+        RMConfig(data="x.jsonl", lora_r=4, train_top_layers=2)
+    with pytest.raises(ValueError, match="train_top_layers must be ≥ 0"):
+        SFTConfig(data="x.jsonl", train_top_layers=-1)

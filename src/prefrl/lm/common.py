@@ -659,6 +659,10 @@ def run_training(
     acc = accelerator if accelerator is not None else Accelerator()
     out = Path(cfg.output_dir)
     total = cfg.total_steps(n_examples)
+    if cfg.train_top_layers:
+        from prefrl.lm.models import freeze_all_but_top_layers
+
+        freeze_all_but_top_layers(model, cfg.train_top_layers)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")

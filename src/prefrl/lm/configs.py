@@ -60,6 +60,11 @@ class TrainArgs:
     lora_target_modules: str = doc(
         "Comma-separated module names that get LoRA adapters.", default="q_proj,k_proj,v_proj,o_proj"
     )
+    train_top_layers: int = doc(
+        "Train only the last this many decoder layers, the final norm and any head (0 = all weights): "
+        "backpropagation stops there, about (N / layers) of the backward pass on CPU.",
+        default=0,
+    )
     save_every: int = doc("Write a resumable checkpoint every this many steps; 0 only at the end.", default=0)
     log_every: int = doc("Write TensorBoard scalars every this many steps.", default=1)
     resume: str | None = doc(
@@ -70,7 +75,7 @@ class TrainArgs:
         for name in ("batch_size", "max_length", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_steps", "warmup_steps", "save_every", "lora_r"):
+        for name in ("max_steps", "warmup_steps", "save_every", "lora_r", "train_top_layers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
@@ -81,6 +86,8 @@ class TrainArgs:
             raise ValueError(f"max_grad_norm must be ≥ 0, got {self.max_grad_norm}")
         if self.resume is not None and not Path(self.resume).is_dir():
             raise ValueError(f"resume: {self.resume} is not a directory")
+        if self.lora_r > 0 and self.train_top_layers > 0:
+            raise ValueError("lora_r and train_top_layers are alternatives; set one of them")
         if self.lora_r > 0:
             self.lora  # noqa: B018 - validate the LoRA fields now
 

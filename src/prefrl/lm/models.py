@@ -33,6 +33,7 @@ __all__ = [
     "resolve_model_path",
     "EOS_TOKEN",
     "CHATML_TEMPLATE",
+    "freeze_all_but_top_layers",
 ]
 
 #: End-of-turn token of SmolLM2 and of the tiny test tokenizer; also their pad token.
@@ -292,3 +293,34 @@ def tiny_causal_lm(seed: int = 0) -> tuple[Any, Any]:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer
+
+
+def _decoder_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
+    for module in model.modules():
+        layers = getattr(module, "layers", None)
+        if isinstance(layers, torch.nn.ModuleList) and len(layers) > 0:
+            return module, layers
+    raise ValueError(f"{type(model).__name__} has no decoder `layers` list to freeze")
+
+
+def freeze_all_but_top_layers(model: torch.nn.Module, n_layers: int) -> int:
+    """Train only the last ``n_layers`` decoder layers, the final norm and any ``head``.
+
+    Everything below (embeddings, lower layers) is frozen, so backpropagation stops at the
+    first trainable layer: on CPU this cuts the backward pass to about n_layers / L of its
+    cost. Returns the number of trainable parameters.
+    """
+    if n_layers <= 0:
+        raise ValueError(f"n_layers must be positive, got {n_layers}")
+    stack, layers = _decoder_layers(model)
+    if n_layers > len(layers):
+        raise ValueError(f"n_layers={n_layers} but the model has {len(layers)} decoder layers")
+    model.requires_grad_(False)
+    layers[len(layers) - n_layers :].requires_grad_(True)
+    norm = getattr(stack, "norm", None)
+    if isinstance(norm, torch.nn.Module):
+        norm.requires_grad_(True)
+    head = getattr(model, "head", None)
+    if isinstance(head, torch.nn.Module):
+        head.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
