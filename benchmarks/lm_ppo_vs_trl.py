@@ -9,9 +9,9 @@ that run's alone), the runs back to back in one invocation::
 What one step includes (the algorithms differ, so the work differs; that is the point
 of the comparison):
 
-- prefrl PPO (``LMPPOTrainer.step``): sample B completions; score them with four
-  networks (policy log-probs + entropy, reference log-probs, critic values, reward
-  model); GAE; ``ppo_epochs`` passes of clipped policy + value updates (one minibatch
+- prefrl PPO (``LMPPOTrainer.step``): sample B completions (the sampler records the
+  policy's log-probs and entropy); score them with three more networks (reference
+  log-probs, critic values, reward model); GAE; ``ppo_epochs`` passes of clipped policy + value updates (one minibatch
   of B each, so ``ppo_epochs`` gradient steps of policy and critic).
 - TRL GRPO / RLOO (``trainer.train`` steps): sample B completions (B / G prompts × G
   generations); reward model; reference log-probs (β > 0); one gradient step of the
@@ -61,17 +61,21 @@ def summarise(step_s: list[float], tokens: list[float], warmup: int) -> dict:
 # ---------------------------------------------------------------- workers (run in a subprocess)
 
 
-def worker_ppo(model: str, steps: int, batch: int, max_new: int, warmup: int, epochs: int) -> dict:
+def worker_ppo(
+    model: str, steps: int, batch: int, max_new: int, warmup: int, epochs: int, lora_r: int = 0
+) -> dict:
     import torch
 
-    from prefrl.lm.models import load_causal_lm, load_tokenizer
+    from prefrl.lm.models import LoraSpec, load_causal_lm, load_tokenizer
     from prefrl.lm.ppo import LMPPOConfig, LMPPOTrainer
     from prefrl.lm.reward_model import RewardModel
     from prefrl.lm.rewards import RewardModelScorer
 
     torch.set_num_threads(1)
-    policy, tok = load_causal_lm(model, padding_side="left")
-    critic = RewardModel.from_pretrained_lm(model, seed=1)
+    lora = LoraSpec(lora_r, 2.0 * lora_r, 0.0) if lora_r else None
+    # with LoRA the reference is the policy with its adapter disabled, and the critic is LoRA too
+    policy, tok = load_causal_lm(model, padding_side="left", lora=lora)
+    critic = RewardModel.from_pretrained_lm(model, seed=1, lora=lora)
     scorer = RewardModelScorer(
         RewardModel.from_pretrained_lm(model, seed=2), load_tokenizer(model), batch_size=batch
     )
@@ -87,7 +91,7 @@ def worker_ppo(model: str, steps: int, batch: int, max_new: int, warmup: int, ep
         max_prompt_length=64,
         seed=0,
     )
-    trainer = LMPPOTrainer(policy, None, critic, scorer, tok, cfg)  # reference: a frozen copy
+    trainer = LMPPOTrainer(policy, None, critic, scorer, tok, cfg)  # reference: a frozen copy, or no adapter
     prompts = make_prompts(batch * steps)
     times, tokens = [], []
     for k in range(steps):
@@ -97,7 +101,9 @@ def worker_ppo(model: str, steps: int, batch: int, max_new: int, warmup: int, ep
     return summarise(times, tokens, warmup)
 
 
-def worker_trl(algo: str, model: str, steps: int, batch: int, max_new: int, warmup: int, gens: int) -> dict:
+def worker_trl(
+    algo: str, model: str, steps: int, batch: int, max_new: int, warmup: int, gens: int, lora_r: int = 0
+) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
@@ -150,8 +156,20 @@ def worker_trl(algo: str, model: str, steps: int, batch: int, max_new: int, warm
     else:
         from trl import RLOOConfig as Config
         from trl import RLOOTrainer as Trainer
+    peft_config = None
+    if lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=lora_r,
+            lora_alpha=2 * lora_r,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            task_type="CAUSAL_LM",
+        )
     trainer = Trainer(
         model=model,
+        peft_config=peft_config,
         reward_funcs=rm,
         args=Config(**common),
         train_dataset=ds,
@@ -176,6 +194,12 @@ def main() -> None:
     ap.add_argument("--num-generations", type=int, default=4, help="GRPO/RLOO group size G")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--ppo-epochs", default="1,4", help="comma-separated PPO epoch counts to run")
+    ap.add_argument(
+        "--lora-r",
+        type=int,
+        default=16,
+        help="also run PPO (1 epoch) and GRPO with LoRA of this rank on q/k/v/o (0: full fine-tuning only)",
+    )
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_lm.md"))
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -206,6 +230,12 @@ def main() -> None:
         for algo in ("grpo", "rloo")
     ]
     plan += [(f"prefrl PPO, {e} epochs", sys.executable, ["ppo", *shared, str(e)]) for e in epochs[1:]]
+    if a.lora_r:
+        r = str(a.lora_r)
+        plan += [
+            (f"prefrl PPO, 1 epoch, LoRA r={r}", sys.executable, ["ppo", *shared, "1", r]),
+            (f"TRL GRPO, LoRA r={r}", a.trl_python, ["grpo", *shared, str(a.num_generations), r]),
+        ]
     results = []
     for name, python, argv in plan:
         res = run_worker(python, __file__, ["--worker", *argv])
@@ -227,10 +257,12 @@ def main() -> None:
         f"{a.warmup} is warm-up (median step time; s / 1k tokens = Σ step time / Σ generated tokens "
         "over the measured steps).",
         "",
-        "- prefrl PPO step: generation + scoring with 4 networks (policy log-probs and entropy, reference, critic, "
-        "reward model) + GAE + `ppo_epochs` × (policy and critic update on the whole batch).",
+        "- prefrl PPO step: generation (which records the policy's log-probs and entropy) + scoring with 3 networks "
+        "(reference, critic, reward model) + GAE + `ppo_epochs` × (policy and critic update on the whole batch).",
         "- TRL GRPO / RLOO step: generation + reward model + reference log-probs + one policy update "
         "(`num_iterations=1`, no critic).",
+        f"- LoRA rows: rank {a.lora_r}, α = {2 * a.lora_r}, on q/k/v/o projections; the reference is the policy "
+        "with its adapter disabled on both sides; prefrl's critic is LoRA on its own backbone too.",
         "",
         "| run | s / step | generated tokens / step | s / 1k generated tokens | peak RSS (MB) |",
         "| --- | ---: | ---: | ---: | ---: |",

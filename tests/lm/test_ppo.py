@@ -208,3 +208,55 @@ def test_freeze_all_but_top_layers_stops_backward_there():
         freeze_all_but_top_layers(policy, 3)
     with pytest.raises(ValueError, match="positive"):
         freeze_all_but_top_layers(policy, 0)
+
+
+def test_sampler_records_the_policy_logprobs_and_entropy_it_sampled_from():
+    from prefrl.lm.generation import response_logprobs
+
+    policy, tok = tiny_causal_lm(seed=0)
+    policy.eval()
+    eos = tok.eos_token_id
+    with torch.no_grad():  # some rows end early, so the mask past EOS is exercised
+        policy.lm_head.weight[eos] += 2.0 * policy.model.norm.weight.sign()
+    g = torch.Generator().manual_seed(0)
+    batch = sample_responses(policy, tok, PROMPTS, max_new_tokens=12, temperature=0.7, generator=g)
+    assert batch.logprobs is not None and batch.entropy is not None
+    assert batch.has_eos.any() and (batch.query_mask == 0).any()  # left padding and early EOS both present
+    with torch.no_grad():
+        lp, ent = response_logprobs(
+            policy, batch.input_ids, batch.attention_mask, batch.n_query, 0.7, with_entropy=True
+        )
+    m = batch.response_mask.bool()
+    torch.testing.assert_close(batch.logprobs[m], lp[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch.entropy[m], ent[m], atol=1e-5, rtol=0)
+    assert (batch.logprobs[~m] == 0).all() and (batch.entropy[~m] == 0).all()
+    # top-k sampling goes through generate and leaves the scoring to the caller
+    topk = sample_responses(policy, tok, PROMPTS, max_new_tokens=4, temperature=1.0, top_k=5, generator=g)
+    assert topk.logprobs is None
+
+
+def test_sampler_draws_from_the_softmax():
+    policy, tok = tiny_causal_lm(seed=0)
+    policy.eval()
+    n = 4000
+    g = torch.Generator().manual_seed(1)
+    batch = sample_responses(policy, tok, ["the cat"] * n, max_new_tokens=1, temperature=1.0, generator=g)
+    first = batch.response_ids[:, 0]
+    probs = batch.logprobs[0, 0].exp()  # every row has the same first-token distribution
+    with torch.no_grad():
+        q, qm = batch.query_ids[:1], batch.query_mask[:1]
+        logits = policy(input_ids=q, attention_mask=qm).logits[0, -1]
+    p = torch.softmax(logits, -1)
+    assert float(p[first[0]]) == pytest.approx(float(probs), abs=1e-5)
+    freq = torch.bincount(first, minlength=p.numel()).float() / n
+    assert float((freq - p).abs().max()) < 4 * float((p * (1 - p) / n).sqrt().max()) + 1e-3
+
+
+def test_inverse_cdf_sampling_matches_the_probabilities_and_skips_zeros():
+    from prefrl.lm.generation import _inverse_cdf_sample
+
+    probs = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3, 0.0]]).repeat(20000, 1)
+    draws = _inverse_cdf_sample(probs, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=6).float() / len(draws)
+    assert freq[[0, 2, 5]].sum() == 0
+    torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)

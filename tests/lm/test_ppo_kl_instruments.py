@@ -23,8 +23,9 @@ def _kl_after(steps: int, **cfg) -> float:
 
 
 def test_kl_as_a_loss_term_holds_the_policy_near_the_reference():
-    free = _kl_after(8, kl_coef=0.0)
-    held = _kl_after(8, kl_coef=10.0, kl_penalty="loss", kl_estimator="k2")
+    # mean over three seeds: one 8-prompt rollout's KL is a noisy measurement
+    free = sum(_kl_after(8, kl_coef=0.0, seed=s) for s in range(3)) / 3
+    held = sum(_kl_after(8, kl_coef=10.0, kl_penalty="loss", kl_estimator="k2", seed=s) for s in range(3)) / 3
     assert free > 0.05
     assert held < 0.5 * free, (held, free)
 

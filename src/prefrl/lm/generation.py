@@ -44,6 +44,10 @@ class RolloutBatch:
         last_index: (B,) column of the last valid response token (the EOS when present).
         prompts: the prompt strings.
         responses: the decoded responses (special tokens removed, cut at EOS).
+        logprobs: (B, R) log π(y_t | x, y<t) of the sampled tokens at the sampling
+            temperature, recorded while sampling (``None`` when the sampler could not:
+            top-k or support-constrained sampling). Zero after the first EOS.
+        entropy: (B, R) entropy of π(· | x, y<t) at the sampling temperature, or ``None``.
     """
 
     query_ids: torch.Tensor
@@ -54,6 +58,8 @@ class RolloutBatch:
     last_index: torch.Tensor
     prompts: list[str]
     responses: list[str]
+    logprobs: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -84,6 +90,8 @@ class RolloutBatch:
             self.last_index[idx],
             [self.prompts[i] for i in rows],
             [self.responses[i] for i in rows],
+            None if self.logprobs is None else self.logprobs[idx],
+            None if self.entropy is None else self.entropy[idx],
         )
 
 
@@ -164,20 +172,157 @@ def sample_responses(
     support_top_p: float | None = None,
     support_min_p: float | None = None,
 ) -> RolloutBatch:
-    """Sample one response per prompt with batched ``generate`` (left-padded, stop at EOS).
+    """Sample one response per prompt (left-padded prompts, stop at EOS), batched.
 
-    Randomness comes from ``generator`` (``generate`` draws from the global RNG, so a
-    seed drawn from ``generator`` is installed inside a forked RNG state: the caller's
-    global state is untouched and the result is reproducible).
+    Plain sampling at ``temperature`` runs prefrl's own KV-cached decoding loop, which
+    records each sampled token's log-probability and the policy entropy on the way
+    (``RolloutBatch.logprobs`` / ``.entropy``), so PPO needs no separate scoring pass
+    of the policy. ``top_k`` or a support constraint goes through ``generate`` with
+    logits processors instead (their log-probabilities are then left to the caller).
+
+    Randomness comes from ``generator`` alone; the global RNG is not touched (the
+    ``generate`` path installs a seed drawn from ``generator`` inside a forked RNG state).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
     if query is None:
         query_ids, query_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
     else:
         query_ids, query_mask = query
     device = next(model.parameters()).device
     eos = _eos_id(tokenizer)
+    logprobs = entropy = None
+    if top_k == 0 and support_ref is None:
+        response_ids, logprobs, entropy = _decode(
+            model, query_ids.to(device), query_mask.to(device), max_new_tokens, temperature, eos, generator
+        )
+    else:
+        response_ids = _generate(
+            model,
+            query_ids,
+            query_mask,
+            max_new_tokens,
+            temperature,
+            top_k,
+            eos,
+            tokenizer.pad_token_id,
+            generator,
+            support_ref,
+            support_top_p,
+            support_min_p,
+        )
+    if response_ids.shape[1] == 0:
+        raise RuntimeError("generate returned no new tokens")
+    has_eos, last_index, response_mask = find_first_eos(response_ids, eos)
+    if logprobs is not None:
+        logprobs, entropy = logprobs * response_mask, entropy * response_mask
+    responses = [
+        tokenizer.decode(r[: int(n) + 1].tolist(), skip_special_tokens=True)
+        for r, n in zip(response_ids, last_index, strict=True)
+    ]
+    return RolloutBatch(
+        query_ids,
+        query_mask,
+        response_ids,
+        response_mask,
+        has_eos,
+        last_index,
+        list(prompts),
+        responses,
+        logprobs,
+        entropy,
+    )
+
+
+def _decode(
+    model: torch.nn.Module,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    eos: int,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """KV-cached ancestral sampling; returns CPU ``(response_ids, logprobs, entropy)``, each (B, R).
+
+    Finished rows keep emitting EOS (their columns past the first EOS are filler) and the
+    loop stops once every row has finished, as ``generate`` does. Positions continue from
+    each row's own prompt length, so a left-padded row is sampled at the positions
+    ``response_logprobs`` scores it at.
+    """
+    b = query_ids.shape[0]
+    device = query_ids.device
+    # draw on the generator's device: a CPU generator cannot drive CUDA sampling
+    g = generator
+    if generator is not None and generator.device != device:
+        g = torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    mask = query_mask
+    position = position_ids_from_mask(mask)
+    out = model(
+        input_ids=query_ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1
+    )
+    next_position = position[:, -1:] + 1  # (B, 1)
+    finished = torch.zeros(b, dtype=torch.bool, device=device)
+    tokens, logprobs, entropy = [], [], []
+    for t in range(max_new_tokens):
+        logp = F.log_softmax(out.logits[:, -1, :].float() / temperature, dim=-1)  # (B, V)
+        probs = logp.exp()
+        token = _inverse_cdf_sample(probs, g)  # (B,)
+        token = torch.where(finished, torch.full_like(token, eos), token)
+        tokens.append(token)
+        logprobs.append(logp.gather(1, token[:, None]).squeeze(1))
+        entropy.append(-(probs * logp).sum(-1))
+        finished = finished | (token == eos)
+        if t == max_new_tokens - 1 or bool(finished.all()):
+            break
+        mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], dim=1)
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=next_position,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
+        next_position = next_position + 1
+    return (
+        torch.stack(tokens, 1).cpu(),
+        torch.stack(logprobs, 1).cpu(),
+        torch.stack(entropy, 1).cpu(),
+    )
+
+
+def _inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(B,) one draw per row of ``probs`` (B, V): the first token whose CDF exceeds u ~ U[0, 1).
+
+    The same distribution as ``torch.multinomial`` at about a third of its CPU cost over a
+    49k vocabulary. The CDF is summed in float64 so rounding cannot hand a token with
+    negligible probability a visible share; ``right=True`` never picks a zero-probability
+    token, even for u = 0.
+    """
+    cdf = probs.double().cumsum(-1)  # (B, V)
+    u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device)
+    token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    return token.squeeze(1).clamp_max_(probs.shape[1] - 1)
+
+
+def _generate(
+    model: torch.nn.Module,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    eos: int,
+    pad: int | None,
+    generator: torch.Generator | None,
+    support_ref: torch.nn.Module | None,
+    support_top_p: float | None,
+    support_min_p: float | None,
+) -> torch.Tensor:
+    """``model.generate`` with top-k / support-constraint processors; returns CPU (B, R) ids."""
+    device = next(model.parameters()).device
     gen_cfg = GenerationConfig(
         do_sample=True,
         temperature=temperature,
@@ -185,7 +330,7 @@ def sample_responses(
         top_p=1.0,
         max_new_tokens=max_new_tokens,
         eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=pad,
     )
     processors = None
     if support_ref is not None:
@@ -206,17 +351,7 @@ def sample_responses(
             generation_config=gen_cfg,
             logits_processor=processors,
         )
-    response_ids = out[:, query_ids.shape[1] :].cpu()  # (B, R), R ≤ max_new_tokens
-    if response_ids.shape[1] == 0:
-        raise RuntimeError("generate returned no new tokens")
-    has_eos, last_index, response_mask = find_first_eos(response_ids, eos)
-    responses = [
-        tokenizer.decode(r[: int(n) + 1].tolist(), skip_special_tokens=True)
-        for r, n in zip(response_ids, last_index, strict=True)
-    ]
-    return RolloutBatch(
-        query_ids, query_mask, response_ids, response_mask, has_eos, last_index, list(prompts), responses
-    )
+    return out[:, query_ids.shape[1] :].cpu()
 
 
 def response_logprobs(

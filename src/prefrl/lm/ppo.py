@@ -160,22 +160,29 @@ class LMPPOTrainer:
 
     @torch.no_grad()
     def _score_rollouts(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
-        """Log-probs + entropy (one forward), reference log-probs and values, chunked, no grad."""
+        """Log-probs + entropy, reference log-probs and values, chunked, no grad.
+
+        The policy's log-probs and entropy come from the sampler when it recorded them
+        (plain sampling); otherwise from one forward pass of the policy.
+        """
         ids, mask, p = batch.input_ids.to(self.device), batch.attention_mask.to(self.device), batch.n_query
         n_resp = ids.shape[1] - p
         fb = self.cfg.forward_batch_size
         logprobs, entropy, ref_logprobs, values = [], [], [], []
         for s in range(0, ids.shape[0], fb):
             mb_ids, mb_mask = ids[s : s + fb], mask[s : s + fb]
-            lp, ent = response_logprobs(
-                self.policy, mb_ids, mb_mask, p, self.cfg.temperature, with_entropy=True
-            )
-            logprobs.append(lp)
-            entropy.append(ent)
+            if batch.logprobs is None:  # the sampler could not record them (top-k, support constraint)
+                lp, ent = response_logprobs(
+                    self.policy, mb_ids, mb_mask, p, self.cfg.temperature, with_entropy=True
+                )
+                logprobs.append(lp)
+                entropy.append(ent)
             with self._reference() as ref:
                 ref_logprobs.append(response_logprobs(ref, mb_ids, mb_mask, p, self.cfg.temperature)[0])
             # value of the state before response token t sits at column P − 1 + t
             values.append(self.critic.per_token_scores(mb_ids, mb_mask)[:, p - 1 : p - 1 + n_resp].float())
+        if batch.logprobs is not None:  # recorded while sampling: no policy forward needed
+            logprobs, entropy = [batch.logprobs], [batch.entropy]
         return {
             "logprobs": torch.cat(logprobs).cpu(),  # (B, R)
             "entropy": torch.cat(entropy).cpu(),  # (B, R)
