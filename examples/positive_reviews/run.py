@@ -2,9 +2,10 @@
 
 Pipeline (each stage caches its output under --out, so a rerun resumes where it stopped):
 
-1. pairs  — two samples per training prompt from SmolLM2; the gold reward (VADER compound
-            sentiment, standing in for people) is hidden behind a stochastic B-Pref teacher
-            that answers σ(β·Δgold) — noisy preference labels, as from people;
+1. pairs  — 2k samples per training prompt from SmolLM2, queried as k pairs; the gold
+            reward (VADER compound sentiment, standing in for people) is hidden behind a
+            stochastic B-Pref teacher that answers σ(β·Δgold) — noisy preference labels, as
+            from people — and says "can't tell" on near-ties (those pairs are dropped);
 2. rm     — a Bradley-Terry reward model on those pairs (``prefrl.lm.rm_trainer``);
 3. ppo    — PPO with four roles (``prefrl.lm.ppo``): policy, frozen reference, critic
             initialised from the RM, frozen RM as reward; gold logged on every rollout;
@@ -65,11 +66,11 @@ class Budget:
 FULL = Budget(
     n_train=252,
     n_eval=48,
-    pairs_per_prompt=2,
+    pairs_per_prompt=6,
     teacher_equal=0.05,
     eval_samples=2,
     max_new_tokens=20,
-    rm_epochs=2.0,
+    rm_epochs=1.0,  # one pass, as InstructGPT: reward models over-fit on a second
     rm_lr=5e-5,
     rm_top_layers=12,
     ppo_steps=40,
@@ -78,11 +79,11 @@ FULL = Budget(
     ppo_epochs=2,
     ppo_lr=1e-4,
     ppo_top_layers=6,
-    dpo_epochs=2.0,
+    dpo_epochs=0.67,
     dpo_lr=5e-5,
     dpo_label_smoothing=0.0,
     bon_max_n=4,
-    ppo_kl_stop=8.0,
+    ppo_kl_stop=7.0,  # held-out KL lands ~1.3x above the training-rollout KL
 )
 QUICK = Budget(
     n_train=16,
