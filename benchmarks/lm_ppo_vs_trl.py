@@ -93,12 +93,17 @@ def worker_ppo(
     )
     trainer = LMPPOTrainer(policy, None, critic, scorer, tok, cfg)  # reference: a frozen copy, or no adapter
     prompts = make_prompts(batch * steps)
-    times, tokens = [], []
+    times, tokens, phases = [], [], []
     for k in range(steps):
         m = trainer.step(prompts[k * batch : (k + 1) * batch])
         times.append(m["time/step_s"])
         tokens.append(m["response/length"] * batch)
-    return summarise(times, tokens, warmup)
+        phases.append([m["time/rollout_s"], m["time/score_s"], m["time/update_s"]])
+    res = summarise(times, tokens, warmup)
+    # where a step's time goes: sampling (with the policy's log-probs), scoring, updates
+    measured = phases[warmup:] or phases
+    res["phases_s"] = [statistics.median(col) for col in zip(*measured, strict=True)]
+    return res
 
 
 def worker_trl(
@@ -272,6 +277,12 @@ def main() -> None:
             f"| {name} | {r['step_s']:.1f} | {r['tokens_per_step']:.0f} | {r['s_per_1k_tokens']:.1f} | "
             f"{r['peak_rss_mb']:.0f} |"
         )
+    lines += ["", "Where a prefrl PPO step's time goes (median seconds per phase):", ""]
+    lines += ["| run | sampling (+ policy log-probs) | scoring (reference, critic, RM) + GAE | updates |"]
+    lines += ["| --- | ---: | ---: | ---: |"]
+    for name, r in results:
+        if "phases_s" in r:
+            lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in r["phases_s"]) + " |")
     lines += ["", END]
     block = "\n".join(lines)
     out = Path(a.out)

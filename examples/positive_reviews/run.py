@@ -83,7 +83,7 @@ FULL = Budget(
     dpo_lr=5e-5,
     dpo_label_smoothing=0.0,
     bon_max_n=4,
-    ppo_kl_stop=7.0,  # held-out KL lands ~1.3x above the training-rollout KL
+    ppo_kl_stop=8.0,  # the final policy's held-out KL came out 0.95-1.4x this in our runs
 )
 QUICK = Budget(
     n_train=16,
