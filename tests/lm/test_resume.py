@@ -60,3 +60,17 @@ def test_rm_resume(tiny_model_dir, pref_file, tmp_path) -> None:
     )
     _check_history(straight, resumed)
     _assert_same(RewardModel.from_pretrained(tmp_path / "a"), RewardModel.from_pretrained(tmp_path / "b"))
+
+
+def test_resume_with_other_train_top_layers_is_refused(tiny_model_dir, pref_file, tmp_path) -> None:
+    import pytest
+
+    kw = {"model": str(tiny_model_dir), "data": str(pref_file), **COMMON}
+    train_reward_model(RMConfig(output_dir=str(tmp_path / "a"), save_every=2, train_top_layers=1, **kw))
+    ckpt = tmp_path / "a" / "checkpoint-2"
+    with pytest.raises(ValueError, match="train_top_layers=1, not 0"):
+        train_reward_model(RMConfig(output_dir=str(tmp_path / "b"), resume=str(ckpt), **kw))
+    resumed = train_reward_model(
+        RMConfig(output_dir=str(tmp_path / "c"), resume=str(ckpt), train_top_layers=1, **kw)
+    )
+    assert [h["step"] for h in resumed["history"]] == [3.0, 4.0]

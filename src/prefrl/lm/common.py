@@ -635,6 +635,23 @@ LossFn = Callable[[Any, list[int], Any], tuple[torch.Tensor, dict[str, float]]]
 SaveFn = Callable[[Any, Path], None]
 
 
+def _check_resume_matches(cfg: TrainArgs) -> None:
+    """Fail clearly when a resumed run would train other parameters than its checkpoint did.
+
+    The optimizer state holds one entry per trainable parameter, so a different
+    ``train_top_layers`` would otherwise surface as torch's parameter-group size mismatch.
+    """
+    saved_path = Path(cfg.resume) / "prefrl_config.json"
+    if not saved_path.exists():
+        return
+    saved = json.loads(saved_path.read_text()).get("train_top_layers", 0)
+    if saved != cfg.train_top_layers:
+        raise ValueError(
+            f"resume: {cfg.resume} was trained with train_top_layers={saved}, not {cfg.train_top_layers}; "
+            "resume with the same value"
+        )
+
+
 def run_training(
     cfg: TrainArgs,
     model: torch.nn.Module,
@@ -659,6 +676,8 @@ def run_training(
     acc = accelerator if accelerator is not None else Accelerator()
     out = Path(cfg.output_dir)
     total = cfg.total_steps(n_examples)
+    if cfg.resume is not None:
+        _check_resume_matches(cfg)
     if cfg.train_top_layers:
         from prefrl.lm.models import freeze_all_but_top_layers
 

@@ -168,10 +168,12 @@ class LMPPOTrainer:
         ids, mask, p = batch.input_ids.to(self.device), batch.attention_mask.to(self.device), batch.n_query
         n_resp = ids.shape[1] - p
         fb = self.cfg.forward_batch_size
-        logprobs, entropy, ref_logprobs, values = [], [], [], []
+        recorded = batch.logprobs is not None  # False for top-k / support-constrained sampling
+        logprobs, entropy = ([batch.logprobs], [batch.entropy]) if recorded else ([], [])
+        ref_logprobs, values = [], []
         for s in range(0, ids.shape[0], fb):
             mb_ids, mb_mask = ids[s : s + fb], mask[s : s + fb]
-            if batch.logprobs is None:  # the sampler could not record them (top-k, support constraint)
+            if not recorded:
                 lp, ent = response_logprobs(
                     self.policy, mb_ids, mb_mask, p, self.cfg.temperature, with_entropy=True
                 )
@@ -181,8 +183,6 @@ class LMPPOTrainer:
                 ref_logprobs.append(response_logprobs(ref, mb_ids, mb_mask, p, self.cfg.temperature)[0])
             # value of the state before response token t sits at column P − 1 + t
             values.append(self.critic.per_token_scores(mb_ids, mb_mask)[:, p - 1 : p - 1 + n_resp].float())
-        if batch.logprobs is not None:  # recorded while sampling: no policy forward needed
-            logprobs, entropy = [batch.logprobs], [batch.entropy]
         return {
             "logprobs": torch.cat(logprobs).cpu(),  # (B, R)
             "entropy": torch.cat(entropy).cpu(),  # (B, R)
