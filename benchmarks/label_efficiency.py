@@ -41,8 +41,8 @@ def make_config(args: argparse.Namespace, labels: int, seed: int, run_dir: Path)
         teacher=args.teacher,
         n_envs=args.n_envs,
         ppo=control_ppo_config(
-            n_steps=args.n_steps,
-            n_minibatches=32,
+            num_steps=args.n_steps,
+            num_minibatches=32,
             clip_vloss=args.clip_vloss,
             anneal_lr=args.anneal_lr,
             total_steps=args.steps,

@@ -7,10 +7,10 @@ instead of broadcasting silently. Trainers above this module only orchestrate.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
+
+from prefrl.names import DPOLossType, KLEstimator
 
 __all__ = [
     "preference_probability",
@@ -21,12 +21,12 @@ __all__ = [
     "clipped_value_loss",
     "dpo_loss",
     "kl_estimate",
+    "masked_mean",
+    "masked_whiten",
     "KLEstimator",
     "DPOLossType",
 ]
 
-KLEstimator = Literal["k1", "k2", "k3"]
-DPOLossType = Literal["sigmoid", "ipo"]
 
 
 def _same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
@@ -243,9 +243,27 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: K
     raise ValueError(f"unknown KL estimator {estimator!r}; choose 'k1', 'k2' or 'k3'")
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the entries where ``mask`` is 1 (all entries when ``mask`` is None).
+
+    mean = Σ x·m / max(Σ m, 1); ``mask`` has the shape of ``x`` (e.g. (B, T) response tokens).
+    """
     if mask is None:
         return x.mean()
     _same_shape("values", x, "mask", mask)
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """(x − mean) / sqrt(var + eps) over the valid entries, 0 elsewhere (biased variance).
+
+    The advantage whitening of RLHF PPO (Huang et al. 2024, "N+ implementation details").
+    """
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    return out if mask is None else out * mask.to(x.dtype)
+
+
+_masked_mean = masked_mean

@@ -15,17 +15,17 @@ def test_control_ppo_config_turns_off_value_clipping_and_annealing():
     assert cfg.clip_vloss is False and cfg.anneal_lr is False
     # everything else stays cleanrl's
     base = PPOConfig()
-    assert (cfg.lr, cfg.n_steps, cfg.clip_coef, cfg.update_epochs) == (
-        base.lr,
-        base.n_steps,
+    assert (cfg.learning_rate, cfg.num_steps, cfg.clip_coef, cfg.update_epochs) == (
+        base.learning_rate,
+        base.num_steps,
         base.clip_coef,
         base.update_epochs,
     )
 
 
 def test_control_ppo_config_overrides_win():
-    cfg = control_ppo_config(n_steps=64, clip_vloss=True, anneal_lr=True)
-    assert (cfg.n_steps, cfg.clip_vloss, cfg.anneal_lr) == (64, True, True)
+    cfg = control_ppo_config(num_steps=64, clip_vloss=True, anneal_lr=True)
+    assert (cfg.num_steps, cfg.clip_vloss, cfg.anneal_lr) == (64, True, True)
 
 
 def test_control_config_and_demo_use_the_control_defaults(tmp_path):
@@ -34,7 +34,7 @@ def test_control_config_and_demo_use_the_control_defaults(tmp_path):
     demo = demo_config(run_dir=str(tmp_path / "demo"), progress=False)
     assert demo.ppo.clip_vloss is False and demo.ppo.anneal_lr is False
     # a saved config round-trips with its own settings (old runs keep cleanrl's)
-    old = ControlConfig(steps=4096, n_envs=2, ppo=PPOConfig(n_steps=512))
+    old = ControlConfig(steps=4096, n_envs=2, ppo=PPOConfig(num_steps=512))
     assert ControlConfig.from_dict(old.to_dict()).ppo.clip_vloss is True
 
 
@@ -45,7 +45,7 @@ def test_train_true_reward_ppo_returns_a_trained_agent(tmp_path):
         env_id="CartPole-v1",
         steps=512,
         n_envs=2,
-        ppo=control_ppo_config(n_steps=64, n_minibatches=4, update_epochs=1),
+        ppo=control_ppo_config(num_steps=64, num_minibatches=4, update_epochs=1),
         run_dir=str(tmp_path / "run"),
         progress=False,
     )

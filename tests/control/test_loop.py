@@ -30,7 +30,7 @@ def toy_config(tmp_path, **overrides) -> ControlConfig:
         segment_steps=10,
         pool_size=128,
         reward=RewardTrainerConfig(epochs=5, lr=3e-3),
-        ppo=PPOConfig(n_steps=128, n_minibatches=4, update_epochs=10, lr=3e-3),
+        ppo=PPOConfig(num_steps=128, num_minibatches=4, update_epochs=10, learning_rate=3e-3),
         run_dir=str(tmp_path / "run"),
         seed=0,
         progress=False,

@@ -115,7 +115,7 @@ def test_sample_draws_from_the_same_distribution_as_get_action_and_value() -> No
 def test_collect_scores_its_actions_with_the_behaviour_policy() -> None:
     """The batched log π_old / V_old equal a per-step evaluation of the stored inputs and actions."""
     for env_id in ("Pendulum-v1", "CartPole-v1"):
-        agent = PPOAgent(make_vec_env(env_id, n_envs=2, seed=0), PPOConfig(n_steps=32, n_minibatches=2), seed=0)
+        agent = PPOAgent(make_vec_env(env_id, n_envs=2, seed=0), PPOConfig(num_steps=32, num_minibatches=2), seed=0)
         r = agent.collect()
         with torch.no_grad():
             for t in (0, 17, 31):
@@ -166,7 +166,7 @@ def test_ppo_update_agrees_with_a_cleanrl_style_reference() -> None:
         b_actions, b_logprobs, _, b_values = ours.get_action_and_value(b_obs, generator=g)
     b_advantages = torch.randn(128, generator=g)
     b_returns = b_advantages + b_values
-    cfg = PPOConfig(n_minibatches=4, update_epochs=3, ent_coef=0.01)
+    cfg = PPOConfig(num_minibatches=4, update_epochs=3, ent_coef=0.01)
     opt = torch.optim.Adam(ours.parameters(), lr=1e-3, eps=1e-5)
     batch = RolloutBuffer(b_obs, b_actions, b_logprobs, b_values, b_advantages, b_returns)
     ppo_update(ours, opt, batch, cfg, generator=torch.Generator().manual_seed(7))
@@ -202,7 +202,7 @@ def test_ppo_update_agrees_with_a_cleanrl_style_reference() -> None:
 
 def test_collect_shapes_and_episode_bookkeeping() -> None:
     envs = make_vec_env("CartPole-v1", n_envs=3, seed=0)
-    agent = PPOAgent(envs, PPOConfig(n_steps=64, n_minibatches=4, update_epochs=1), seed=0)
+    agent = PPOAgent(envs, PPOConfig(num_steps=64, num_minibatches=4, update_epochs=1), seed=0)
     r = agent.collect()
     assert r.obs.shape == (64, 3, 4) and r.obs.dtype == np.float32
     assert r.actions.shape == (64, 3) and set(np.unique(r.actions)) <= {0, 1}
@@ -231,7 +231,7 @@ def test_collect_shapes_and_episode_bookkeeping() -> None:
 @pytest.mark.parametrize("kind", ["Truncating", "Terminating"])
 def test_gae_bootstraps_truncation_from_final_obs_but_not_termination(kind: str) -> None:
     envs = make_vec_env(f"prefrl-test/Counter{kind}-v0", n_envs=2, seed=0)
-    cfg = PPOConfig(n_steps=6, n_minibatches=2, update_epochs=1, gamma=0.9, gae_lambda=0.8, norm_obs=False)
+    cfg = PPOConfig(num_steps=6, num_minibatches=2, update_epochs=1, gamma=0.9, gae_lambda=0.8, norm_obs=False)
     agent = PPOAgent(envs, cfg, seed=0)
     r = agent.collect()
     assert r.truncated[[2, 5]].all() == (kind == "Truncating") and r.terminated[[2, 5]].all() == (kind != "Truncating")
@@ -269,7 +269,7 @@ def test_gae_bootstraps_truncation_from_final_obs_but_not_termination(kind: str)
 
 def test_update_validates_rewards_and_changes_parameters_continuous() -> None:
     envs = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
-    agent = PPOAgent(envs, PPOConfig(n_steps=64, n_minibatches=4, update_epochs=2, norm_reward=True), seed=0)
+    agent = PPOAgent(envs, PPOConfig(num_steps=64, num_minibatches=4, update_epochs=2, norm_reward=True), seed=0)
     r = agent.collect()
     assert r.actions.shape == (64, 2, 1) and np.all(np.abs(r.actions) <= 2.0)
     assert r.sim_states.shape == (64, 2, 2)
@@ -293,7 +293,7 @@ def test_agent_rejects_next_step_autoreset() -> None:
 
 
 def test_state_dict_round_trip_continues_identically() -> None:
-    cfg = PPOConfig(n_steps=32, n_minibatches=4, update_epochs=2, norm_reward=True, total_steps=1000)
+    cfg = PPOConfig(num_steps=32, num_minibatches=4, update_epochs=2, norm_reward=True, total_steps=1000)
     agent = PPOAgent(make_vec_env("Pendulum-v1", n_envs=2, seed=0), cfg, seed=0)
     r1 = agent.collect()
     agent.update(r1, r1.true_rewards)
@@ -321,7 +321,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
 
 def test_ppo_learns_cartpole_with_the_true_reward() -> None:
     """Deterministic evaluation reaches ≥ 400 within 100k env steps (usually 40–80k)."""
-    cfg = PPOConfig(n_steps=64, n_minibatches=4, update_epochs=10, lr=1e-3, total_steps=100_000)
+    cfg = PPOConfig(num_steps=64, num_minibatches=4, update_epochs=10, learning_rate=1e-3, total_steps=100_000)
     agent = PPOAgent(make_vec_env("CartPole-v1", n_envs=8, seed=0, record_sim_state=False), cfg, seed=0)
     first = np.mean(agent.evaluate("CartPole-v1", n_episodes=5, seed=100))
     best = first
@@ -339,7 +339,7 @@ def test_ppo_learns_cartpole_with_the_true_reward() -> None:
 def test_agent_on_async_fixed_horizon_mujoco_and_on_atari_frames() -> None:
     envs = make_vec_env("Hopper-v5", n_envs=2, seed=0, async_=True, fixed_horizon=20, terminal_penalty=1.0)
     try:
-        agent = PPOAgent(envs, PPOConfig(n_steps=50, n_minibatches=4, update_epochs=1), seed=0)
+        agent = PPOAgent(envs, PPOConfig(num_steps=50, num_minibatches=4, update_epochs=1), seed=0)
         r = agent.collect()
     finally:
         envs.close()
@@ -349,7 +349,7 @@ def test_agent_on_async_fixed_horizon_mujoco_and_on_atari_frames() -> None:
     assert r.steps.max() == 19 and (r.final_values[[19, 39]] != 0).all()
 
     pong = make_vec_env("ALE/Pong-v5", n_envs=2, seed=0)
-    agent = PPOAgent(pong, PPOConfig(n_steps=16, n_minibatches=4, update_epochs=1), seed=0)
+    agent = PPOAgent(pong, PPOConfig(num_steps=16, num_minibatches=4, update_epochs=1), seed=0)
     r = agent.collect()
     assert r.obs.shape == (16, 2, 4, 84, 84) and r.obs.dtype == np.uint8 and r.sim_states is None
     before = _params(agent.policy)

@@ -41,12 +41,12 @@ def _batch(policy: BanditPolicy, n: int = 256, seed: int = 0) -> RolloutBuffer:
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("lr", 0.0),
-        ("n_steps", 0),
-        ("n_steps", 2.5),
+        ("learning_rate", 0.0),
+        ("num_steps", 0),
+        ("num_steps", 2.5),
         ("gamma", 1.5),
         ("gae_lambda", -0.1),
-        ("n_minibatches", 0),
+        ("num_minibatches", 0),
         ("update_epochs", 0),
         ("clip_coef", -0.2),
         ("ent_coef", -1.0),
@@ -63,12 +63,12 @@ def test_config_rejects_bad_values_naming_the_field(field: str, value: float) ->
 
 def test_config_defaults_are_cleanrl_mujoco() -> None:
     cfg = PPOConfig()
-    assert (cfg.lr, cfg.n_steps, cfg.gamma, cfg.gae_lambda) == (3e-4, 2048, 0.99, 0.95)
-    assert (cfg.n_minibatches, cfg.update_epochs, cfg.clip_coef, cfg.ent_coef) == (32, 10, 0.2, 0.0)
+    assert (cfg.learning_rate, cfg.num_steps, cfg.gamma, cfg.gae_lambda) == (3e-4, 2048, 0.99, 0.95)
+    assert (cfg.num_minibatches, cfg.update_epochs, cfg.clip_coef, cfg.ent_coef) == (32, 10, 0.2, 0.0)
     assert (cfg.vf_coef, cfg.max_grad_norm, cfg.target_kl) == (0.5, 0.5, None)
     assert cfg.minibatch_size(1) == 64
-    with pytest.raises(ValueError, match="n_minibatches"):
-        PPOConfig(n_steps=4, n_minibatches=8).minibatch_size(1)
+    with pytest.raises(ValueError, match="num_minibatches"):
+        PPOConfig(num_steps=4, num_minibatches=8).minibatch_size(1)
 
 
 def test_from_rollout_matches_hand_computed_gae() -> None:
@@ -110,7 +110,7 @@ def test_ppo_update_moves_probability_towards_positive_advantage() -> None:
     with torch.no_grad():
         p0_before = torch.softmax(policy.pi(batch.obs), -1)[:, 0].mean()
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
-    cfg = PPOConfig(n_minibatches=4, update_epochs=4)
+    cfg = PPOConfig(num_minibatches=4, update_epochs=4)
     metrics = ppo_update(policy, optimizer, batch, cfg, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         p0_after = torch.softmax(policy.pi(batch.obs), -1)[:, 0].mean()
@@ -134,14 +134,14 @@ def test_ppo_update_is_reproducible_with_a_generator_and_stops_on_target_kl() ->
     for _ in range(2):
         policy = BanditPolicy()
         optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
-        ppo_update(policy, optimizer, _batch(policy), PPOConfig(n_minibatches=4, update_epochs=3),
+        ppo_update(policy, optimizer, _batch(policy), PPOConfig(num_minibatches=4, update_epochs=3),
                    generator=torch.Generator().manual_seed(1))  # fmt: skip
         results.append(torch.cat([p.detach().flatten() for p in policy.parameters()]))
     torch.testing.assert_close(results[0], results[1])
 
     policy = BanditPolicy()
     optimizer = torch.optim.Adam(policy.parameters(), lr=5e-2)
-    cfg = PPOConfig(n_minibatches=4, update_epochs=10, target_kl=1e-6)
+    cfg = PPOConfig(num_minibatches=4, update_epochs=10, target_kl=1e-6)
     metrics = ppo_update(policy, optimizer, _batch(policy), cfg, generator=torch.Generator().manual_seed(0))
     assert metrics["policy/epochs"] == 1
 
@@ -152,7 +152,7 @@ def test_gradient_norm_is_clipped() -> None:
     optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
     batch = _batch(policy)
     batch.returns = batch.returns + 1000.0  # a huge value loss → a huge raw gradient
-    cfg = PPOConfig(n_minibatches=1, update_epochs=1, max_grad_norm=0.1, clip_vloss=False)
+    cfg = PPOConfig(num_minibatches=1, update_epochs=1, max_grad_norm=0.1, clip_vloss=False)
     ppo_update(policy, optimizer, batch, cfg, generator=torch.Generator().manual_seed(0))
     step = torch.cat([(p.detach() - before[n]).flatten() for n, p in policy.named_parameters()])
     # SGD with lr 1: the parameter step is the clipped gradient, of norm max_grad_norm

@@ -70,7 +70,7 @@ def train(
         if resume is not None:
             loop = PreferenceLoop.resume(resume, progress=progress)
         else:
-            ppo = control_ppo_config(n_steps=n_steps, n_minibatches=n_minibatches, lr=lr, total_steps=max(steps, 1))
+            ppo = control_ppo_config(num_steps=n_steps, num_minibatches=n_minibatches, learning_rate=lr, total_steps=max(steps, 1))
             cfg = ControlConfig(
                 env_id=env,
                 labels=labels,

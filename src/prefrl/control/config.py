@@ -17,7 +17,7 @@ SELECTOR_NAMES: tuple[str, ...] = get_args(SelectorName)
 
 
 def _ppo_config_cls() -> type:
-    from prefrl.rl.ppo import PPOConfig
+    from prefrl.rl.ppo_config import PPOConfig
 
     return PPOConfig
 

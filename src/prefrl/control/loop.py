@@ -177,8 +177,8 @@ class PreferenceLoop:
         )
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
         self.segment_steps = cfg.segment_steps or resolve_segment_steps(_env_dt(self.envs), cfg.segment_seconds)
-        if self.segment_steps > cfg.ppo.n_steps:
-            raise ValueError(f"segment_steps ({self.segment_steps}) must fit in one rollout of {cfg.ppo.n_steps} steps")
+        if self.segment_steps > cfg.ppo.num_steps:
+            raise ValueError(f"segment_steps ({self.segment_steps}) must fit in one rollout of {cfg.ppo.num_steps} steps")
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.agent = PPOAgent(self.envs, cfg.ppo, cfg.seed)
@@ -298,7 +298,7 @@ class PreferenceLoop:
 
     def collect(self) -> Any:
         """One rollout with the current policy; its segments go into the pool."""
-        rollout = self.agent.collect(self.cfg.ppo.n_steps)
+        rollout = self.agent.collect(self.cfg.ppo.num_steps)
         true_rewards, dones = _np(rollout.true_rewards), _np(rollout.dones)
         self._new_episodes = self.tracker.update(true_rewards, dones, self.counters.global_step)
         self.history.episodes.extend(self._new_episodes)
@@ -568,7 +568,7 @@ def train_true_reward_ppo(
     step = 0
     try:
         while step + cfg.steps_per_rollout <= cfg.steps:
-            rollout = agent.collect(cfg.ppo.n_steps)
+            rollout = agent.collect(cfg.ppo.num_steps)
             true_rewards, dones = _np(rollout.true_rewards), _np(rollout.dones)
             finished = tracker.update(true_rewards, dones, step)
             episodes.extend(finished)
@@ -667,7 +667,7 @@ def demo_config(run_dir: str | None = None, seed: int = 0, baseline: bool = Fals
         steps=steps,
         teacher="rational",
         n_envs=4,
-        ppo=control_ppo_config(n_steps=512, n_minibatches=32, total_steps=steps),
+        ppo=control_ppo_config(num_steps=512, num_minibatches=32, total_steps=steps),
         # The ensemble is warm-started every round, so a few epochs per round suffice; at 400
         # labels 10 epochs would cost more than collecting and updating together.
         reward=RewardTrainerConfig(epochs=3),

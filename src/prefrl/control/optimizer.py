@@ -155,7 +155,7 @@ class PPOAgent:
         self.policy = ActorCritic(self.obs_space, self.action_space, hidden).to(self.device)
         torch.random.set_rng_state(init_state)
         # The fused kernel updates all parameters in one call (≈4× faster than the default on CPU).
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
         self.continuous = isinstance(self.action_space, gym.spaces.Box)
         self.normalize_obs = cfg.norm_obs and not self.policy.image
         self.obs_rms = RunningMeanStd(self.obs_space.shape)
@@ -216,7 +216,7 @@ class PPOAgent:
         computed for all T·N steps in one batched call. Same distribution, same numbers up to
         float rounding, about a tenth of the per-step policy cost.
         """
-        T = self.cfg.n_steps if n_steps is None else n_steps
+        T = self.cfg.num_steps if n_steps is None else n_steps
         if not isinstance(T, int) or T <= 0:
             raise ValueError(f"n_steps must be a positive integer, got {T!r}")
         N = self.n_envs
@@ -340,10 +340,10 @@ class PPOAgent:
     def current_lr(self) -> float:
         """The learning rate the next update uses (linear annealing over ``cfg.total_steps``)."""
         if not self.cfg.anneal_lr:
-            return self.cfg.lr
+            return self.cfg.learning_rate
         # The first update (global_step = one rollout) uses the full rate, as in cleanrl.
-        done = max(self.global_step - self.cfg.n_steps * self.n_envs, 0)
-        return self.cfg.lr * max(1.0 - done / self.cfg.total_steps, 0.0)
+        done = max(self.global_step - self.cfg.num_steps * self.n_envs, 0)
+        return self.cfg.learning_rate * max(1.0 - done / self.cfg.total_steps, 0.0)
 
     def update(self, rollout: Rollout, rewards: np.ndarray | torch.Tensor) -> dict[str, float]:
         """GAE on ``rewards`` (T, N) — learned or true — then :func:`ppo_update`.

@@ -1,90 +1,39 @@
-"""One PPO update over a rollout buffer (Schulman et al. 2017), built only from :mod:`prefrl.losses`.
+"""The one PPO update of prefrl (Schulman et al. 2017), shared by control agents and language models.
 
-The order follows cleanrl's ``ppo_continuous_action.py``: advantages (GAE) are computed by
-:meth:`RolloutBuffer.from_rollout`, then :func:`ppo_update` runs ``update_epochs`` passes of
-``n_minibatches`` shuffled minibatches with per-minibatch advantage normalisation, the
-clipped surrogate, the (optionally clipped) value loss, an entropy bonus and global
-gradient-norm clipping. The policy is anything with cleanrl's
-``get_action_and_value(obs, action) -> (action, logprob, entropy, value)``.
+:func:`ppo_epochs` runs ``update_epochs`` passes of ``num_minibatches`` shuffled minibatches over
+any batch of B rows: per-step control samples (tensors of shape (B,)) or per-token LM responses
+(tensors of shape (B, T) with a 0/1 ``mask`` of valid tokens). For each minibatch it asks the
+caller's ``evaluate(idx)`` for the new log-probs (and values, entropy, any extra loss term), then
+applies the clipped surrogate, the (optionally clipped) value loss, the entropy bonus, global
+gradient-norm clipping per optimiser, and the optimiser steps. :func:`ppo_diagnostics` is the one
+place approx-KL (k3) and the clip fraction are computed; :func:`explained_variance` the one place
+for the critic's explained variance. The losses themselves live in :mod:`prefrl.losses`.
+
+The control agent calls :func:`ppo_update` (cleanrl's ``get_action_and_value`` interface over a
+:class:`RolloutBuffer`); the LM trainers call :func:`ppo_epochs` directly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from prefrl.losses import clipped_surrogate_loss, clipped_value_loss, gae, kl_estimate
+from prefrl.losses import clipped_surrogate_loss, clipped_value_loss, gae, kl_estimate, masked_mean
+from prefrl.rl.ppo_config import PPOConfig
 
-__all__ = ["PPOConfig", "RolloutBuffer", "ActorCriticPolicy", "ppo_update", "explained_variance"]
-
-
-@dataclass
-class PPOConfig:
-    """PPO hyper-parameters; defaults are cleanrl's MuJoCo defaults (``ppo_continuous_action.py``)."""
-
-    lr: float = 3e-4
-    """Adam learning rate (annealed linearly to 0 over ``total_steps`` when ``anneal_lr``)."""
-    n_steps: int = 2048
-    """Env steps collected per environment between two updates (rollout length T)."""
-    gamma: float = 0.99
-    """Discount factor γ."""
-    gae_lambda: float = 0.95
-    """GAE λ (Schulman et al. 2016)."""
-    n_minibatches: int = 32
-    """Minibatches per epoch; the minibatch size is n_steps·n_envs / n_minibatches."""
-    update_epochs: int = 10
-    """Passes over the rollout per update (K in the PPO paper)."""
-    clip_coef: float = 0.2
-    """PPO clipping ε of the probability ratio (and of the value change when ``clip_vloss``)."""
-    clip_vloss: bool = True
-    """Clip the value-function change to ±clip_coef around the rollout's values."""
-    ent_coef: float = 0.0
-    """Weight of the entropy bonus."""
-    vf_coef: float = 0.5
-    """Weight of the value loss."""
-    max_grad_norm: float = 0.5
-    """Global gradient-norm clip."""
-    norm_adv: bool = True
-    """Normalise advantages per minibatch to zero mean and unit std."""
-    anneal_lr: bool = True
-    """Anneal the learning rate linearly from ``lr`` to 0 over ``total_steps``."""
-    target_kl: float | None = None
-    """Stop the epochs early once the approximate KL of an epoch exceeds this (None: never)."""
-    total_steps: int = 1_000_000
-    """Total env steps of the run (all envs together); the horizon of lr annealing."""
-    adam_eps: float = 1e-5
-    """Adam ε (cleanrl and the PPO implementation-details blog use 1e-5)."""
-    norm_obs: bool = True
-    """Running mean/std normalisation of vector observations (clipped to ±10), inside the agent."""
-    norm_reward: bool = False
-    """Scale rewards by a running std of discounted returns (gymnasium's NormalizeReward), clipped to ±10."""
-
-    def __post_init__(self) -> None:
-        positive_int = ("n_steps", "n_minibatches", "update_epochs", "total_steps")
-        for name in positive_int:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lr", "clip_coef", "max_grad_norm", "adam_eps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
-        for name in ("ent_coef", "vf_coef"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
-        if self.target_kl is not None and not self.target_kl > 0:
-            raise ValueError(f"target_kl must be positive or None, got {self.target_kl!r}")
-
-    def minibatch_size(self, n_envs: int) -> int:
-        """n_steps·n_envs / n_minibatches; ValueError when a minibatch would be empty."""
-        batch = self.n_steps * n_envs
-        if batch < self.n_minibatches:
-            raise ValueError(f"n_steps·n_envs = {batch} is smaller than n_minibatches = {self.n_minibatches}")
-        return batch // self.n_minibatches
+__all__ = [
+    "PPOConfig",
+    "RolloutBuffer",
+    "ActorCriticPolicy",
+    "MinibatchOutput",
+    "ppo_epochs",
+    "ppo_update",
+    "ppo_diagnostics",
+    "explained_variance",
+]
 
 
 class ActorCriticPolicy(Protocol):
@@ -167,22 +116,198 @@ class RolloutBuffer:
         )
 
 
-def explained_variance(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
-    """1 − Var[y − ŷ] / Var[y]; NaN when Var[y] = 0."""
+def explained_variance(
+    y_pred: torch.Tensor, y_true: torch.Tensor, mask: torch.Tensor | None = None
+) -> float:
+    """1 − Var[y − ŷ] / Var[y] over the valid entries (unbiased variances); NaN when Var[y] = 0.
+
+    ``mask`` (0/1, the shape of ``y_true``) selects valid entries, e.g. LM response tokens.
+    """
+    if mask is not None:
+        keep = mask.bool()
+        y_pred, y_true = y_pred[keep], y_true[keep]
+    if y_true.numel() < 2:
+        return float("nan")
     var_y = torch.var(y_true)
     if var_y.item() == 0:
         return float("nan")
     return float(1.0 - torch.var(y_true - y_pred) / var_y)
 
 
+def ppo_diagnostics(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    clip_coef: float,
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """``policy/approx_kl`` and ``policy/clipfrac`` of one minibatch (0-dim tensors, no grad).
+
+    approx_kl is Schulman (2020)'s k3 estimator (r − 1) − log r of KL(π_old ‖ π_new), r = π_new/π_old,
+    unbiased and non-negative; clipfrac the fraction of valid entries with |r − 1| > clip_coef.
+    """
+    with torch.no_grad():
+        new_lp = new_logprobs.detach()
+        approx_kl = masked_mean(kl_estimate(old_logprobs, new_lp, "k3"), mask)
+        clipped = ((new_lp - old_logprobs).exp().sub_(1.0).abs_() > clip_coef).to(new_lp.dtype)
+        return {"policy/approx_kl": approx_kl, "policy/clipfrac": masked_mean(clipped, mask)}
+
+
+@dataclass
+class MinibatchOutput:
+    """What the caller's ``evaluate(idx)`` returns for the rows ``idx`` of a PPO batch.
+
+    Attributes:
+        logprobs: log π_new of the taken actions, shaped like the batch's ``old_logprobs[idx]``.
+        values: V_new, same shape (None for a critic-free method).
+        entropy: per-entry policy entropy for the bonus (None: no bonus).
+        extra_loss: a scalar added to the loss as is (e.g. a KL-to-reference penalty).
+    """
+
+    logprobs: torch.Tensor
+    values: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    extra_loss: torch.Tensor | None = None
+
+
 def _clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Global-norm gradient clipping in two fused calls (same maths as ``clip_grad_norm_``)."""
     grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
     norms = torch._foreach_norm(grads)
-    total = torch.linalg.vector_norm(torch.stack(norms))
+    total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    torch._foreach_mul_(grads, coef)
+    torch._foreach_mul_(grads, coef.to(grads[0].device))
     return total
+
+
+def _minibatch_normalise(a: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero mean, unit (unbiased) std over a minibatch's valid entries (cleanrl's ``norm_adv``)."""
+    if mask is None:
+        return (a - a.mean()) / (a.std() + 1e-8)
+    m = mask.to(a.dtype)
+    n = m.sum()
+    mean = (a * m).sum() / n.clamp(min=1.0)
+    var = (((a - mean) ** 2) * m).sum() / (n - 1).clamp(min=1.0)
+    return (a - mean) / (var.sqrt() + 1e-8) * m
+
+
+def ppo_epochs(
+    evaluate: Callable[[torch.Tensor], MinibatchOutput],
+    optimizers: Sequence[torch.optim.Optimizer],
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    old_values: torch.Tensor | None = None,
+    returns: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    update_epochs: int,
+    num_minibatches: int,
+    clip_coef: float,
+    clip_vloss: float | None = None,
+    vf_coef: float = 0.5,
+    ent_coef: float = 0.0,
+    max_grad_norm: float = 0.5,
+    norm_adv: bool = False,
+    target_kl: float | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """``update_epochs`` epochs of minibatch PPO over a batch of B rows; return the diagnostics.
+
+    Each epoch draws one permutation of the B rows and cuts it into ``num_minibatches`` slices
+    of ⌊B / num_minibatches⌋ rows (the remainder sits the epoch out). Per minibatch:
+
+        L = L_clip(ρ, Â) + vf_coef · L_V − ent_coef · H + extra_loss,   ρ = π_new / π_old
+
+    with Â normalised over the minibatch when ``norm_adv``, the means over valid entries of
+    ``mask``; then per optimiser: clip its gradients to ``max_grad_norm`` (global norm), step,
+    and free them. With ``target_kl`` the epochs stop once an epoch's mean approx-KL exceeds it.
+
+    Args:
+        evaluate: ``evaluate(idx) -> MinibatchOutput`` for the rows ``idx`` ((mb,) long tensor on
+            the CPU); it moves what it needs to its device and runs the forward passes.
+        optimizers: one per trained model (their parameters are clipped separately).
+        old_logprobs: (B,) or (B, T) log π_old; ``advantages``, ``old_values``, ``returns`` and
+            ``mask`` have the same shape. Their device is that of ``evaluate``'s outputs.
+        old_values, returns: needed when ``evaluate`` returns values (the critic's loss).
+        mask: 0/1 validity of each entry (None: all valid).
+        clip_vloss: clip of the value change around ``old_values`` (None: unclipped value loss).
+        generator: RNG of the permutations (explicit, for reproducibility).
+
+    Returns:
+        Means over the last epoch's minibatches of ``loss/policy``, ``loss/value`` (when a
+        critic is trained), ``loss/entropy`` (when ``evaluate`` returns entropy),
+        ``policy/approx_kl`` and ``policy/clipfrac`` (:func:`ppo_diagnostics`), plus
+        ``policy/epochs`` (epochs run).
+    """
+    b = int(old_logprobs.shape[0])
+    if b < num_minibatches:
+        raise ValueError(f"batch has {b} rows, fewer than num_minibatches = {num_minibatches}")
+    if advantages.shape != old_logprobs.shape:
+        raise ValueError(f"advantages {tuple(advantages.shape)} must match old_logprobs {tuple(old_logprobs.shape)}")
+    mb_size = b // num_minibatches
+    n_used = mb_size * num_minibatches
+    param_groups = [[p for g in opt.param_groups for p in g["params"]] for opt in optimizers]
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+
+    stats: dict[str, list[torch.Tensor]] = {}
+    epochs_run = 0
+    for epoch in range(update_epochs):
+        stats = {}
+        perm = torch.randperm(b, generator=generator)[:n_used]
+        # The diagnostics are reported for the last epoch (and needed every epoch for target_kl).
+        track = target_kl is not None or epoch == update_epochs - 1
+        for start in range(0, n_used, mb_size):
+            idx = perm[start : start + mb_size]
+            dev_idx = idx.to(old_logprobs.device)
+            mb_mask = None if mask is None else mask[dev_idx]
+            mb_old_lp = old_logprobs[dev_idx]
+            mb_adv = advantages[dev_idx]
+            if norm_adv and mb_size > 1:
+                mb_adv = _minibatch_normalise(mb_adv, mb_mask)
+            out = evaluate(idx)
+            pg_loss = clipped_surrogate_loss(out.logprobs, mb_old_lp, mb_adv, clip_coef, mb_mask)
+            loss = pg_loss
+            v_loss = None
+            if out.values is not None:
+                if old_values is None or returns is None:
+                    raise ValueError("evaluate returned values, so old_values and returns are needed")
+                v_loss = clipped_value_loss(out.values, old_values[dev_idx], returns[dev_idx], clip_vloss, mb_mask)
+                loss = loss + vf_coef * v_loss
+            entropy = None
+            if out.entropy is not None:
+                entropy = masked_mean(out.entropy, mb_mask)
+                if ent_coef != 0.0:  # skipped, not multiplied by 0: fewer autograd nodes
+                    loss = loss - ent_coef * entropy
+            if out.extra_loss is not None:
+                loss = loss + out.extra_loss
+
+            loss.backward()
+            for opt, params in zip(optimizers, param_groups):
+                _clip_grad_norm(params, max_grad_norm)
+                opt.step()
+            # Free the gradients now, not before the next backward: they would otherwise sit in
+            # memory next to the next minibatch's activations.
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+
+            if track:
+                row = ppo_diagnostics(out.logprobs, mb_old_lp, clip_coef, mb_mask)
+                row["loss/policy"] = pg_loss.detach()
+                if v_loss is not None:
+                    row["loss/value"] = v_loss.detach()
+                if entropy is not None:
+                    row["loss/entropy"] = entropy.detach()
+                for k, v in row.items():
+                    stats.setdefault(k, []).append(v)
+        epochs_run += 1
+        if target_kl is not None and torch.stack(stats["policy/approx_kl"]).mean().item() > target_kl:
+            break
+
+    metrics = {k: torch.stack(v).mean().item() for k, v in stats.items()}
+    metrics["policy/epochs"] = float(epochs_run)
+    return metrics
 
 
 def ppo_update(
@@ -192,12 +317,10 @@ def ppo_update(
     cfg: PPOConfig,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """Run ``cfg.update_epochs`` epochs of minibatch PPO on ``batch``; return the diagnostics.
+    """:func:`ppo_epochs` over a control rollout, with cleanrl's policy interface.
 
-    Loss per minibatch: L = L_clip − ent_coef·H + vf_coef·L_V, with advantages normalised
-    per minibatch when ``cfg.norm_adv``. ``policy/approx_kl`` is the k3 estimator
-    (r − 1) − log r of KL(π_old ‖ π_new) (Schulman 2020), ``policy/clipfrac`` the fraction of
-    samples with |ρ − 1| > clip_coef; all diagnostics are means over the last epoch's minibatches.
+    Loss per minibatch: L = L_clip − ent_coef·H + vf_coef·L_V, with advantages normalised per
+    minibatch when ``cfg.norm_adv``.
 
     Args:
         policy: module with ``get_action_and_value(obs, action)``.
@@ -210,70 +333,28 @@ def ppo_update(
         ``loss/policy``, ``loss/value``, ``loss/entropy``, ``policy/approx_kl``,
         ``policy/clipfrac``, ``val/explained_variance``, ``policy/epochs`` (epochs run).
     """
-    b = len(batch)
-    if b < cfg.n_minibatches:
-        raise ValueError(f"batch has {b} samples, fewer than n_minibatches = {cfg.n_minibatches}")
-    mb_size = b // cfg.n_minibatches
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    clip_vcoef = cfg.clip_coef if cfg.clip_vloss else None
 
-    pg_losses: list[torch.Tensor] = []
-    v_losses: list[torch.Tensor] = []
-    entropies: list[torch.Tensor] = []
-    kls: list[torch.Tensor] = []
-    clipfracs: list[torch.Tensor] = []
-    epochs_run = 0
-    n_used = mb_size * cfg.n_minibatches
-    for epoch in range(cfg.update_epochs):
-        pg_losses.clear(), v_losses.clear(), entropies.clear(), kls.clear(), clipfracs.clear()
-        # Permute once per epoch; the minibatches are then contiguous slices (views), not gathers.
-        b_inds = torch.randperm(b, generator=generator)[:n_used]
-        e_obs, e_actions = batch.obs[b_inds], batch.actions[b_inds]
-        e_logprobs, e_values = batch.logprobs[b_inds], batch.values[b_inds]
-        e_advantages, e_returns = batch.advantages[b_inds], batch.returns[b_inds]
-        if cfg.norm_adv and mb_size > 1:
-            # Per-minibatch normalisation, for all minibatches of the epoch in one go.
-            a = e_advantages.view(cfg.n_minibatches, mb_size)
-            e_advantages = ((a - a.mean(1, keepdim=True)) / (a.std(1, keepdim=True) + 1e-8)).view(-1)
-        # The diagnostics are reported for the last epoch (and needed every epoch for target_kl).
-        track = cfg.target_kl is not None or epoch == cfg.update_epochs - 1
-        for start in range(0, n_used, mb_size):
-            mb = slice(start, start + mb_size)
-            mb_old_logprobs = e_logprobs[mb]
-            _, new_logprobs, entropy, new_values = policy.get_action_and_value(
-                e_obs[mb], e_actions[mb]
-            )  # (mb,) each
-            pg_loss = clipped_surrogate_loss(new_logprobs, mb_old_logprobs, e_advantages[mb], cfg.clip_coef)
-            v_loss = clipped_value_loss(new_values, e_values[mb], e_returns[mb], clip_vcoef)
-            loss = pg_loss + cfg.vf_coef * v_loss
-            if cfg.ent_coef != 0.0:  # skipped, not multiplied by 0: fewer autograd nodes per minibatch
-                loss = loss - cfg.ent_coef * entropy.mean()
+    def evaluate(idx: torch.Tensor) -> MinibatchOutput:
+        _, logprobs, entropy, values = policy.get_action_and_value(batch.obs[idx], batch.actions[idx])  # (mb,)
+        return MinibatchOutput(logprobs=logprobs, values=values, entropy=entropy)
 
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            _clip_grad_norm(params, cfg.max_grad_norm)
-            optimizer.step()
-
-            if track:
-                with torch.no_grad():
-                    new_lp = new_logprobs.detach()
-                    kls.append(kl_estimate(mb_old_logprobs, new_lp, "k3").mean())
-                    clipfracs.append(
-                        ((new_lp - mb_old_logprobs).exp().sub_(1.0).abs_() > cfg.clip_coef).float().mean()
-                    )
-                pg_losses.append(pg_loss.detach())
-                v_losses.append(v_loss.detach())
-                entropies.append(entropy.detach().mean())
-        epochs_run += 1
-        if cfg.target_kl is not None and torch.stack(kls).mean().item() > cfg.target_kl:
-            break
-
-    return {
-        "loss/policy": torch.stack(pg_losses).mean().item(),
-        "loss/value": torch.stack(v_losses).mean().item(),
-        "loss/entropy": torch.stack(entropies).mean().item(),
-        "policy/approx_kl": torch.stack(kls).mean().item(),
-        "policy/clipfrac": torch.stack(clipfracs).mean().item(),
-        "val/explained_variance": explained_variance(batch.values, batch.returns),
-        "policy/epochs": float(epochs_run),
-    }
+    metrics = ppo_epochs(
+        evaluate,
+        [optimizer],
+        batch.logprobs,
+        batch.advantages,
+        old_values=batch.values,
+        returns=batch.returns,
+        update_epochs=cfg.update_epochs,
+        num_minibatches=cfg.num_minibatches,
+        clip_coef=cfg.clip_coef,
+        clip_vloss=cfg.clip_coef if cfg.clip_vloss else None,
+        vf_coef=cfg.vf_coef,
+        ent_coef=cfg.ent_coef,
+        max_grad_norm=cfg.max_grad_norm,
+        norm_adv=cfg.norm_adv,
+        target_kl=cfg.target_kl,
+        generator=generator,
+    )
+    metrics["val/explained_variance"] = explained_variance(batch.values, batch.returns)
+    return metrics

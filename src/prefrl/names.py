@@ -1,0 +1,40 @@
+"""The names that configs take, as ``Literal`` types (torch-free, imports nothing).
+
+Configs type their name-valued fields with these, so an unknown name fails when the config is
+built and the CLI offers exactly these choices (:func:`prefrl.cli.options.literal_choices`).
+:mod:`prefrl.losses` and the trainers use the same aliases, so a name has one spelling.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = [
+    "KLEstimator",
+    "KLPenalty",
+    "KLControl",
+    "DPOLossType",
+    "SelectorName",
+    "TeacherName",
+    "check_choice",
+]
+
+KLEstimator = Literal["k1", "k2", "k3"]
+"""Schulman (2020)'s estimators of KL(π‖π_ref) from samples of π: k1 = log r, k2 = ½(log r)², k3 = (r−1) − log r."""
+KLPenalty = Literal["reward", "loss"]
+"""Where the KL penalty acts: per-token in the reward (InstructGPT) or as a loss term (GRPO)."""
+KLControl = Literal["fixed", "adaptive", "budget"]
+"""How β moves: fixed, adaptive (Ziegler et al. 2019), or dual ascent on a sequence-KL budget."""
+DPOLossType = Literal["sigmoid", "ipo"]
+"""DPO's loss: ``sigmoid`` (Rafailov et al. 2023; cDPO with label smoothing) or ``ipo`` (Azar et al. 2023)."""
+SelectorName = Literal["disagreement", "entropy", "uniform"]
+"""How queries are chosen from candidate pairs."""
+TeacherName = Literal["rational", "stochastic", "myopic", "skip", "equal", "mistake", "human"]
+"""Who answers: a B-Pref synthetic teacher kind, or people in the web app."""
+
+
+def check_choice(field: str, value: object, choices: object) -> None:
+    """ValueError naming ``field`` unless ``value`` is one of the ``Literal`` ``choices``."""
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
