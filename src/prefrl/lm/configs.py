@@ -8,9 +8,11 @@ Invalid values fail when a config is built, not at step 10,000.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+from prefrl.utils.config import doc
 
 __all__ = [
     "doc",
@@ -28,11 +30,6 @@ __all__ = [
 ]
 
 DPOLoss = Literal["sigmoid", "ipo"]
-
-
-def doc(text: str, **kwargs: Any) -> Any:
-    """A dataclass field whose help text (``metadata["help"]``) becomes the CLI's ``--help``."""
-    return field(metadata={"help": text}, **kwargs)
 
 
 @dataclass
