@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import threading
 from collections import defaultdict
@@ -46,6 +45,7 @@ from prefrl.app import stats
 from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, Session, SessionSigner
 from prefrl.data.store import LeaseError, PreferenceStore, Query
 from prefrl.data.types import Comparison, Segment, check_mu, utcnow
+from prefrl.utils.files import atomic_write
 
 APP_DIR = Path(__file__).resolve().parent
 
@@ -200,15 +200,19 @@ class ClipCache:
             if target.exists():
                 return target
             segment = self.store.get_segment(int(segment_id))
-            self.clips_dir.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp.mp4")
-            try:
-                self.renderer(segment, tmp)
-                if not tmp.exists() or tmp.stat().st_size == 0:
-                    raise RuntimeError(f"renderer wrote no clip for segment {segment_id}")
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+
+            def render(tmp: Path) -> None:
+                # Encoders (ffmpeg) pick the container by suffix, and atomic_write's name ends in .tmp.
+                video = tmp.with_name(tmp.name + ".mp4")
+                try:
+                    self.renderer(segment, video)
+                    if not video.exists() or video.stat().st_size == 0:
+                        raise RuntimeError(f"renderer wrote no clip for segment {segment_id}")
+                    video.replace(tmp)
+                finally:
+                    video.unlink(missing_ok=True)
+
+            atomic_write(target, render)
             self.renders += 1
         return target
 
