@@ -17,7 +17,14 @@ from sqlalchemy.engine import Connection
 from prefrl.data import schema
 from prefrl.data.database import row_by_id
 from prefrl.data.records import RecordStore
-from prefrl.data.schema import check_id, check_int, check_name, check_optional_name, check_positive
+from prefrl.data.schema import (
+    MAX_SECONDS,
+    check_id,
+    check_int,
+    check_name,
+    check_optional_name,
+    check_positive,
+)
 from prefrl.data.types import QUERY_STATUSES, Comparison, Query, QueryStatus, check_mu, utcnow
 
 __all__ = ["LeaseError", "QueryQueue"]
@@ -104,7 +111,7 @@ class QueryQueue(RecordStore):
         whose row count is checked, so two labellers never hold a live lease on one query.
         """
         labeller = check_name(labeller, "labeller")
-        lease_seconds = check_positive(lease_seconds, "lease_seconds")
+        lease_seconds = check_positive(lease_seconds, "lease_seconds", MAX_SECONDS)
         q = schema.queries.c
 
         def lease(conn: Connection) -> Query | None:
@@ -182,24 +189,39 @@ class QueryQueue(RecordStore):
         labeller = check_name(labeller, "labeller")
         self._write(lambda conn: _end_lease(conn, query_id, labeller, utcnow(), status="pending", leased_to=None))
 
-    def undo_answer(self, comparison_id: int, labeller: str, window_seconds: float = 30.0) -> Query | None:
+    def undo_answer(
+        self,
+        comparison_id: int,
+        labeller: str,
+        window_seconds: float = 30.0,
+        *,
+        release_query_id: int | None = None,
+    ) -> Query | None:
         """Delete ``labeller``'s comparison made less than ``window_seconds`` ago.
 
-        Its query (if it came from one) goes back to "pending" and is returned. Raises
-        ``LeaseError`` for an unknown comparison, someone else's, or one older than the window.
+        Its query (if it came from one) goes back to "pending" and is returned. With
+        ``release_query_id`` (the pair the labeller is looking at now), that query's lease is
+        given back in the same transaction, so the undone pair is the next one leased; a lease
+        that has lapsed or is not theirs is left alone. Raises ``LeaseError`` for an unknown
+        comparison or query, someone else's comparison, or one older than the window; then
+        nothing changes.
         """
         comparison_id = check_id(comparison_id, "comparison_id")
         labeller = check_name(labeller, "labeller")
-        window_seconds = check_positive(window_seconds, "window_seconds")
+        window_seconds = check_positive(window_seconds, "window_seconds", MAX_SECONDS)
+        if release_query_id is not None:
+            release_query_id = check_id(release_query_id, "release_query_id")
         c, q = schema.comparisons.c, schema.queries.c
 
         def undo(conn: Connection) -> Query | None:
             now = utcnow()
-            row = conn.execute(sa.select(schema.comparisons).where(c.id == comparison_id)).first()
+            row = row_by_id(conn, schema.comparisons, comparison_id)
             if row is None:
                 raise LeaseError(f"comparison_id: no comparison with id {comparison_id}")
             if row.labeller != labeller:
                 raise LeaseError(f"comparison {comparison_id} was not made by {labeller!r}")
+            if release_query_id is not None and row_by_id(conn, schema.queries, release_query_id) is None:
+                raise LeaseError(f"release_query_id: no query with id {release_query_id}")
             cutoff = now - timedelta(seconds=window_seconds)
             deleted = conn.execute(
                 schema.comparisons.delete().where(
@@ -210,6 +232,11 @@ class QueryQueue(RecordStore):
                 raise LeaseError(
                     f"comparison {comparison_id} is older than the undo window of {window_seconds} s"
                 )
+            if release_query_id is not None:
+                try:
+                    _end_lease(conn, release_query_id, labeller, now, status="pending", leased_to=None)
+                except LeaseError:
+                    pass  # lapsed or never held: nothing to give back
             if row.query_id is None:
                 return None
             conn.execute(

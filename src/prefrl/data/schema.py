@@ -43,6 +43,9 @@ __all__ = [
     "comparison_from_row",
     "query_from_row",
     "labeller_from_row",
+    "MAX_INT",
+    "MAX_ID",
+    "MAX_SECONDS",
     "check_int",
     "check_id",
     "check_name",
@@ -56,6 +59,12 @@ SCHEMA_VERSION = 1
 
 #: Longest name (labeller, teacher, env id) a row holds.
 MAX_NAME_LENGTH = 200
+#: Largest integer a BigInteger column holds (signed 64-bit on SQLite and PostgreSQL).
+MAX_INT = 2**63 - 1
+#: Largest id: id columns are ``Integer``, which PostgreSQL keeps in 32 bits.
+MAX_ID = 2**31 - 1
+#: Longest duration (lease, undo window) accepted: ten years, well inside ``datetime``'s range.
+MAX_SECONDS = 10 * 365 * 86400.0
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -195,17 +204,22 @@ def dump_meta(meta: Any, field_name: str = "meta") -> str:
 
 
 def check_int(value: Any, field_name: str) -> int:
-    """``value`` as an ``int`` (numpy integers too, never ``bool``)."""
+    """``value`` as an ``int`` (numpy integers too, never ``bool``) that a 64-bit column holds."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{field_name} must be an integer, got {value!r}")
-    return int(value)
+    value = int(value)
+    if not -MAX_INT <= value <= MAX_INT:
+        raise ValueError(f"{field_name} is out of range (|{field_name}| ≤ 2**63 - 1), got {value}")
+    return value
 
 
 def check_id(value: Any, field_name: str) -> int:
-    """A positive integer id."""
+    """A positive integer id, at most :data:`MAX_ID`."""
     value = check_int(value, field_name)
     if value < 1:
         raise ValueError(f"{field_name} must be a positive id, got {value}")
+    if value > MAX_ID:
+        raise ValueError(f"{field_name} must be an id of at most {MAX_ID}, got {value}")
     return value
 
 
@@ -223,14 +237,16 @@ def check_optional_name(value: Any, field_name: str) -> str | None:
     return None if value is None else check_name(value, field_name)
 
 
-def check_positive(value: Any, field_name: str) -> float:
-    """A finite number > 0."""
+def check_positive(value: Any, field_name: str, maximum: float = math.inf) -> float:
+    """A finite number in (0, ``maximum``]."""
     try:
         value = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{field_name} must be a positive number, got {value!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{field_name} must be a positive number, got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{field_name} must be at most {maximum:g}, got {value!r}")
     return value
 
 
