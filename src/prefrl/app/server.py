@@ -25,13 +25,9 @@ header, when present, must match the host. Bodies over ``max_body_bytes`` → 41
 from __future__ import annotations
 
 import json
-import logging
-import math
-import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,131 +39,16 @@ from fastapi.templating import Jinja2Templates
 
 from prefrl.app import stats
 from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, Session, SessionSigner
+from prefrl.app.clips import ClipCache, Renderer, default_renderer
+from prefrl.app.config import AppConfig
+from prefrl.app.middleware import SECURITY_HEADERS, BodyLimitMiddleware
 from prefrl.data.schema import MAX_ID
 from prefrl.data.store import LeaseError, PreferenceStore, Query
-from prefrl.data.types import Comparison, Segment, check_mu, utcnow
-from prefrl.utils.files import atomic_write
+from prefrl.data.types import Comparison, check_mu, utcnow
+
+__all__ = ["create_app", "AppConfig", "ClipCache", "Renderer"]
 
 APP_DIR = Path(__file__).resolve().parent
-
-#: Renders one segment to an MP4 file at the given path.
-Renderer = Callable[[Segment, Path], None]
-
-
-class RedactTokenFilter(logging.Filter):
-    """Blank out ``token=…`` in access-log lines so login tokens never reach log files."""
-
-    _pattern = re.compile(r"(token=)[^&\s]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self._pattern.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                                for a in record.args)
-        if isinstance(record.msg, str):
-            record.msg = self._pattern.sub(r"\1[redacted]", record.msg)
-        return True
-
-
-def default_renderer(segment: Segment, path: Path) -> None:
-    """Render with :func:`prefrl.control.render.render_segment` (imported lazily: MuJoCo is heavy)."""
-    from prefrl.control.render import render_segment
-
-    render_segment(segment, path)
-
-
-@dataclass
-class AppConfig:
-    """Settings of the labelling server."""
-
-    clips_dir: Path = Path("clips")
-    """Where rendered MP4 clips are cached, one file per segment id."""
-    lease_seconds: float = 300.0
-    """How long a shown query stays reserved for its labeller before it returns to the pool."""
-    undo_window_seconds: float = 30.0
-    """How long after answering a labeller may undo that answer."""
-    max_body_bytes: int = 16 * 1024
-    """Request bodies larger than this are refused with 413."""
-    session_max_age_seconds: float = 12 * 3600.0
-    """Lifetime of a login session cookie."""
-    secure_cookie: bool = False
-    """Set the cookie's ``Secure`` flag (turn on behind HTTPS)."""
-    secret: bytes | None = field(default=None, repr=False)
-    """HMAC key for session cookies; random per process when ``None``."""
-
-    def __post_init__(self) -> None:
-        self.clips_dir = Path(self.clips_dir)
-        for name in ("lease_seconds", "undo_window_seconds", "session_max_age_seconds"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not isinstance(self.max_body_bytes, int) or self.max_body_bytes < 256:
-            raise ValueError(f"max_body_bytes must be an int ≥ 256, got {self.max_body_bytes!r}")
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimitMiddleware:
-    """ASGI middleware: refuse bodies over ``max_bytes`` with 413, whether or not they declare a length."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_large = int(value) > self.max_bytes
-                except ValueError:
-                    too_large = True
-                if too_large:
-                    await self._refuse(send)
-                    return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send: Callable) -> None:
-        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self'; "
-    "style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
 
 def _check_id(value: Any, name: str) -> int:
     """A positive id the database can hold, or 422 naming the field (before any store call)."""
@@ -201,46 +82,6 @@ def parse_json_object(raw: bytes) -> dict:
     return body
 
 
-class ClipCache:
-    """Renders each segment's clip at most once, on demand, into ``clips_dir/<id>.mp4``."""
-
-    def __init__(self, store: PreferenceStore, clips_dir: Path, renderer: Renderer) -> None:
-        self.store = store
-        self.clips_dir = Path(clips_dir)
-        self.renderer = renderer
-        self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
-        self._guard = threading.Lock()
-        #: Number of renders done by this process.
-        self.renders = 0
-
-    def path(self, segment_id: int) -> Path:
-        """The cached clip path of a segment, rendering it first if needed."""
-        target = self.clips_dir / f"{int(segment_id)}.mp4"
-        if target.exists():
-            return target
-        with self._guard:
-            lock = self._locks[int(segment_id)]
-        with lock:  # two viewers of one new clip render it once
-            if target.exists():
-                return target
-            segment = self.store.get_segment(int(segment_id))
-
-            def render(tmp: Path) -> None:
-                # Encoders (ffmpeg) pick the container by suffix, and atomic_write's name ends in .tmp.
-                video = tmp.with_name(tmp.name + ".mp4")
-                try:
-                    self.renderer(segment, video)
-                    if not video.exists() or video.stat().st_size == 0:
-                        raise RuntimeError(f"renderer wrote no clip for segment {segment_id}")
-                    video.replace(tmp)
-                finally:
-                    video.unlink(missing_ok=True)
-
-            atomic_write(target, render)
-            self.renders += 1
-        return target
-
-
 def create_app(
     store: PreferenceStore, cfg: AppConfig | None = None, renderer: Renderer | None = None
 ) -> FastAPI:
@@ -265,7 +106,7 @@ def create_app(
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable) -> Response:
         response = await call_next(request)
-        for key, value in _SECURITY_HEADERS.items():
+        for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
         return response
 

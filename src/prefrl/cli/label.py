@@ -70,7 +70,9 @@ def serve(
     """
     import uvicorn
 
-    from prefrl.app.server import AppConfig, RedactTokenFilter, create_app
+    from prefrl.app.config import AppConfig
+    from prefrl.app.middleware import RedactTokenFilter
+    from prefrl.app.server import create_app
 
     secret_env = os.environ.get("PREFRL_APP_SECRET")
     try:
