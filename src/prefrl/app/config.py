@@ -27,10 +27,23 @@ class AppConfig:
     """Set the cookie's ``Secure`` flag (turn on behind HTTPS)."""
     secret: bytes | None = field(default=None, repr=False)
     """HMAC key for session cookies; random per process when ``None``."""
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+    """Host names the server answers to (the ``Host`` header, without port); ``"*"`` allows any.
+    Refusing others stops DNS-rebinding pages from talking to a server on loopback."""
+    login_max_failures: int = 10
+    """Failed logins allowed per client address in ``login_window_seconds``; then 429."""
+    login_window_seconds: float = 60.0
+    """The window of the login rate limit."""
 
     def __post_init__(self) -> None:
         self.clips_dir = Path(self.clips_dir)
-        for name in ("lease_seconds", "undo_window_seconds", "session_max_age_seconds"):
+        self.allowed_hosts = tuple(h.strip().lower().strip("[]") for h in self.allowed_hosts)
+        if not self.allowed_hosts or not all(self.allowed_hosts):
+            raise ValueError(f"allowed_hosts must name at least one host, got {self.allowed_hosts!r}")
+        if isinstance(self.login_max_failures, bool) or not isinstance(self.login_max_failures, int) \
+                or self.login_max_failures < 1:
+            raise ValueError(f"login_max_failures must be an int ≥ 1, got {self.login_max_failures!r}")
+        for name in ("lease_seconds", "undo_window_seconds", "session_max_age_seconds", "login_window_seconds"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -1,5 +1,5 @@
-"""What guards every request of the labelling app before a route sees it: the body limit, the
-``Host`` check, the security headers, and the access-log filter that keeps login tokens out
+"""What guards every request of the labelling app before a route sees it: the ``Host`` check,
+the body limit, the security headers, and the access-log filter that keeps login tokens out
 of log files."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import logging
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["BodyLimitMiddleware", "SECURITY_HEADERS", "RedactTokenFilter"]
+__all__ = ["HostCheckMiddleware", "BodyLimitMiddleware", "SECURITY_HEADERS", "RedactTokenFilter"]
 
 
 class RedactTokenFilter(logging.Filter):
@@ -25,6 +26,41 @@ class RedactTokenFilter(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = self._pattern.sub(r"\1[redacted]", record.msg)
         return True
+
+
+async def _send_json(send: Callable, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class HostCheckMiddleware:
+    """ASGI middleware: answer only requests whose ``Host`` is one of ``allowed_hosts`` (400 otherwise).
+
+    A page on another site can point its own host name at 127.0.0.1 (DNS rebinding) and so
+    reach a server on loopback as "same origin"; its requests still carry its host name.
+    """
+
+    def __init__(self, app: Any, allowed_hosts: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or "*" in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), "")
+        try:
+            name = urlsplit("//" + host).hostname or ""
+        except ValueError:
+            name = ""
+        if name not in self.allowed:
+            shown = host if len(host) <= 100 else host[:100] + "…"
+            await _send_json(send, 400, f"Host {shown!r} is not served here (allowed: "
+                             f"{', '.join(sorted(self.allowed))}; see prefrl label serve --allowed-host)")
+            return
+        await self.app(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
@@ -76,10 +112,7 @@ class BodyLimitMiddleware:
                 await self._refuse(send)
 
     async def _refuse(self, send: Callable) -> None:
-        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 413, f"request body larger than {self.max_bytes} bytes")
 
 
 SECURITY_HEADERS = {

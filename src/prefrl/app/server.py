@@ -6,7 +6,8 @@ fetches the next pair as JSON, so there is no page reload and no CDN.
 
 Endpoints (all JSON errors are ``{"detail": "..."}``):
 
-- ``GET /login?token=…`` exchange a labeller token for a session cookie, redirect to ``/``.
+- ``GET /login?token=…`` the page a login link opens: one button (spends nothing);
+  ``POST /login`` (form field ``token``) exchanges the one-time token for a session cookie.
 - ``GET /`` the labelling page (the login form without a session); ``GET /admin`` progress.
 - ``POST /api/next`` lease the next query of this labeller's queue → ``{"query": {...} | null}``.
 - ``POST /api/answer`` ``{"query_id": int, "mu": 1 | 0 | 0.5 | null}`` → the stored
@@ -18,13 +19,18 @@ Endpoints (all JSON errors are ``{"detail": "..."}``):
   first request and cached on disk per segment id.
 - ``GET /api/admin/stats`` (admin) progress, time per label, agreement figures.
 
-Every POST needs the session cookie and the ``X-CSRF-Token`` header; an ``Origin``
-header, when present, must match the host. Bodies over ``max_body_bytes`` → 413.
+Every POST but the login needs the session cookie and the ``X-CSRF-Token`` header; an
+``Origin`` header, when present, must match the host. A session lasts while the store says so
+(:meth:`~prefrl.data.store.PreferenceStore.check_session`). Requests for a host not in
+``allowed_hosts`` → 400; bodies over ``max_body_bytes`` → 413; ids out of range → 422 and
+malformed JSON → 400, before anything is stored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -36,12 +42,13 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from prefrl.app import stats
-from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, Session, SessionSigner
+from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, LoginLimiter, Session, SessionSigner
 from prefrl.app.clips import ClipCache, Renderer, default_renderer
 from prefrl.app.config import AppConfig
-from prefrl.app.middleware import SECURITY_HEADERS, BodyLimitMiddleware
+from prefrl.app.middleware import SECURITY_HEADERS, BodyLimitMiddleware, HostCheckMiddleware
 from prefrl.data.schema import MAX_ID
 from prefrl.data.store import LeaseError, PreferenceStore, Query
 from prefrl.data.types import Comparison, check_mu, utcnow
@@ -63,6 +70,11 @@ def _int_field(body: dict, name: str, *, required: bool = True) -> int | None:
     if value is None and not required:
         return None
     return _check_id(value, name)
+
+
+def client_address(request: Request) -> str:
+    """Who a request comes from, for the login rate limit (the peer address; one proxy = one client)."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 def _refuse_constant(name: str) -> None:
@@ -88,6 +100,7 @@ def create_app(
     """Build the labelling app over ``store``; ``renderer`` defaults to the control renderer."""
     cfg = cfg or AppConfig()
     signer = SessionSigner(cfg.secret, cfg.session_max_age_seconds)
+    limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds)
     clips = ClipCache(store, cfg.clips_dir, renderer or default_renderer)
     templates = Jinja2Templates(directory=str(APP_DIR / "templates"))
     # Segments handed to each labeller in a query: only those clips may be requested
@@ -102,6 +115,7 @@ def create_app(
     app.state.signer = signer
     app.mount("/static", StaticFiles(directory=str(APP_DIR / "static")), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=cfg.allowed_hosts)  # outermost: checked first
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable) -> Response:
@@ -112,7 +126,13 @@ def create_app(
 
     # -- helpers ------------------------------------------------------------------------
     def current_session(request: Request) -> Session | None:
-        return signer.verify(request.cookies.get(SESSION_COOKIE))
+        """The request's session while it lasts: a valid signature, and a labeller in the store who
+        is enabled and whose sessions have not been ended since (logout, new link, removal)."""
+        session = signer.verify(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return None
+        labeller = store.check_session(session.labeller, session.session_key)
+        return None if labeller is None else dataclasses.replace(session, role=labeller.role)
 
     def require_session(request: Request, *, admin: bool = False) -> Session:
         session = current_session(request)
@@ -124,12 +144,15 @@ def create_app(
 
     def check_same_origin(request: Request) -> None:
         origin = request.headers.get("origin")
-        if origin is not None:
+        fetch_site = request.headers.get("sec-fetch-site")
+        # Under "Referrer-Policy: no-referrer" a browser sends "Origin: null" with a form post; it
+        # still says where the post came from in Sec-Fetch-Site, which no page can forge.
+        if origin is not None and not (origin == "null" and fetch_site == "same-origin"):
             host = request.headers.get("host", "")
             parts = urlsplit(origin)
             if origin == "null" or parts.netloc != host or parts.scheme not in ("http", "https"):
                 raise HTTPException(403, f"cross-origin request refused (Origin {origin!r}, host {host!r})")
-        if request.headers.get("sec-fetch-site") == "cross-site":
+        if fetch_site == "cross-site":
             raise HTTPException(403, "cross-site request refused")
 
     def require_post_session(request: Request) -> Session:
@@ -191,13 +214,57 @@ def create_app(
             "session": session, "csrf_token": session.csrf_token,
             "undo_window": int(cfg.undo_window_seconds), "lease_minutes": f"{cfg.lease_seconds / 60:g}"})
 
+    def login_page(request: Request, error: str | None, status: int, **context: Any) -> Response:
+        return templates.TemplateResponse(request, "login.html", {"error": error, **context}, status_code=status)
+
+    def refuse_login(request: Request, client: str) -> Response:
+        limiter.failed(client)
+        return login_page(request, "That login link is not valid or was already used; ask for a new one "
+                          "(prefrl label login-link NAME).", 401)
+
+    def throttled(request: Request, client: str) -> Response | None:
+        wait = limiter.retry_after(client)
+        if wait is None:
+            return None
+        response = login_page(request, f"Too many failed logins from here; try again in {math.ceil(wait)} s.", 429)
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+
     @app.get("/login")
-    def login(request: Request, token: str = "") -> Response:
+    def login_link(request: Request, token: str = "") -> Response:
+        """The page a login link opens: one button that logs in. Opening it spends nothing, so a
+        link preview or a prefetch cannot use up the one-time token."""
+        client = client_address(request)
+        refused = throttled(request, client)
+        if refused is not None:
+            return refused
+        labeller = store.authenticate(token) if 0 < len(token) <= 512 else None
+        if labeller is None:
+            return refuse_login(request, client)
+        return login_page(request, None, 200, token=token, name=labeller.name)
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        """Exchange a one-time token (form field ``token``) for a session cookie."""
+        check_same_origin(request)  # no login CSRF: another site cannot log a browser in as someone
+        form = await request.form()
+        token = form.get("token")
+        token = token if isinstance(token, str) else ""
+        return await run_in_threadpool(redeem, request, token)
+
+    def redeem(request: Request, token: str) -> Response:
+        client = client_address(request)
+        refused = throttled(request, client)
+        if refused is not None:
+            return refused
         labeller = store.redeem_token(token) if 0 < len(token) <= 512 else None  # one-time link
         if labeller is None:
-            return templates.TemplateResponse(
-                request, "login.html", {"error": "That login link is not valid or was already used; ask for a new one (prefrl label login-link NAME)."}, status_code=401)
-        cookie, _ = signer.issue(labeller.name, labeller.role)
+            return refuse_login(request, client)
+        try:
+            key = store.session_key(labeller.name)
+        except KeyError:  # disabled or removed in between
+            return refuse_login(request, client)
+        cookie, _ = signer.issue(labeller.name, labeller.role, session_key=key)
         response = RedirectResponse("/admin" if labeller.role == "admin" else "/", status_code=303)
         response.set_cookie(SESSION_COOKIE, cookie, max_age=int(cfg.session_max_age_seconds), httponly=True,
                             samesite="strict", secure=cfg.secure_cookie, path="/")
@@ -205,7 +272,12 @@ def create_app(
 
     @app.post("/logout")
     def logout(request: Request) -> Response:
-        require_post_session(request)
+        """End every session of this labeller (on every device), not only this browser's cookie."""
+        session = require_post_session(request)
+        try:
+            store.end_sessions(session.labeller)
+        except KeyError:
+            pass  # removed meanwhile: no session of theirs is left anyway
         response = JSONResponse({"ok": True})
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -232,7 +304,7 @@ def create_app(
 
     @app.post("/api/answer")
     async def api_answer(request: Request) -> dict:
-        session = require_post_session(request)
+        session = await run_in_threadpool(require_post_session, request)
         body = await json_body(request)
         query_id = _int_field(body, "query_id")
         if "mu" not in body:
@@ -244,7 +316,7 @@ def create_app(
             mu = check_mu(mu)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
-        return await _run_sync(lambda: _answer(session, query_id, mu))
+        return await run_in_threadpool(_answer, session, query_id, mu)
 
     def _answer(session: Session, query_id: int, mu: float | None) -> dict:
         try:
@@ -257,7 +329,7 @@ def create_app(
 
     @app.post("/api/undo")
     async def api_undo(request: Request) -> dict:
-        session = require_post_session(request)
+        session = await run_in_threadpool(require_post_session, request)
         body = await json_body(request)
         comparison_id = _int_field(body, "comparison_id")
         current = _int_field(body, "current_query_id", required=False)
@@ -276,19 +348,23 @@ def create_app(
                 raise HTTPException(409, f"cannot undo comparison {comparison_id}: {e}") from None
             return {"undone": comparison_id, "next": lease_next(session)}
 
-        return await _run_sync(run)
+        return await run_in_threadpool(run)
 
     @app.post("/api/release")
     async def api_release(request: Request) -> dict:
-        session = require_post_session(request)
+        session = await run_in_threadpool(require_post_session, request)
         body = await json_body(request)
         query_id = _int_field(body, "query_id")
-        try:
-            store.release_query(query_id, session.labeller)
-        except LeaseError as e:
-            _raise_unknown_query(query_id)
-            raise HTTPException(409, f"cannot release query {query_id}: {e}") from None
-        return {"released": query_id}
+
+        def run() -> dict:
+            try:
+                store.release_query(query_id, session.labeller)
+            except LeaseError as e:
+                _raise_unknown_query(query_id)
+                raise HTTPException(409, f"cannot release query {query_id}: {e}") from None
+            return {"released": query_id}
+
+        return await run_in_threadpool(run)
 
     @app.get("/clips/{segment_id}.mp4")
     def clip(segment_id: int, request: Request) -> Response:
@@ -348,9 +424,3 @@ def create_app(
 
     return app
 
-
-async def _run_sync(fn: Callable[[], dict]) -> dict:
-    """Run blocking store work in the thread pool (the store is synchronous SQLAlchemy)."""
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn)
