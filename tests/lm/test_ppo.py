@@ -65,7 +65,7 @@ def test_ppo_learns_to_emit_a_token(granularity):
     reward = TokenFrequencyReward(x, granularity, value=1.0 if granularity == "token" else 10.0)
     trainer = make_trainer(reward, kl_coef=0.0)
     before = _mean_reward(trainer, x, seed=123)
-    for _ in range(25):
+    for _ in range(35):  # the tiny model takes off after ~25 steps (1.06 at 25, 9.8 at 35)
         trainer.step(PROMPTS)
     after = _mean_reward(trainer, x, seed=123)
     assert after > before + 1.0, (before, after)
