@@ -307,10 +307,11 @@ def test_answer_query_and_replay_refused(store: PreferenceStore, two_segments) -
 def test_expired_lease_is_free_again(store: PreferenceStore, two_segments) -> None:
     a, b = two_segments
     qid = store.add_query(a, b)
-    assert store.lease_query("alice", lease_seconds=0.05).id == qid
+    # long enough that a loaded machine still sees the lease live for the next two lines
+    assert store.lease_query("alice", lease_seconds=0.5).id == qid
     assert store.lease_query("bob") is None  # alice's lease is live
     assert store.count_queries("leased") == 1 and store.count_queries("pending") == 0
-    time.sleep(0.1)
+    time.sleep(0.6)
     # A lapsed lease counts as pending again.
     assert store.count_queries("leased") == 0 and store.count_queries("pending") == 1
     assert [q.id for q in store.queries("pending")] == [qid] and store.get_query(qid).status == "pending"
