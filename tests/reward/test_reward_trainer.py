@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from prefrl.data.types import Segment
+from prefrl.losses import bradley_terry_loss
 from prefrl.reward.ensemble import RewardEnsemble
 from prefrl.reward.toy import LinearRewardToy
 from prefrl.reward.trainer import RewardTrainer, RewardTrainerConfig
@@ -78,12 +79,45 @@ def test_incomparable_pairs_are_dropped_and_equal_labels_train() -> None:
         small_trainer().train([(data[0][0], data[0][1], 0.3)])
 
 
+def _unpadded_returns(ens: RewardEnsemble, segments: list[Segment]) -> torch.Tensor:
+    """Raw per-member returns (M, B), each segment scored on its own real steps only."""
+    return torch.tensor(np.stack([ens.predict_members(s.obs, s.actions, normalised=False).sum(-1) for s in segments], 1))
+
+
 def test_unequal_segment_lengths_are_masked() -> None:
+    # Lengths 5 and 9 alternate on *both* sides, so each side's short segments get zero-padded
+    # steps (a zero step has a non-zero reward: without the mask it would count).
     _, short = labelled(20, length=5)
     _, long = labelled(20, seed=1, length=9)
-    mixed = [(a[0], b[1], a[2]) for a, b in zip(short, long)]
-    metrics = small_trainer(epochs=1).train(mixed)
-    assert math.isfinite(metrics["reward/train_loss"])
+    mixed = [(s[0], l[1], s[2]) if i % 2 else (l[0], s[1], l[2]) for i, (s, l) in enumerate(zip(short, long))]
+    lefts, rights = [p[0] for p in mixed], [p[1] for p in mixed]
+    mu = torch.tensor([p[2] for p in mixed], dtype=torch.float32)
+    assert {len(s) for s in lefts} == {len(s) for s in rights} == {5, 9}
+
+    # The training loss of the padded batch is the mean of the pairs' losses computed one pair at
+    # a time (no padding), and so are its gradients.
+    trainer = small_trainer(epochs=1, bootstrap=False, val_fraction=0.0, normalisation_segments=0)
+    params = list(trainer.ensemble.parameters())
+    n, m = len(mixed), trainer.ensemble.n_members
+    padded = trainer._member_loss(trainer._stack(mixed), torch.arange(n).expand(m, n))
+    one_by_one = torch.stack(
+        [trainer._member_loss(trainer._stack([p]), torch.zeros(m, 1, dtype=torch.long)) for p in mixed]
+    ).mean()
+    torch.testing.assert_close(padded, one_by_one)
+    for g_pad, g_one in zip(torch.autograd.grad(padded, params, allow_unused=True),
+                            torch.autograd.grad(one_by_one, params, allow_unused=True)):  # fmt: skip
+        if g_pad is not None or g_one is not None:
+            torch.testing.assert_close(g_pad, g_one)
+
+    # After a round, the reported loss and the predicted returns of padded stacks are those of the
+    # segments scored alone.
+    metrics = trainer.train(mixed)
+    ens = trainer.ensemble
+    r_left, r_right = _unpadded_returns(ens, lefts), _unpadded_returns(ens, rights)  # (M, P)
+    expected = bradley_terry_loss(r_left, r_right, mu.expand(m, n), trainer.cfg.random_response)
+    assert metrics["reward/n_val"] == 0
+    assert metrics["reward/train_loss"] == pytest.approx(float(expected), rel=1e-5)
+    np.testing.assert_allclose(ens.segments_member_returns(lefts), r_left.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_trainer_normalises_the_ensemble_over_recent_segments() -> None:
