@@ -27,7 +27,7 @@ def renderer():
 @pytest.fixture
 def make_app(store, renderer, tmp_path):
     def build(**overrides):
-        cfg = AppConfig(clips_dir=tmp_path / "clips", **overrides)
+        cfg = AppConfig(clips_dir=tmp_path / "clips", **{"allowed_hosts": ("testserver",), **overrides})
         return create_app(store, cfg, renderer=renderer)
 
     return build

@@ -2,8 +2,10 @@
 
 :func:`command_from_config` registers a Typer command whose options are a config dataclass's
 fields: ``--field-name`` with the field's default and ``metadata["help"]``
-(:func:`prefrl.utils.config.doc`); a ``Literal`` type becomes a choice (Typer checks it and
-lists it in ``--help``); old spellings in ``metadata["aliases"]`` stay accepted.
+(:func:`prefrl.utils.config.doc`); a ``Literal`` type becomes a choice (listed in ``--help`` as
+``<a|b>`` and checked with :func:`prefrl.names.check_choice`, so the CLI and the config reject an
+unknown name with the same message, naming the field); old spellings in ``metadata["aliases"]``
+stay accepted.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import inspect
 import json
 import os
+import types
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -39,11 +42,14 @@ def command_from_config(
         else:
             default = ...
         names = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
-        option = typer.Option(default, *names, help=f.metadata.get("help"))
+        annotation, extra = hints[f.name], {}
+        choices = _literal_choices(annotation)
+        if choices is not None:
+            annotation = str if type(None) not in typing.get_args(annotation) else (str | None)
+            extra = {"metavar": "<" + "|".join(map(str, choices)) + ">", "callback": _choice_check(f.name, choices)}
+        option = typer.Option(default, *names, help=f.metadata.get("help"), **extra)
         params.append(
-            inspect.Parameter(
-                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]
-            )
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
         )
 
     def command(**kwargs: Any) -> None:
@@ -60,6 +66,26 @@ def command_from_config(
     command.__doc__ = help or (config_cls.__doc__ or "").strip().splitlines()[0]
     typer_app.command(name)(command)
     return command
+
+
+def _literal_choices(annotation: Any) -> tuple[Any, ...] | None:
+    """The choices of a ``Literal`` (or ``Literal | None``) annotation; None for other types."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(inner) == 1 and typing.get_origin(inner[0]) is typing.Literal:
+            return typing.get_args(inner[0])
+    return None
+
+
+def _choice_check(field: str, choices: tuple[Any, ...]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{field} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        return value
+
+    return check
 
 
 def as_json(result: Any) -> str:

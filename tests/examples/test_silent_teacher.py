@@ -14,11 +14,24 @@ import numpy as np
 import pytest
 import torch
 
-from prefrl.lm.chat import ChatConfig, ChatReward, is_silent, sentiment_reward
-from prefrl.lm.generation import RolloutBatch, sample_responses
 from prefrl.lm.models import tiny_causal_lm
+from prefrl.lm.rollout import RolloutBatch, sample_responses
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_example_module(path: Path):  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("silent_teacher_chat", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+_chat = _load_example_module(ROOT / "examples/silent_teacher/chat.py")
+ChatConfig, ChatReward, is_silent, sentiment_reward = (
+    _chat.ChatConfig, _chat.ChatReward, _chat.is_silent, _chat.sentiment_reward
+)
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +140,7 @@ def test_quick_mode_runs_end_to_end(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples/silent_teacher/run.py"), "--quick", "--out", str(out),
          "--arms", "penalty", "budget_lo"],
-        capture_output=True, text=True, timeout=300,
-        # the runner's PYTHONPATH, if any, so that the example imports the prefrl under test
-        env={"OMP_NUM_THREADS": "1", "PATH": "", **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}},
+        capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -160,10 +171,16 @@ def test_quick_mode_runs_end_to_end(tmp_path):
         assert (out / f).stat().st_size > 0
 
 
-def _example():
-    spec = importlib.util.spec_from_file_location("silent_teacher_run", ROOT / "examples/silent_teacher/run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def _example():  # noqa: ANN202
+    """examples/silent_teacher/run.py as a module (it imports ``chat`` from its own directory)."""
+    folder = str(ROOT / "examples/silent_teacher")
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location("silent_teacher_run", Path(folder) / "run.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
     return module
 
 
