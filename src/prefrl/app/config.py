@@ -15,6 +15,10 @@ class AppConfig:
 
     clips_dir: Path = Path("clips")
     """Where rendered MP4 clips are cached, one file per segment id."""
+    prerender_queries: int = 8
+    """How many pending queries ahead the render worker renders (besides those being labelled)."""
+    clip_wait_seconds: float = 1.0
+    """How long a clip request waits (holding no thread) for a render in flight before 202."""
     lease_seconds: float = 300.0
     """How long a shown query stays reserved for its labeller before it returns to the pool."""
     undo_window_seconds: float = 30.0
@@ -43,7 +47,11 @@ class AppConfig:
         if isinstance(self.login_max_failures, bool) or not isinstance(self.login_max_failures, int) \
                 or self.login_max_failures < 1:
             raise ValueError(f"login_max_failures must be an int ≥ 1, got {self.login_max_failures!r}")
-        for name in ("lease_seconds", "undo_window_seconds", "session_max_age_seconds", "login_window_seconds"):
+        if isinstance(self.prerender_queries, bool) or not isinstance(self.prerender_queries, int) \
+                or self.prerender_queries < 0:
+            raise ValueError(f"prerender_queries must be an int ≥ 0, got {self.prerender_queries!r}")
+        for name in ("lease_seconds", "undo_window_seconds", "session_max_age_seconds", "login_window_seconds",
+                     "clip_wait_seconds"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -116,7 +116,7 @@ class BodyLimitMiddleware:
 
 
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self'; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
     "style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",

@@ -15,8 +15,8 @@ Endpoints (all JSON errors are ``{"detail": "..."}``):
 - ``POST /api/undo`` ``{"comparison_id": int, "current_query_id": int | null}`` undo an answer
   given within the undo window; the current lease is released so the undone pair comes back.
 - ``POST /api/release`` ``{"query_id": int}`` give a lease back; ``POST /logout``.
-- ``GET /clips/{segment_id}.mp4`` the clip of a segment shown to this labeller, rendered on
-  first request and cached on disk per segment id.
+- ``GET /clips/{segment_id}.mp4`` the clip of a segment shown to this labeller, rendered ahead by
+  the render worker and cached on disk per segment id; 202 + ``Retry-After`` while not ready.
 - ``GET /api/admin/stats`` (admin) progress, time per label, agreement figures.
 
 Every POST but the login needs the session cookie and the ``X-CSRF-Token`` header; an
@@ -28,12 +28,13 @@ malformed JSON → 400, before anything is stored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +47,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prefrl.app import stats
 from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, LoginLimiter, Session, SessionSigner
-from prefrl.app.clips import ClipCache, Renderer, default_renderer
+from prefrl.app.clips import ClipCache, Renderer, RenderWorker, default_renderer
 from prefrl.app.config import AppConfig
 from prefrl.app.middleware import SECURITY_HEADERS, BodyLimitMiddleware, HostCheckMiddleware
 from prefrl.data.schema import MAX_ID
@@ -102,16 +103,25 @@ def create_app(
     signer = SessionSigner(cfg.secret, cfg.session_max_age_seconds)
     limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds)
     clips = ClipCache(store, cfg.clips_dir, renderer or default_renderer)
+    worker = RenderWorker(clips, store, prerender=cfg.prerender_queries)
     templates = Jinja2Templates(directory=str(APP_DIR / "templates"))
     # Segments handed to each labeller in a query: only those clips may be requested
     # (and hence rendered), so a labeller cannot make the server render the whole store.
     shown: dict[str, set[int]] = defaultdict(set)
     shown_lock = threading.Lock()
 
-    app = FastAPI(title="prefrl labelling", docs_url=None, redoc_url=None, openapi_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Rendering starts with the server (or at the first clip asked for, when no lifespan runs).
+        worker.start()
+        yield
+        worker.stop()
+
+    app = FastAPI(title="prefrl labelling", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.store = store
     app.state.config = cfg
     app.state.clips = clips
+    app.state.render_worker = worker
     app.state.signer = signer
     app.mount("/static", StaticFiles(directory=str(APP_DIR / "static")), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
@@ -198,7 +208,11 @@ def create_app(
 
     def lease_next(session: Session) -> dict | None:
         query = store.lease_query(session.labeller, lease_seconds=cfg.lease_seconds)
-        return None if query is None else query_json(query, session.labeller)
+        if query is None:
+            return None
+        if query.left_id is not None and cfg.prerender_queries > 0:
+            worker.wake()  # the queue moved on: render the next pairs now
+        return query_json(query, session.labeller)
 
     def comparison_json(c: Comparison) -> dict:
         return {"id": int(c.id), "mu": c.mu, "left_id": c.left_id, "right_id": c.right_id,
@@ -293,7 +307,7 @@ def create_app(
             "session": session, "csrf_token": session.csrf_token, "stats": admin_stats()})
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         return {"ok": True}
 
     # -- labelling API ---------------------------------------------------------------------
@@ -367,21 +381,31 @@ def create_app(
         return await run_in_threadpool(run)
 
     @app.get("/clips/{segment_id}.mp4")
-    def clip(segment_id: int, request: Request) -> Response:
-        session = require_session(request)
+    async def clip(segment_id: int, request: Request) -> Response:
+        """The clip if rendered (or rendered within ``clip_wait_seconds``), else 202 + Retry-After.
+
+        The route holds no thread while it waits: the render worker does the work, so one
+        labeller's burst of clip requests cannot stall anyone else's requests."""
+        session = await run_in_threadpool(require_session, request)
         segment_id = _check_id(segment_id, "segment_id")
         with shown_lock:
             allowed = session.is_admin or segment_id in shown[session.labeller]
         if not allowed:
             raise HTTPException(404, f"no clip {segment_id} in your queue")
-        try:
-            path = clips.path(segment_id)
-        except KeyError:
-            raise HTTPException(404, f"unknown segment {segment_id}") from None
-        except ImportError as e:
-            raise HTTPException(503, f"no clip renderer available ({e}); start the server with a renderer") from None
-        except Exception as e:  # a renderer failure must not look like a missing clip
-            raise HTTPException(500, f"rendering segment {segment_id} failed: {type(e).__name__}: {e}") from None
+        path = clips.cached(segment_id)
+        if path is None:
+            worker.request(segment_id)
+            path = await worker.wait(segment_id, cfg.clip_wait_seconds)
+        error = worker.failure(segment_id) if path is None else None
+        if isinstance(error, KeyError):
+            raise HTTPException(404, f"unknown segment {segment_id}")
+        if isinstance(error, ImportError):
+            raise HTTPException(503, f"no clip renderer available ({error}); start the server with a renderer")
+        if error is not None:  # a renderer failure must not look like a missing clip
+            raise HTTPException(500, f"rendering segment {segment_id} failed: {type(error).__name__}: {error}")
+        if path is None:
+            return JSONResponse({"detail": f"clip {segment_id} is being rendered; retry shortly"}, status_code=202,
+                                headers={"Retry-After": "1"})
         return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
 
     # -- admin ------------------------------------------------------------------------------

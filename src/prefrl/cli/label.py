@@ -61,6 +61,8 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     clips_dir: Path = typer.Option(Path("prefrl-clips"), help="Cache of rendered MP4 clips, one per segment id."),
     lease_seconds: float = typer.Option(300.0, help="How long a shown pair stays reserved for its labeller."),
+    prerender: int = typer.Option(8, min=0, help="Pending queries whose clips the render worker renders ahead "
+                                  "(besides those being labelled)."),
     undo_seconds: float = typer.Option(30.0, help="How long after answering a labeller may undo."),
     secure_cookie: bool = typer.Option(False, help="Mark the session cookie Secure (serve behind HTTPS)."),
     allowed_host: list[str] = typer.Option(
@@ -85,6 +87,7 @@ def serve(
     hosts = tuple(allowed_host) or (host, "127.0.0.1", "localhost", "::1")
     try:
         cfg = AppConfig(clips_dir=clips_dir, lease_seconds=lease_seconds, undo_window_seconds=undo_seconds,
+                        prerender_queries=prerender,
                         secure_cookie=secure_cookie, secret=secret_env.encode() if secret_env else None,
                         allowed_hosts=hosts)
         from prefrl.app.auth import SessionSigner
