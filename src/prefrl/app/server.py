@@ -47,7 +47,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prefrl.app import stats
 from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, LoginLimiter, Session, SessionSigner
-from prefrl.app.clips import ClipCache, Renderer, RenderWorker, default_renderer
+from prefrl.app.clips import ClipCache, ProcessRenderer, Renderer, RenderWorker
 from prefrl.app.config import AppConfig
 from prefrl.app.middleware import SECURITY_HEADERS, BodyLimitMiddleware, HostCheckMiddleware
 from prefrl.data.schema import MAX_ID
@@ -100,11 +100,13 @@ def parse_json_object(raw: bytes) -> dict:
 def create_app(
     store: PreferenceStore, cfg: AppConfig | None = None, renderer: Renderer | None = None
 ) -> FastAPI:
-    """Build the labelling app over ``store``; ``renderer`` defaults to the control renderer."""
+    """Build the labelling app over ``store``; ``renderer`` defaults to a :class:`ProcessRenderer`
+    (MuJoCo clips from the saved simulator states, rendered in a child process)."""
     cfg = cfg or AppConfig()
     signer = SessionSigner(cfg.secret, cfg.session_max_age_seconds)
     limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds)
-    clips = ClipCache(store, cfg.clips_dir, renderer or default_renderer)
+    own_renderer = ProcessRenderer() if renderer is None else None
+    clips = ClipCache(store, cfg.clips_dir, renderer or own_renderer)
     worker = RenderWorker(clips, store, prerender=cfg.prerender_queries)
     templates = Jinja2Templates(directory=str(APP_DIR / "templates"))
     # Segments handed to each labeller in a query: only those clips may be requested
@@ -118,6 +120,8 @@ def create_app(
         worker.start()
         yield
         worker.stop()
+        if own_renderer is not None:
+            own_renderer.close()
 
     app = FastAPI(title="prefrl labelling", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.store = store
