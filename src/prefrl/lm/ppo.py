@@ -418,7 +418,8 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
     """``prefrl lm ppo``: build policy, reference, critic and reward model from paths, train, save.
 
     The reference is always the *starting* policy (``cfg.policy``), also when resuming;
-    with LoRA it is the policy with its adapter disabled. The critic starts from
+    with LoRA it is the policy with its adapter disabled: a fresh adapter on ``cfg.policy``
+    with any LoRA checkpoint there merged into the weights first. The critic starts from
     ``cfg.critic`` or, by default, from the reward model (InstructGPT).
     """
     from prefrl.lm.data import load_prompts
@@ -436,11 +437,12 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
                     f"resume: the checkpoint was trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}"
                 )
     lora = LoraSpec(cfg.lora_r, cfg.lora_alpha, 0.0) if cfg.lora_r and resume is None else None
-    policy, tokenizer = load_causal_lm(
-        resume / "policy" if resume else cfg.policy, lora=lora, padding_side="left", seed=cfg.seed
-    )
+    if resume is not None:  # the run's own weights (a LoRA adapter stays trainable)
+        policy, tokenizer = load_causal_lm(resume / "policy", padding_side="left")
+    else:  # a LoRA checkpoint is merged first, so "adapter disabled" is this policy (#12)
+        policy, tokenizer = load_causal_lm(cfg.policy, lora=lora, padding_side="left", seed=cfg.seed, merge_adapter=True)
     is_lora = is_peft(policy)
-    ref_policy = None if is_lora else load_causal_lm(cfg.policy)[0]
+    ref_policy = None if is_lora else load_causal_lm(cfg.policy, merge_adapter=True)[0]
     critic = RewardModel.from_pretrained(resume / "critic" if resume else (cfg.critic or cfg.reward_model))
     reward_model = RewardModel.from_pretrained(cfg.reward_model, trainable=False)
     reward_fn = RewardModelScorer(reward_model, RewardModel.load_tokenizer(cfg.reward_model))

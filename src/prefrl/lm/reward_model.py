@@ -62,14 +62,23 @@ class RewardModel(nn.Module):
 
     @classmethod
     def from_causal_lm(
-        cls, model: nn.Module, n_heads: int = 1, lora: LoraSpec | None = None, seed: int = 0
+        cls,
+        model: nn.Module,
+        n_heads: int = 1,
+        lora: LoraSpec | None = None,
+        seed: int = 0,
+        base_name_or_path: str | os.PathLike[str] | None = None,
     ) -> RewardModel:
-        """Take the base model (the causal LM without its LM head) as backbone."""
+        """Take the base model (the causal LM without its LM head) as backbone.
+
+        With ``lora`` the backbone gets fresh adapters; ``base_name_or_path`` (where ``model``
+        came from) is what their ``adapter_config.json`` names as base.
+        """
         backbone = model.base_model if hasattr(model, "base_model") else model
         if lora is not None:
             from prefrl.lm.models import add_lora
 
-            backbone = add_lora(backbone, lora, task_type=None, seed=seed)
+            backbone = add_lora(backbone, lora, task_type=None, seed=seed, base_name_or_path=base_name_or_path)
         return cls(backbone, hidden_size=int(model.config.hidden_size), n_heads=n_heads, seed=seed)
 
     @classmethod
@@ -84,8 +93,8 @@ class RewardModel(nn.Module):
         """A fresh reward model on the backbone of a causal-LM checkpoint (or ``"smollm2"``/``"tiny"``)."""
         from prefrl.lm.models import load_causal_lm
 
-        lm, _ = load_causal_lm(name_or_path, dtype=dtype)
-        return cls.from_causal_lm(lm, n_heads=n_heads, lora=lora, seed=seed)
+        lm, _ = load_causal_lm(name_or_path, dtype=dtype, merge_adapter=True)  # a LoRA checkpoint is merged
+        return cls.from_causal_lm(lm, n_heads=n_heads, lora=lora, seed=seed, base_name_or_path=name_or_path)
 
     @property
     def config(self) -> Any:
@@ -233,10 +242,11 @@ class RewardModel(nn.Module):
         if adapter_cfg.exists():
             from peft import PeftModel
 
-            from prefrl.lm.models import resolve_model_path
+            from prefrl.lm.models import load_causal_lm
 
-            base_path = resolve_model_path(json.loads(adapter_cfg.read_text())["base_model_name_or_path"])
-            base = AutoModel.from_pretrained(base_path, dtype=dtype)
+            base_path = json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
+            lm, _ = load_causal_lm(base_path, dtype=dtype, merge_adapter=True)
+            base = lm.base_model  # the backbone without its LM head, as AutoModel would load it
             backbone: nn.Module = PeftModel.from_pretrained(base, str(d), is_trainable=trainable)
         else:
             backbone = AutoModel.from_pretrained(str(d), dtype=dtype)
