@@ -260,7 +260,7 @@ def base_reference(name_or_path: str | os.PathLike[str]) -> str:
     name = str(name_or_path)
     if name == "tiny" or name.lower() in ("smollm2", "smollm2-135m-instruct"):
         return name
-    return str(Path(name).resolve())
+    return os.path.abspath(name)  # not resolve(): run/policy stays the run's current policy
 
 
 def add_lora(

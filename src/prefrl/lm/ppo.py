@@ -362,13 +362,15 @@ class LMPPOTrainer:
         stop: Callable[[dict[str, float]], bool] | None = None,
         tensorboard_dir: str | Path | None = None,
         progress: bool = True,
+        keep_checkpoints: int = 3,
     ) -> list[dict[str, float]]:
         """Run PPO steps until ``global_step == total_steps`` (so a resumed run continues).
 
         Each step's metrics go to ``callback`` (which may add entries), then to one
         :class:`~prefrl.utils.metrics.MetricsSink` (JSONL ``log_path``, TensorBoard, progress
         bar); ``stop(metrics)`` returning True ends the run after that step. Every
-        ``save_every`` steps and at the end a checkpoint is written to ``checkpoint_dir``.
+        ``save_every`` steps and at the end a checkpoint is written to ``checkpoint_dir``
+        (atomically; the last ``keep_checkpoints`` are kept).
         Returns the metrics of the steps run.
         """
         if total_steps < 0:
@@ -394,17 +396,18 @@ class LMPPOTrainer:
                 if stop is not None and stop(metrics):
                     break
                 if checkpoint_dir is not None and save_every and self.global_step % save_every == 0:
-                    self.save_checkpoint(checkpoint_dir)
+                    self.save_checkpoint(checkpoint_dir, keep_checkpoints)
         finally:
             sink.close()
         if checkpoint_dir is not None:
-            self.save_checkpoint(checkpoint_dir)
+            self.save_checkpoint(checkpoint_dir, keep_checkpoints)
         return history
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, directory: str | Path) -> Path:
-        """Write a resumable checkpoint to ``directory`` (:func:`prefrl.lm.ppo_checkpoint.save_ppo_checkpoint`)."""
-        return save_ppo_checkpoint(self, directory)
+    def save_checkpoint(self, directory: str | Path, keep_last: int = 3) -> Path:
+        """Save a resumable checkpoint into run directory ``directory``, atomically, keeping the last
+        ``keep_last`` (:func:`prefrl.lm.ppo_checkpoint.save_ppo_checkpoint`); returns its directory."""
+        return save_ppo_checkpoint(self, directory, keep_last=keep_last)
 
     def load_checkpoint(self, directory: str | Path, load_models: bool = True) -> None:
         """Restore :meth:`save_checkpoint`'s checkpoint (:func:`prefrl.lm.ppo_checkpoint.load_ppo_checkpoint`)."""
@@ -465,6 +468,7 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
         tensorboard_dir=out / "tensorboard",
         checkpoint_dir=out,
         save_every=cfg.save_every,
+        keep_checkpoints=cfg.keep_checkpoints,
     )
     elapsed = time.perf_counter() - t0
     return {

@@ -212,32 +212,41 @@ class RewardModel(nn.Module):
 
         ``AutoModelForSequenceClassification.from_pretrained(directory)`` loads it (``config.json``
         with ``num_labels = 1`` and a pad token that is not EOS, ``model.safetensors`` with the
-        backbone — LoRA merged in — and ``score.weight``, the normalised ensemble-mean head) and
-        scores a sequence at its last non-pad token as prefrl does: its logit + ``score_offset``
-        (in ``config.json``) is :meth:`forward`'s score. The offset is (b − μ)/σ averaged over the
-        heads, which a bias-free HF score head cannot hold; Bradley-Terry margins, rankings and
-        best-of-n picks are the HF logits' own. prefrl's own files: ``reward_head.safetensors``
-        (every head, bias and normalisation), ``reward_model.json`` and, for a LoRA backbone,
-        ``adapter/`` (the trainable adapter on its base).
+        backbone and ``score.weight``, the normalised ensemble-mean head; a LoRA backbone as its
+        base weights plus ``adapter_config.json`` / ``adapter_model.safetensors``, which
+        transformers applies on load) and scores a sequence at its last non-pad token as prefrl
+        does: its logit + ``score_offset`` (in ``config.json``) is :meth:`forward`'s score. The
+        offset is (b − μ)/σ averaged over the heads, which a bias-free HF score head cannot hold;
+        Bradley-Terry margins, rankings and best-of-n picks are the HF logits' own. prefrl's own
+        files: ``reward_head.safetensors`` (every head, bias and normalisation),
+        ``reward_model.json`` and, for LoRA, ``adapter/`` (the adapter as PEFT saved it).
         """
-        from safetensors.torch import save_file
+        from safetensors.torch import load_file, save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         pad_id = _export_pad_id(tokenizer, self.config)
         weight, offset = self.exported_head()
-        merged = self.backbone
+        base = self.backbone
+        state = {}
         if hasattr(self.backbone, "peft_config"):
             self.backbone.save_pretrained(d / "adapter")
-            merged = copy.deepcopy(self.backbone).merge_and_unload()
-        config = copy.deepcopy(merged.config)
+            base = self.backbone.get_base_model()
+            # the same adapter for transformers, its keys under the sequence classifier's "model."
+            adapter = load_file(str(d / "adapter" / "adapter_model.safetensors"))
+            hf_adapter = {k.replace("base_model.model.", "base_model.model.model.", 1): v for k, v in adapter.items()}
+            atomic_write(d / "adapter_model.safetensors", lambda tmp: save_file(hf_adapter, str(tmp), metadata={"format": "pt"}))
+            atomic_write(d / "adapter_config.json", (d / "adapter" / "adapter_config.json").read_text())
+        for k, v in base.state_dict().items():
+            if "lora_" not in k:
+                state["model." + k.replace(".base_layer", "")] = v.detach().cpu().contiguous()
+        config = copy.deepcopy(base.config)
         config.architectures = [_sequence_classifier_name(config)]
         config.num_labels = 1
         config.id2label, config.label2id = {0: "score"}, {"score": 0}
         config.pad_token_id = pad_id
         config.score_offset = offset
         config.save_pretrained(d)
-        state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
         state["score.weight"] = weight.contiguous()
         atomic_write(d / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
         head_state = {
@@ -247,7 +256,14 @@ class RewardModel(nn.Module):
             "score_std": self.score_std.cpu(),
         }
         atomic_write(d / HEAD_FILE, lambda tmp: save_file(head_state, str(tmp)))
-        meta = {"n_heads": self.n_heads, "hidden_size": self.hidden_size, "format": 2, "score_offset": offset}
+        meta = {
+            "n_heads": self.n_heads,
+            "hidden_size": self.hidden_size,
+            "format": 2,
+            "score_offset": offset,
+            # config.json's pad is the export's; the backbone keeps its own (embedding padding_idx)
+            "backbone_pad_token_id": base.config.pad_token_id,
+        }
         atomic_write(d / CONFIG_FILE, json.dumps(meta, indent=2))
         if tokenizer is not None:
             tokenizer = copy.deepcopy(tokenizer)
@@ -270,24 +286,28 @@ class RewardModel(nn.Module):
     ) -> RewardModel:
         """Load what :meth:`save_pretrained` wrote (a LoRA backbone is rebuilt on its base)."""
         from safetensors.torch import load_file
-        from transformers import AutoModel
 
         d = Path(directory)
         if not (d / CONFIG_FILE).exists():
             raise FileNotFoundError(f"{d} is not a reward model directory (no {CONFIG_FILE})")
         meta = json.loads((d / CONFIG_FILE).read_text())
-        adapter_dir = d / "adapter" if (d / "adapter" / "adapter_config.json").exists() else d
-        if (adapter_dir / "adapter_config.json").exists():  # format 1 kept the adapter at the top
+        adapter_dir = d / "adapter"
+        if (adapter_dir / "adapter_config.json").exists() or not (d / "config.json").exists():
+            # LoRA: the base weights beside it (format 2), or the base it names (format 1)
             from peft import PeftModel
 
-            from prefrl.lm.models import load_causal_lm
+            if not (adapter_dir / "adapter_config.json").exists():
+                adapter_dir = d
+            if (d / "config.json").exists():
+                base = _load_backbone(d, dtype, meta)
+            else:
+                from prefrl.lm.models import load_causal_lm
 
-            base_path = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-            lm, _ = load_causal_lm(base_path, dtype=dtype, merge_adapter=True)
-            base = lm.base_model  # the backbone without its LM head, as AutoModel would load it
+                base_path = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+                base = load_causal_lm(base_path, dtype=dtype, merge_adapter=True)[0].base_model
             backbone: nn.Module = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
         else:
-            backbone = AutoModel.from_pretrained(str(d), dtype=dtype)
+            backbone = _load_backbone(d, dtype, meta)
         model = cls(backbone, hidden_size=int(meta["hidden_size"]), n_heads=int(meta["n_heads"]))
         state = load_file(str(d / HEAD_FILE))
         with torch.no_grad():
@@ -301,6 +321,24 @@ class RewardModel(nn.Module):
     def load_tokenizer(directory: str | os.PathLike[str], padding_side: str = "right") -> Any:
         """The tokenizer saved next to a reward model."""
         return load_tokenizer(directory, padding_side=padding_side)  # type: ignore[arg-type]
+
+
+def _load_backbone(d: Path, dtype: torch.dtype, meta: dict[str, Any]) -> nn.Module:
+    """The backbone (no head) from an RM directory's ``model.safetensors``, as it was trained."""
+    import transformers
+    from transformers import AutoModel
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the sequence classifier's score.weight is ours to load
+    try:
+        backbone = AutoModel.from_pretrained(str(d), dtype=dtype)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if "backbone_pad_token_id" in meta:  # config.json's pad is the export's; training used its own
+        pad = meta["backbone_pad_token_id"]
+        backbone.config.pad_token_id = pad
+        backbone.get_input_embeddings().padding_idx = pad
+    return backbone
 
 
 def _sequence_classifier_name(config: Any) -> str:
