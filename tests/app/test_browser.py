@@ -87,6 +87,8 @@ def test_label_five_pairs_by_keyboard_and_mouse(store, browser, tmp_path):
         console_errors = []
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         page.goto(f"{base}/login?token={token}")
+        page.get_by_role("button", name="Log in").click()  # the link opens a page; its button logs in
+        page.wait_for_url(f"{base}/")
         app_div = page.locator("#app")
 
         def shown() -> int:
