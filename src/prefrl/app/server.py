@@ -57,6 +57,8 @@ from prefrl.data.types import Comparison, check_mu, utcnow
 __all__ = ["create_app", "AppConfig", "ClipCache", "Renderer"]
 
 APP_DIR = Path(__file__).resolve().parent
+#: Answers compared with a reference before a labeller can be flagged as looking random.
+LOOKS_RANDOM_MIN_ANSWERS = 10
 
 def _check_id(value: Any, name: str) -> int:
     """A positive id the database can hold, or 422 naming the field (before any store call)."""
@@ -420,12 +422,24 @@ def create_app(
         inter, repeated = stats.inter_labeller_agreement(human)
         oracle = stats.oracle_agreement(human, returns.get)
         per_label = stats.seconds_per_label(human)
+        consensus = stats.consensus_agreement(human)
+        oracle_of = stats.oracle_agreement_by_labeller(human, returns.get)
+        excluded = set(store.excluded_labellers())
+        roles = {lab.name: lab.role for lab in store.labellers()}
+        answered_by = dict.fromkeys(c.labeller for c in human)  # removed people and judges keep a row
         labellers = []
-        for lab in store.labellers():
-            mine = [c for c in human if c.labeller == lab.name]
-            labellers.append({"name": lab.name, "role": lab.role, "answers": len(mine),
+        for name in [*roles, *(n for n in answered_by if n not in roles)]:
+            mine = [c for c in human if c.labeller == name]
+            agree_c, agree_o = consensus.get(name, stats.Agreement(0, 0)), oracle_of.get(name, stats.Agreement(0, 0))
+            # the oracle is the better reference where enough of the labeller's pairs have one
+            reference = agree_o if agree_o.total >= LOOKS_RANDOM_MIN_ANSWERS else agree_c
+            labellers.append({"name": name, "role": roles.get(name), "answers": len(mine),
                               "cant_tell": sum(c.mu is None for c in mine),
-                              "seconds_per_label": per_label.get(lab.name)})
+                              "seconds_per_label": per_label.get(name),
+                              "consensus_agreement": {"rate": agree_c.rate, "answers": agree_c.total},
+                              "oracle_agreement": {"rate": agree_o.rate, "answers": agree_o.total},
+                              "looks_random": stats.looks_random(reference, LOOKS_RANDOM_MIN_ANSWERS),
+                              "excluded": name in excluded})
         # A lapsed lease is stored as "leased" but is free again: count it as pending.
         now = utcnow()
         leased = store.queries("leased")
