@@ -38,9 +38,12 @@ def test_empty_fields_are_refused(tmp_path, field):
     path = _jsonl(tmp_path / "p.jsonl", [json.dumps(GOOD).encode(), json.dumps(row).encode()])
     with pytest.raises(DataError, match=rf"p\.jsonl:line 2: field '{field}' is empty"):
         load_preferences(path)
-    sft = _jsonl(tmp_path / "s.jsonl", [json.dumps({"prompt": "Hi", "completion": ""}).encode()])
-    with pytest.raises(DataError, match=r"s\.jsonl:line 1: field 'completion' is empty"):
-        load_completions(sft)
+    # a completion may be empty: generated silence is data (lm evaluate scores it)
+    gen = _jsonl(tmp_path / "g.jsonl", [json.dumps({"prompt": "Hi", "completion": ""}).encode()])
+    assert load_completions(gen).examples[0].completion == ""
+    no_prompt = _jsonl(tmp_path / "s.jsonl", [json.dumps({"prompt": "", "completion": "x"}).encode()])
+    with pytest.raises(DataError, match=r"s\.jsonl:line 1: field 'prompt' is empty"):
+        load_completions(no_prompt)
 
 
 def test_unknown_chat_roles_are_refused(tmp_path):

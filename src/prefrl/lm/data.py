@@ -223,13 +223,14 @@ def _check_messages(value: Any, where: str, name: str) -> Messages:
     return value
 
 
-def _text(row: dict[str, Any], name: str, where: str) -> str:
+def _text(row: dict[str, Any], name: str, where: str, allow_empty: bool = False) -> str:
+    """The string field ``name``; empty (or blank) only where ``allow_empty`` (a generated reply may be silence)."""
     if name not in row or row[name] is None:
         raise DataError(f"{where}: missing field {name!r}")
     value = row[name]
     if not isinstance(value, str):
         raise DataError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
-    if not value.strip():
+    if not allow_empty and not value.strip():
         raise DataError(f"{where}: field {name!r} is empty")
     return value
 
@@ -267,7 +268,7 @@ def _parse_completion(row: dict[str, Any], where: str, tokenizer: Any) -> Comple
         p_msgs = row["prompt"]
         c_msgs = _check_messages(row["completion"], where, "completion")
         return CompletionExample(prompt, _continuation(p_msgs, p_msgs + c_msgs, tokenizer))
-    return CompletionExample(prompt, _text(row, "completion", where))
+    return CompletionExample(prompt, _text(row, "completion", where, allow_empty=True))
 
 
 def _parse_preference(row: dict[str, Any], where: str, tokenizer: Any) -> PreferenceExample:
