@@ -544,3 +544,21 @@ def test_a_schema_1_database_is_upgraded_in_place(tmp_path) -> None:
         assert key and store.check_session("ann", key) is not None
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM prefrl_schema WHERE key = 'version'").fetchone() == ("2",)
+
+
+def test_excluded_labellers_answers_stay_but_do_not_train(store: PreferenceStore, two_segments) -> None:
+    a, b = two_segments
+    tp = store.add_text_pair(TextPair("p", "x", "y"))
+    store.add_comparison(a, b, 1.0, "human", labeller="ann")
+    store.add_comparison(a, b, 0.0, "ai", labeller="ai_judge")  # not a registered labeller
+    store.add_comparison(a, b, 1.0, "synthetic")  # no labeller: never excluded
+    store.add_text_comparison(tp, 0.0, "ai", labeller="ai_judge")
+    store.exclude_labeller("ai_judge")
+    store.exclude_labeller("ai_judge")  # twice is once
+    assert store.excluded_labellers() == ["ai_judge"]
+    assert [mu for _, _, mu in store.training_pairs()] == [1.0, 1.0] and store.text_preferences() == []
+    assert store.count_comparisons() == 4 and len(store.comparisons(labeller="ai_judge")) == 2
+    with pytest.raises(KeyError, match="nobody"):
+        store.exclude_labeller("nobody")
+    store.include_labeller("ai_judge")
+    assert len(store.training_pairs()) == 3 and len(store.text_preferences()) == 1

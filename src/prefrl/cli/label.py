@@ -2,6 +2,7 @@
 
     prefrl label add-labeller ann --store prefs.db          # prints a one-time login link
     prefrl label disable-labeller ann --store prefs.db      # ends ann's sessions (enable-labeller, remove-labeller)
+    prefrl label exclude bob --store prefs.db               # keep bob's answers, train rewards without them
     prefrl label push-demo --store prefs.db                 # a few pairs to try the app on
     prefrl label serve --store prefs.db                     # http://127.0.0.1:8000
     prefrl label ai-judge --store prefs.db --url http://127.0.0.1:8080/v1   # RLAIF labels
@@ -185,6 +186,34 @@ def remove_labeller(
 ) -> None:
     """Remove a labeller: their sessions end now; the answers they gave stay in the store."""
     _change_labeller(store, name, "remove")
+
+
+@app.command("exclude")
+def exclude(
+    name: str = typer.Argument(..., help="A labeller's name (registered or not: e.g. ai_judge)."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+) -> None:
+    """Leave a labeller's answers out of reward training; they stay in the store (undo: label include)."""
+    pref_store = _open_store(store)
+    try:
+        pref_store.exclude_labeller(name)
+    except (KeyError, ValueError) as e:
+        raise typer.BadParameter(str(e.args[0]), param_hint="NAME") from None
+    n = len(pref_store.comparisons(labeller=name))
+    typer.echo(f"{name}: {n} answers kept in the store, no longer used to train rewards.")
+
+
+@app.command("include")
+def include(
+    name: str = typer.Argument(..., help="An excluded labeller's name."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+) -> None:
+    """Use an excluded labeller's answers for reward training again."""
+    pref_store = _open_store(store)
+    if name not in pref_store.excluded_labellers():
+        raise typer.BadParameter(f"{name!r} is not excluded", param_hint="NAME")
+    pref_store.include_labeller(name)
+    typer.echo(f"{name}: answers used to train rewards again.")
 
 
 @app.command("push-demo")

@@ -33,6 +33,7 @@ __all__ = [
     "queries",
     "comparisons",
     "labellers",
+    "excluded_labellers",
     "encode_array",
     "decode_array",
     "segment_row",
@@ -57,7 +58,8 @@ __all__ = [
 
 #: Bumped whenever the tables change; a store refuses a database written by a newer schema and
 #: adds the columns an older one lacks (each new column has a server default).
-#: 2: ``labellers.session_key`` and ``labellers.disabled`` (sessions that really end, issue #14).
+#: 2: ``labellers.session_key`` and ``labellers.disabled`` (sessions that really end, issue #14);
+#:    the ``excluded_labellers`` table (answers kept but left out of reward training).
 SCHEMA_VERSION = 2
 
 #: Longest name (labeller, teacher, env id) a row holds.
@@ -170,6 +172,15 @@ labellers = sa.Table(
     # Every session cookie names the key it was issued under; a new key ends them all at once.
     sa.Column("session_key", sa.String(64), nullable=False, server_default=""),
     sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Names, not ids: an answer names its labeller, who need not be registered (an AI judge, a
+# removed person). Their comparisons stay in the store but reward training leaves them out.
+excluded_labellers = sa.Table(
+    "excluded_labellers",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("excluded_at", UTCDateTime, nullable=False),
 )
 
 
