@@ -3,7 +3,8 @@
 Each command's options and their ``--help`` are generated from the fields of the
 stage's config dataclass (``prefrl.lm.<stage>_config``, torch-free), so the documentation lives
 in one place. Stage modules (torch, transformers) are imported only when a command runs.
-Multi-process: ``accelerate launch --num_processes 2 -m prefrl.cli lm sft …``.
+Multi-process (SFT, RM, DPO): ``accelerate launch --multi_gpu --num_processes 2 -m prefrl lm sft …``
+(:mod:`prefrl.lm.launch`); the other commands run in one process and refuse such a launch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prefrl.cli.options import command_from_config
 from prefrl.lm.best_of_n_config import BestOfNConfig
 from prefrl.lm.dpo_config import DPOConfig
 from prefrl.lm.generate_config import EvaluateConfig, GenerateConfig, PairsConfig
+from prefrl.lm.launch import require_single_process
 from prefrl.lm.ppo_config import PPORunConfig
 from prefrl.lm.reward_model_config import RMConfig
 from prefrl.lm.sft_config import SFTConfig
@@ -44,24 +46,28 @@ def _dpo(cfg: DPOConfig) -> Any:
 
 
 def _generate(cfg: GenerateConfig) -> Any:
+    require_single_process("prefrl lm generate")
     from prefrl.lm.generate import generate_completions
 
     return generate_completions(cfg)
 
 
 def _evaluate(cfg: EvaluateConfig) -> Any:
+    require_single_process("prefrl lm evaluate")
     from prefrl.lm.generate import evaluate
 
     return evaluate(cfg)
 
 
 def _best_of_n(cfg: BestOfNConfig) -> Any:
+    require_single_process("prefrl lm best-of-n")
     from prefrl.lm.best_of_n import best_of_n
 
     return best_of_n(cfg)
 
 
 def _pairs(cfg: PairsConfig) -> Any:
+    require_single_process("prefrl lm pairs")
     from prefrl.lm.generate import push_pairs
 
     ids = push_pairs(cfg)
