@@ -9,6 +9,8 @@ Multi-process (SFT, RM, DPO): ``accelerate launch --multi_gpu --num_processes 2 
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -27,19 +29,39 @@ app = typer.Typer(no_args_is_help=True)
 __all__ = ["app", "command_from_config"]
 
 
+def _fresh_or_resumed(cfg: Any) -> None:
+    """A run into a non-empty output_dir must be a --resume or say --overwrite (which empties it)."""
+    out = Path(cfg.output_dir)
+    if cfg.resume is not None or not out.is_dir() or not any(out.iterdir()):
+        return
+    if not cfg.overwrite:
+        raise typer.BadParameter(
+            f"output_dir {out} is not empty: pass --resume {out} to continue that run, "
+            "or --overwrite to delete its contents and start afresh"
+        )
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def _sft(cfg: SFTConfig) -> Any:
+    _fresh_or_resumed(cfg)
     from prefrl.lm.sft import train_sft
 
     return train_sft(cfg)
 
 
 def _rm(cfg: RMConfig) -> Any:
+    _fresh_or_resumed(cfg)
     from prefrl.lm.reward_model_trainer import train_reward_model
 
     return train_reward_model(cfg)
 
 
 def _dpo(cfg: DPOConfig) -> Any:
+    _fresh_or_resumed(cfg)
     from prefrl.lm.dpo import train_dpo
 
     return train_dpo(cfg)
@@ -110,6 +132,7 @@ command_from_config(
 
 
 def _ppo(cfg: PPORunConfig) -> Any:
+    _fresh_or_resumed(cfg)
     from prefrl.lm.ppo import run_ppo
 
     return run_ppo(cfg)

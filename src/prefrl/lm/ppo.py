@@ -428,7 +428,7 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
     """
     from prefrl.lm.data import load_prompts
     from prefrl.lm.models import LoraSpec, load_causal_lm
-    from prefrl.lm.reward_functions import RewardModelScorer
+    from prefrl.lm.reward_functions import RewardModelScorer, gold_reward
     from prefrl.lm.reward_model import RewardModel
 
     require_single_process("prefrl lm ppo")
@@ -458,7 +458,7 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
     prompts = [p.prompt for p in load_prompts(cfg.prompts, tokenizer)]
     if cfg.max_prompts:
         prompts = prompts[: cfg.max_prompts]
-    trainer = LMPPOTrainer(policy, ref_policy, critic, reward_fn, tokenizer, cfg)
+    trainer = LMPPOTrainer(policy, ref_policy, critic, reward_fn, tokenizer, cfg, gold_fn=gold_reward(cfg.gold))
     if resume is not None:
         trainer.load_checkpoint(resume, load_models=False)
     out.mkdir(parents=True, exist_ok=True)
