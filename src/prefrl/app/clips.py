@@ -11,18 +11,21 @@ cached file, waits asynchronously (holding no thread) for a render in flight, or
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import multiprocessing
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prefrl.data.store import PreferenceStore
 from prefrl.data.types import Segment
 from prefrl.utils.files import atomic_write
 
-__all__ = ["Renderer", "default_renderer", "ClipCache", "RenderWorker"]
+__all__ = ["Renderer", "SimRenderer", "ProcessRenderer", "ClipCache", "RenderWorker"]
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +33,80 @@ log = logging.getLogger(__name__)
 Renderer = Callable[[Segment, Path], None]
 
 
-def default_renderer(segment: Segment, path: Path) -> None:
-    """Render with :func:`prefrl.control.render.render_segment` (imported lazily: MuJoCo is heavy)."""
-    from prefrl.control.render import render_segment
+class SimRenderer:
+    """The default renderer: replays a segment's simulator states in an env and encodes an MP4.
 
-    render_segment(segment, path)
+    One env per env id is made on first use and kept (its MuJoCo GL context with it), instead of
+    the two :func:`prefrl.control.render.render_segment` makes per clip; a :class:`RenderWorker`
+    renders from one thread, so one instance serves it. MuJoCo is imported on first use.
+    """
+
+    def __init__(self) -> None:
+        self._envs: dict[str, Any] = {}
+        self._fps: dict[str, float] = {}
+
+    def __call__(self, segment: Segment, path: Path) -> None:
+        from prefrl.control.render import DEFAULT_FPS, make_render_env, segment_frames, write_video
+
+        if segment.sim_states is None or not segment.env_id:  # Atari frame stacks need no env
+            write_video(segment_frames(segment), path, fps=DEFAULT_FPS)
+            return
+        env = self._envs.get(segment.env_id)
+        if env is None:
+            env = self._envs[segment.env_id] = make_render_env(segment.env_id)
+            dt = getattr(env.unwrapped, "dt", None)
+            self._fps[segment.env_id] = float(1.0 / dt) if dt else float(env.metadata.get("render_fps") or DEFAULT_FPS)
+        write_video(segment_frames(segment, env=env), path, fps=self._fps[segment.env_id])
+
+    def close(self) -> None:
+        """Close the envs (and their GL contexts)."""
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+
+_child_renderer: SimRenderer | None = None
+
+
+def _render_in_child(segment: Segment, path: str) -> None:
+    global _child_renderer
+    if _child_renderer is None:  # one renderer (one GL context per env id) for the child's life
+        _child_renderer = SimRenderer()
+    _child_renderer(segment, Path(path))
+
+
+class ProcessRenderer:
+    """:class:`SimRenderer` in a child process, so that rendering never holds the server's GIL.
+
+    MuJoCo's software GL (OSMesa) and the video encoder hold the GIL for up to a few hundred
+    milliseconds at a time; in the server's process that stalls every request. The child is
+    spawned (not forked: the server has threads and open connections) on the first clip and
+    kept; each call sends it the segment and waits for the file.
+    """
+
+    def __init__(self) -> None:
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, segment: Segment, path: Path) -> None:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool
+        try:
+            pool.submit(_render_in_child, segment, str(path)).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            with self._lock:  # the child died (e.g. a GL crash): the next clip gets a new one
+                self._pool = None
+            raise
+
+    def close(self) -> None:
+        """Stop the child process."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 class ClipCache:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import threading
 from collections import defaultdict
@@ -45,66 +44,30 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from prefrl.app import stats
+from prefrl.app.admin import admin_stats
 from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, LoginLimiter, Session, SessionSigner
-from prefrl.app.clips import ClipCache, Renderer, RenderWorker, default_renderer
+from prefrl.app.clips import ClipCache, ProcessRenderer, Renderer, RenderWorker
 from prefrl.app.config import AppConfig
+from prefrl.app.inputs import check_id, client_address, int_field, parse_json_object
 from prefrl.app.middleware import SECURITY_HEADERS, BodyLimitMiddleware, HostCheckMiddleware
-from prefrl.data.schema import MAX_ID
 from prefrl.data.store import LeaseError, PreferenceStore, Query
-from prefrl.data.types import Comparison, check_mu, utcnow
+from prefrl.data.types import Comparison, check_mu
 
 __all__ = ["create_app", "AppConfig", "ClipCache", "Renderer"]
 
 APP_DIR = Path(__file__).resolve().parent
-#: Answers compared with a reference before a labeller can be flagged as looking random.
-LOOKS_RANDOM_MIN_ANSWERS = 10
-
-def _check_id(value: Any, name: str) -> int:
-    """A positive id the database can hold, or 422 naming the field (before any store call)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
-        raise HTTPException(422, f"{name} must be an id from 1 to {MAX_ID}, got {shown}")
-    return value
-
-
-def _int_field(body: dict, name: str, *, required: bool = True) -> int | None:
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    return _check_id(value, name)
-
-
-def client_address(request: Request) -> str:
-    """Who a request comes from, for the login rate limit (the peer address; one proxy = one client)."""
-    return request.client.host if request.client is not None else "unknown"
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json_object(raw: bytes) -> dict:
-    """A request body as a JSON object, or 400 saying why (malformed, NaN/Infinity, nested too deep)."""
-    try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except RecursionError:  # the C parser recurses once per level: 8,000 "[" fit in 16 KiB
-        raise HTTPException(400, "request body is not valid JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise HTTPException(400, f"request body is not valid JSON ({e})") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "request body must be a JSON object")
-    return body
 
 
 def create_app(
     store: PreferenceStore, cfg: AppConfig | None = None, renderer: Renderer | None = None
 ) -> FastAPI:
-    """Build the labelling app over ``store``; ``renderer`` defaults to the control renderer."""
+    """Build the labelling app over ``store``; ``renderer`` defaults to a :class:`ProcessRenderer`
+    (MuJoCo clips from the saved simulator states, rendered in a child process)."""
     cfg = cfg or AppConfig()
     signer = SessionSigner(cfg.secret, cfg.session_max_age_seconds)
     limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds)
-    clips = ClipCache(store, cfg.clips_dir, renderer or default_renderer)
+    own_renderer = ProcessRenderer() if renderer is None else None
+    clips = ClipCache(store, cfg.clips_dir, renderer or own_renderer)
     worker = RenderWorker(clips, store, prerender=cfg.prerender_queries)
     templates = Jinja2Templates(directory=str(APP_DIR / "templates"))
     # Segments handed to each labeller in a query: only those clips may be requested
@@ -118,6 +81,8 @@ def create_app(
         worker.start()
         yield
         worker.stop()
+        if own_renderer is not None:
+            own_renderer.close()
 
     app = FastAPI(title="prefrl labelling", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.store = store
@@ -306,7 +271,7 @@ def create_app(
         if not session.is_admin:
             raise HTTPException(403, "admin role required")
         return templates.TemplateResponse(request, "admin.html", {
-            "session": session, "csrf_token": session.csrf_token, "stats": admin_stats()})
+            "session": session, "csrf_token": session.csrf_token, "stats": admin_stats(store)})
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -322,7 +287,7 @@ def create_app(
     async def api_answer(request: Request) -> dict:
         session = await run_in_threadpool(require_post_session, request)
         body = await json_body(request)
-        query_id = _int_field(body, "query_id")
+        query_id = int_field(body, "query_id")
         if "mu" not in body:
             raise HTTPException(422, "mu is required: 1 (left better), 0 (right better), 0.5 (equal) or null")
         mu = body["mu"]
@@ -347,8 +312,8 @@ def create_app(
     async def api_undo(request: Request) -> dict:
         session = await run_in_threadpool(require_post_session, request)
         body = await json_body(request)
-        comparison_id = _int_field(body, "comparison_id")
-        current = _int_field(body, "current_query_id", required=False)
+        comparison_id = int_field(body, "comparison_id")
+        current = int_field(body, "current_query_id", required=False)
 
         def run() -> dict:
             if current is not None:
@@ -370,7 +335,7 @@ def create_app(
     async def api_release(request: Request) -> dict:
         session = await run_in_threadpool(require_post_session, request)
         body = await json_body(request)
-        query_id = _int_field(body, "query_id")
+        query_id = int_field(body, "query_id")
 
         def run() -> dict:
             try:
@@ -389,7 +354,7 @@ def create_app(
         The route holds no thread while it waits: the render worker does the work, so one
         labeller's burst of clip requests cannot stall anyone else's requests."""
         session = await run_in_threadpool(require_session, request)
-        segment_id = _check_id(segment_id, "segment_id")
+        segment_id = check_id(segment_id, "segment_id")
         with shown_lock:
             allowed = session.is_admin or segment_id in shown[session.labeller]
         if not allowed:
@@ -411,54 +376,10 @@ def create_app(
         return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
 
     # -- admin ------------------------------------------------------------------------------
-    def admin_stats() -> dict:
-        comparisons = store.comparisons(include_incomparable=True)
-        human = [c for c in comparisons if c.labeller]
-        seg_ids = sorted({i for c in human for i in (c.left_id, c.right_id) if i is not None})
-        returns: dict[int, float | None] = {}
-        if seg_ids:
-            for seg in store.get_segments(seg_ids):
-                returns[int(seg.id)] = seg.true_return
-        inter, repeated = stats.inter_labeller_agreement(human)
-        oracle = stats.oracle_agreement(human, returns.get)
-        per_label = stats.seconds_per_label(human)
-        consensus = stats.consensus_agreement(human)
-        oracle_of = stats.oracle_agreement_by_labeller(human, returns.get)
-        excluded = set(store.excluded_labellers())
-        roles = {lab.name: lab.role for lab in store.labellers()}
-        answered_by = dict.fromkeys(c.labeller for c in human)  # removed people and judges keep a row
-        labellers = []
-        for name in [*roles, *(n for n in answered_by if n not in roles)]:
-            mine = [c for c in human if c.labeller == name]
-            agree_c, agree_o = consensus.get(name, stats.Agreement(0, 0)), oracle_of.get(name, stats.Agreement(0, 0))
-            # the oracle is the better reference where enough of the labeller's pairs have one
-            reference = agree_o if agree_o.total >= LOOKS_RANDOM_MIN_ANSWERS else agree_c
-            labellers.append({"name": name, "role": roles.get(name), "answers": len(mine),
-                              "cant_tell": sum(c.mu is None for c in mine),
-                              "seconds_per_label": per_label.get(name),
-                              "consensus_agreement": {"rate": agree_c.rate, "answers": agree_c.total},
-                              "oracle_agreement": {"rate": agree_o.rate, "answers": agree_o.total},
-                              "looks_random": stats.looks_random(reference, LOOKS_RANDOM_MIN_ANSWERS),
-                              "excluded": name in excluded})
-        # A lapsed lease is stored as "leased" but is free again: count it as pending.
-        now = utcnow()
-        leased = store.queries("leased")
-        live = sum(q.lease_expires_at is not None and q.lease_expires_at > now for q in leased)
-        progress = {"pending": store.count_queries("pending") + len(leased) - live, "leased": live,
-                    "answered": store.count_queries("answered"), "total": store.count_queries()}
-        return {
-            "progress": progress,
-            "comparisons": {"total": len(comparisons), "human": len(human)},
-            "labellers": labellers,
-            "inter_labeller_agreement": {"rate": inter.rate, "pairs_of_answers": inter.total,
-                                         "repeated_items": repeated},
-            "oracle_agreement": {"rate": oracle.rate, "answers": oracle.total},
-        }
-
     @app.get("/api/admin/stats")
     def api_admin_stats(request: Request) -> dict:
         require_session(request, admin=True)
-        return admin_stats()
+        return admin_stats(store)
 
     return app
 
