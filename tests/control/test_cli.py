@@ -16,7 +16,7 @@ from prefrl.cli import app
 runner = CliRunner()
 
 TINY = [
-    "--env", go_right_env.ENV_ID, "--labels", "30", "--steps", str(128 * 8), "--n-steps", "128",
+    "--env", go_right_env.ENV_ID, "--labels", "30", "--steps", str(128 * 8), "--n-envs", "1", "--n-steps", "128",
     "--n-minibatches", "4", "--lr", "0.003", "--segment-steps", "10", "--reward-epochs", "3", "--no-progress",
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from prefrl.control.config import ControlConfig, control_ppo_config
-from prefrl.control.loop import demo_config
+from prefrl.control.presets import demo_config
 from prefrl.rl.ppo import PPOConfig
 
 
@@ -39,7 +39,7 @@ def test_control_config_and_demo_use_the_control_defaults(tmp_path):
 
 
 def test_train_true_reward_ppo_returns_a_trained_agent(tmp_path):
-    from prefrl.control.loop import train_true_reward_ppo
+    from prefrl.control.baseline import train_true_reward_ppo
 
     cfg = ControlConfig(
         env_id="CartPole-v1",

@@ -10,8 +10,8 @@ pytest.importorskip("stable_baselines3")
 
 from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
 
-from prefrl.control.envs import LearnedRewardVecEnv, make_env  # noqa: E402
-from prefrl.control.sb3 import SB3Optimizer  # noqa: E402
+from prefrl.control.envs import make_env  # noqa: E402
+from prefrl.control.sb3 import LearnedRewardVecEnv, SB3Optimizer  # noqa: E402
 
 
 def _params(opt: SB3Optimizer) -> torch.Tensor:

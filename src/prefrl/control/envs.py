@@ -18,8 +18,9 @@ Wrappers:
 - :class:`SimStateWrapper` — puts the simulator state (MuJoCo qpos‖qvel, or a classic-control
   env's ``state``) into ``info["sim_state"]`` after every ``reset`` and ``step``, so a clip
   can be re-rendered later with :func:`restore`.
-- ``LearnedRewardVecEnv`` — an SB3 ``VecEnvWrapper`` replacing the reward by a learned one
-  (defined in :mod:`prefrl.control.sb3`; imported lazily because SB3 is optional).
+
+The SB3 ``VecEnvWrapper`` that replaces the reward by a learned one, ``LearnedRewardVecEnv``,
+lives in :mod:`prefrl.control.sb3` (SB3 is optional).
 """
 
 from __future__ import annotations
@@ -43,16 +44,8 @@ __all__ = [
     "SimStateWrapper",
     "sim_state_supported",
     "restore",
+    "env_dt",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # SB3 is optional: LearnedRewardVecEnv subclasses its VecEnvWrapper, so import on demand.
-    if name == "LearnedRewardVecEnv":
-        from prefrl.control.sb3 import LearnedRewardVecEnv
-
-        return LearnedRewardVecEnv
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- simulator state
@@ -291,3 +284,15 @@ def make_vec_env(
     if async_:
         return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def env_dt(envs: Any) -> float | None:
+    """The physical time step of a vector env's first sub-env (MuJoCo ``dt``), or None (gymnasium or SB3 vector envs)."""
+    for getter in (lambda: envs.get_attr("dt")[0], lambda: envs.envs[0].unwrapped.dt):
+        try:
+            dt = getter()
+        except Exception:  # noqa: BLE001 - envs without dt (Atari, toy envs)
+            continue
+        if dt is not None:
+            return float(dt)
+    return None

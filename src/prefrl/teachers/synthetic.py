@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,6 +47,14 @@ class SyntheticTeacher:
     """Skip (answer ``None``) when both returns are below this; ``None`` never skips."""
     equal_threshold: float = 0.0
     """Answer 0.5 when |R¹ − R²| < this; 0 leaves only exact ties (rational) as equal."""
+
+    compares: ClassVar[str] = "segments"
+    """Answers segment pairs (text pairs with gold scores go through :meth:`answer_returns`)."""
+
+    @property
+    def lease_as(self) -> str:
+        """The labeller it answers the store's queue as: ``synthetic-<name>``."""
+        return f"synthetic-{self.name}"
 
     def __post_init__(self) -> None:
         if not isinstance(self.rng, np.random.Generator):
