@@ -13,12 +13,12 @@ from prefrl.control.checkpoint import CheckpointError, load_checkpoint, save_che
 from prefrl.control.config import ControlConfig
 from prefrl.control.loop import PreferenceLoop
 from prefrl.control.run_state import EpisodeTracker
-from prefrl.teachers.queue import answer_queries
 from prefrl.control.segments import SegmentPool, cut_segments, resolve_segment_steps
 from prefrl.data.store import PreferenceStore
 from prefrl.data.types import Segment
 from prefrl.reward.trainer import RewardTrainerConfig
 from prefrl.rl.ppo import PPOConfig
+from prefrl.teachers.queue import answer_queries
 from prefrl.teachers.synthetic import make_teacher
 
 

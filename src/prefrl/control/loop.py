@@ -12,38 +12,25 @@
 3. **Learn** — the reward ensemble retrains on the store's comparisons every round, the
    rollout's T×N rewards are predicted in one batched call, and the optimiser updates on them.
 
-Beside it: ``run_state`` (counters, history, checkpointed state), ``presets`` (``demo_config``),
+Beside it: ``run_state`` (counters, history, checkpoints), ``learned_reward``, ``presets`` (``demo_config``),
 ``baseline`` (the true-reward run), ``workers`` (``asynchronous=True``), ``optimizers`` (PPO / SB3).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from prefrl.control import run_state
 from prefrl.control.checkpoint import load_checkpoint, save_checkpoint
 from prefrl.control.config import ControlConfig
 from prefrl.control.envs import env_dt
-from prefrl.control.gold_vs_proxy import proxy_vs_true, segment_return_scatter
+from prefrl.control.learned_reward import LearnedReward
 from prefrl.control.rollout import Rollout
-from prefrl.control.run_state import (
-    CONFIG_NAME,
-    STORE_NAME,
-    EpisodeTracker,
-    History,
-    LoopCounters,
-    default_run_dir,
-    load_run_config,
-    loop_state,
-    restore_loop_state,
-    write_run_outputs,
-)
 from prefrl.control.segments import SegmentPool, cut_segments, resolve_segment_steps
 from prefrl.data.types import Segment
 
@@ -60,15 +47,13 @@ class PreferenceLoop:
     def __init__(self, cfg: ControlConfig, *, teacher: Any = None, _resume_state: dict[str, Any] | None = None) -> None:
         from prefrl.control.optimizers import build_optimizer
         from prefrl.data.store import PreferenceStore
-        from prefrl.reward.ensemble import RewardEnsemble
         from prefrl.reward.schedule import LabelSchedule
         from prefrl.reward.select import make_selector
-        from prefrl.reward.trainer import RewardTrainer
         from prefrl.teachers.factory import build_teacher
 
         self.cfg = cfg
         resuming = _resume_state is not None
-        run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else run_state.default_run_dir(cfg)
         if not resuming and run_dir.exists() and any(run_dir.iterdir()):
             raise ValueError(f"run directory {run_dir} already exists and is not empty; resume it with --resume {run_dir}")
 
@@ -79,11 +64,8 @@ class PreferenceLoop:
         if self.segment_steps > cfg.rollout_steps:
             raise ValueError(f"segment_steps ({self.segment_steps}) must fit in one rollout of {cfg.rollout_steps} steps")
         self.rng = np.random.default_rng(cfg.seed)
-        self.ensemble = RewardEnsemble.for_spaces(self.agent.obs_space, self.agent.action_space, cfg.reward_members, cfg.reward_hidden, seed=cfg.seed)
-        # The policy reads rewards from its own copy; in async mode the trainer's copy is
-        # copied over under ``self.lock`` after every reward round.
-        self.train_ensemble = copy.deepcopy(self.ensemble) if cfg.asynchronous else self.ensemble
-        self.trainer = RewardTrainer(self.train_ensemble, cfg.reward, np.random.default_rng(cfg.seed + 1))
+        self.reward = LearnedReward(cfg, self.agent.obs_space, self.agent.action_space)
+        self.ensemble, self.train_ensemble, self.trainer = self.reward.ensemble, self.reward.train_ensemble, self.reward.trainer
         self.selector = make_selector(cfg.selector, np.random.default_rng(cfg.seed + 2))
         # The last ask happens after the last full rollout, so the whole budget is due by then.
         self.schedule = LabelSchedule(cfg.labels, cfg.n_rollouts * cfg.steps_per_rollout, initial_fraction=cfg.initial_fraction)
@@ -91,22 +73,19 @@ class PreferenceLoop:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
         self.cfg.run_dir = str(run_dir)
-        self.store = PreferenceStore(cfg.store or str(run_dir / STORE_NAME))
+        self.store = PreferenceStore(cfg.store or str(run_dir / run_state.STORE_NAME))
         self.teacher = teacher or build_teacher(cfg.teacher, np.random.default_rng(cfg.seed + 3), self.store, **cfg.teacher_kwargs)
         if not resuming:
-            (run_dir / CONFIG_NAME).write_text(cfg.to_json())
+            (run_dir / run_state.CONFIG_NAME).write_text(cfg.to_json())
 
         self.pool = SegmentPool(cfg.pool_size)
-        self.counters = LoopCounters()
-        self.history = History()
-        self.tracker = EpisodeTracker(cfg.n_envs)
-        self.lock = threading.Lock()  # guards the policy's ensemble
-        self.train_lock = threading.Lock()  # held for a whole reward round (trainer + its ensemble)
+        self.counters = run_state.LoopCounters()
+        self.history = run_state.History()
+        self.tracker = run_state.EpisodeTracker(cfg.n_envs)
         self.reward_metrics: dict[str, float] = {}
         self._last_ckpt = time.monotonic()
-        self._n_trained_pairs = -1
         if resuming:
-            restore_loop_state(self, _resume_state)
+            run_state.restore_loop_state(self, _resume_state)
 
     @classmethod
     def resume(cls, run_dir: str | Path, **overrides: Any) -> PreferenceLoop:
@@ -114,14 +93,14 @@ class PreferenceLoop:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise ValueError(f"run directory {run_dir} does not exist")
-        cfg = dataclasses.replace(load_run_config(run_dir), run_dir=str(run_dir), **overrides)
+        cfg = dataclasses.replace(run_state.load_run_config(run_dir), run_dir=str(run_dir), **overrides)
         state = load_checkpoint(run_dir)  # raises CheckpointError before anything is touched
         return cls(cfg, _resume_state=state)
 
     def checkpoint(self) -> Path:
         """Write ``RUN_DIR/checkpoint.pt`` atomically (under the locks in async mode)."""
-        with self.train_lock, self.lock:
-            path = save_checkpoint(self.run_dir, loop_state(self))
+        with self.reward.train_lock, self.reward.lock:
+            path = save_checkpoint(self.run_dir, run_state.loop_state(self))
         self._last_ckpt = time.monotonic()
         return path
 
@@ -145,13 +124,10 @@ class PreferenceLoop:
         if n_queries <= 0 or len(self.pool) < 2:
             return 0
         candidates = self.pool.candidate_pairs(n_queries * self.cfg.candidate_factor, self.rng)
-        with self.lock:
-            chosen = list(self.selector.select(candidates, n_queries, self.ensemble))[:n_queries]
-        pairs = [candidates[i] for i in chosen]
-        new = {id(s): s for pair in pairs for s in pair if s.id is None}
-        if new:
-            for seg, seg_id in zip(new.values(), self.store.add_segments(list(new.values()))):
-                seg.id = int(seg_id)
+        pairs = [candidates[i] for i in self.reward.select(self.selector, candidates, n_queries)]
+        new = list({id(s): s for pair in pairs for s in pair if s.id is None}.values())
+        for seg, seg_id in zip(new, self.store.add_segments(new) if new else []):
+            seg.id = int(seg_id)
         for left, right in pairs:
             self.store.add_query(left_id=left.id, right_id=right.id, priority=float(self.counters.iteration))
         self.counters.queries_posted += len(pairs)
@@ -170,33 +146,11 @@ class PreferenceLoop:
         return [p for p in self.store.training_pairs() if p[0].env_id == self.cfg.env_id]
 
     def train_reward(self) -> dict[str, float]:
-        """One reward round on every comparison so far; copies weights to the policy's ensemble."""
+        """One reward round on every comparison so far (the policy's ensemble gets the new weights)."""
         pairs = self.training_pairs()
-        if not pairs:
-            return {}
-        with self.train_lock:
-            metrics = self.trainer.train(pairs)
-            self._n_trained_pairs = len(pairs)
-            if self.train_ensemble is not self.ensemble:
-                weights = copy.deepcopy(self.train_ensemble.state_dict())
-                with self.lock:
-                    self.ensemble.load_state_dict(weights)
-            self.counters.reward_rounds += 1
-        self.reward_metrics = {k: float(v) for k, v in metrics.items()}
-        return self.reward_metrics
-
-    def predict_rewards(self, rollout: Rollout) -> tuple[np.ndarray, dict[str, float]]:
-        """r̂ for every step of the rollout in one batched call, (T, N), and its gold-vs-proxy metrics."""
-        obs, actions = np.asarray(rollout.obs), np.asarray(rollout.actions)
-        t_len, n_envs = obs.shape[:2]
-        flat_obs = obs.reshape(t_len * n_envs, *obs.shape[2:])  # (T·N, *obs_shape)
-        flat_act = actions.reshape(t_len * n_envs, *actions.shape[2:])  # (T·N, *act_shape)
-        # The trainer already normalised the ensemble (mean 0, std 1 per member) over recent labelled
-        # segments; re-normalising per rollout would erase progress between rollouts.
-        with self.lock:
-            members = self.ensemble.predict_members(flat_obs, flat_act)  # (M, T·N)
-        rewards = np.asarray(members.mean(axis=0), dtype=np.float32).reshape(t_len, n_envs)
-        return rewards, proxy_vs_true(members, np.asarray(rollout.true_rewards).reshape(-1))
+        if pairs:
+            self.reward_metrics = self.reward.train(pairs, self.counters)
+        return self.reward_metrics if pairs else {}
 
     # ------------------------------------------------------------------ the run
 
@@ -231,8 +185,8 @@ class PreferenceLoop:
         from prefrl.utils.metrics import MetricsSink
 
         cfg = self.cfg
-        sink = MetricsSink(self.run_dir / "tb", self.run_dir / "metrics.jsonl", total=cfg.steps if cfg.progress else None, initial=self.counters.global_step,
-                           desc="control", postfix=("charts/true_return", "reward/accuracy"))  # fmt: skip
+        sink = MetricsSink(self.run_dir / "tb", self.run_dir / "metrics.jsonl", total=cfg.steps if cfg.progress else None,
+                           initial=self.counters.global_step, desc="control", postfix=("charts/true_return", "reward/accuracy"))  # fmt: skip
         workers = BackgroundWorkers(self) if cfg.asynchronous else None
         session_start, elapsed_before = time.monotonic(), self.counters.elapsed_seconds
         try:
@@ -249,12 +203,12 @@ class PreferenceLoop:
                 if workers is None:  # learn (in the background when asynchronous)
                     self.answer_pending()
                     self.train_reward()
-                rewards, proxy_metrics = self.predict_rewards(rollout)  # (T, N)
+                rewards, proxy_metrics = self.reward.predict(rollout)  # (T, N)
                 opt_metrics = self.agent.update(rollout, rewards)
                 self.counters.iteration += 1
                 self.counters.elapsed_seconds = elapsed_before + time.monotonic() - session_start
                 sps = cfg.steps_per_rollout / max(time.monotonic() - t0, 1e-9)
-                self._log(sink, finished, {**proxy_metrics, **opt_metrics, "charts/sps": sps})
+                self.history.iterations.append(run_state.log_iteration(self, sink, finished, {**proxy_metrics, **opt_metrics, "charts/sps": sps}))
                 if time.monotonic() - self._last_ckpt >= 60.0 * cfg.checkpoint_minutes:
                     self.checkpoint()
         finally:
@@ -275,30 +229,13 @@ class PreferenceLoop:
         while time.monotonic() < deadline and self.store.count_queries(status="pending") > 0:
             time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
         self.answer_pending()
-        if self._n_trained_pairs != len(self.training_pairs()):
+        if self.reward.n_trained_pairs != len(self.training_pairs()):
             self.train_reward()
-        with self.lock:
-            self.history.segment_returns = segment_return_scatter(self.ensemble, self.pool.segments())
+        self.history.segment_returns = self.reward.segment_returns(self.pool.segments())
         if cfg.true_reward_baseline and not self.history.baseline_episodes:
             self.history.baseline_episodes = run_true_reward_ppo(cfg, sink=sink)
         self.checkpoint()
-        write_run_outputs(self.run_dir, cfg, self.history, self.counters)
-
-    def _log(self, sink: Any, finished: list[tuple[int, float]], metrics: dict[str, Any]) -> None:
-        step = self.counters.global_step
-        answered = self.store.count_comparisons()
-        row: dict[str, float] = {"labels/total": float(self.counters.queries_posted), "labels/answered": float(answered)}
-        recent = [r for _, r in self.history.episodes[-10:]]
-        if recent:
-            row["charts/true_return"] = float(np.mean(recent))
-        row.update(self.reward_metrics)
-        row.update({k: float(v) for k, v in metrics.items() if _is_number(v)})
-        self.history.iterations.append(sink.log(row, step, advance=self.cfg.steps_per_rollout, labels=f"{answered}/{self.cfg.labels}"))
-        for s, r in finished:
-            sink.scalar("charts/episodic_return", r, s)
-
-
-# ----------------------------------------------------------------------------- entry points
+        run_state.write_run_outputs(self.run_dir, cfg, self.history, self.counters)
 
 
 def train(cfg: ControlConfig) -> Path:
@@ -309,7 +246,3 @@ def train(cfg: ControlConfig) -> Path:
 def resume(run_dir: str | Path, **overrides: Any) -> Path:
     """Continue a checkpointed run to its configured number of steps."""
     return PreferenceLoop.resume(run_dir, **overrides).run()
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)

@@ -52,6 +52,12 @@ def build_optimizer(cfg: Any, *, n_envs: int | None = None, seed: int | None = N
         from prefrl.control.optimizer import PPOAgent
 
         return PPOAgent(make_vec_env(cfg.env_id, n_envs, seed, **env_kwargs), cfg.ppo, seed)
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            f"optimizer {cfg.optimizer!r} needs stable-baselines3, which is not installed (pip install stable-baselines3)"
+        ) from None
     from prefrl.control.sb3 import SB3Optimizer, sb3_algorithm
 
     return SB3Optimizer.from_control_config(cfg, sb3_algorithm(cfg.optimizer), n_envs=n_envs, seed=seed)

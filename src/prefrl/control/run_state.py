@@ -27,6 +27,7 @@ __all__ = [
     "loop_state",
     "restore_loop_state",
     "history_dict",
+    "log_iteration",
     "write_run_outputs",
     "load_run_config",
     "load_agent",
@@ -134,6 +135,21 @@ def restore_loop_state(loop: Any, state: dict[str, Any]) -> None:
             loop.counters.queries_posted = max(loop.counters.queries_posted, loop.store.count_queries())
     except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as e:
         raise CheckpointError(f"checkpoint in {loop.run_dir} does not fit this run: {type(e).__name__}: {e}") from e
+
+
+def log_iteration(loop: Any, sink: Any, finished: list[tuple[int, float]], metrics: dict[str, Any]) -> dict[str, float]:
+    """One row per policy update to ``sink`` (TensorBoard, ``metrics.jsonl``, the bar); returns it for the history."""
+    answered = loop.store.count_comparisons()
+    row: dict[str, float] = {"labels/total": float(loop.counters.queries_posted), "labels/answered": float(answered)}
+    recent = [r for _, r in loop.history.episodes[-10:]]
+    if recent:
+        row["charts/true_return"] = float(np.mean(recent))
+    row.update(loop.reward_metrics)
+    row.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)})
+    out = sink.log(row, loop.counters.global_step, advance=loop.cfg.steps_per_rollout, labels=f"{answered}/{loop.cfg.labels}")
+    for step, ret in finished:
+        sink.scalar("charts/episodic_return", ret, step)
+    return out
 
 
 def history_dict(history: History, counters: LoopCounters) -> dict[str, Any]:

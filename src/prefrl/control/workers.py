@@ -1,7 +1,7 @@
 """``asynchronous=True``: reward training and the teacher in background threads while the policy collects.
 
 The policy reads rewards from its own copy of the ensemble; the trainer's copy is copied over
-under ``loop.lock`` after every reward round (:meth:`PreferenceLoop.train_reward`).
+under ``loop.reward.lock`` after every reward round (:class:`~prefrl.control.learned_reward.LearnedReward`).
 """
 
 from __future__ import annotations
