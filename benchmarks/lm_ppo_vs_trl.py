@@ -11,8 +11,8 @@ of the comparison):
 
 - prefrl PPO (``LMPPOTrainer.step``): sample B completions (the sampler records the
   policy's log-probs and entropy); score them with three more networks (reference
-  log-probs, critic values, reward model); GAE; ``ppo_epochs`` passes of clipped policy + value updates (one minibatch
-  of B each, so ``ppo_epochs`` gradient steps of policy and critic).
+  log-probs, critic values, reward model); GAE; ``update_epochs`` passes of clipped policy + value updates (one minibatch
+  of B each, so ``update_epochs`` gradient steps of policy and critic).
 - TRL GRPO / RLOO (``trainer.train`` steps): sample B completions (B / G prompts × G
   generations); reward model; reference log-probs (β > 0); one gradient step of the
   policy (``num_iterations=1``, no critic).
@@ -68,8 +68,8 @@ def worker_ppo(
 
     from prefrl.lm.models import LoraSpec, load_causal_lm, load_tokenizer
     from prefrl.lm.ppo import LMPPOConfig, LMPPOTrainer
+    from prefrl.lm.reward_functions import RewardModelScorer
     from prefrl.lm.reward_model import RewardModel
-    from prefrl.lm.rewards import RewardModelScorer
 
     torch.set_num_threads(1)
     lora = LoraSpec(lora_r, 2.0 * lora_r, 0.0) if lora_r else None
@@ -81,9 +81,9 @@ def worker_ppo(
     )
     cfg = LMPPOConfig(
         batch_size=batch,
-        mini_batch_size=batch,
+        minibatch_size=batch,
         forward_batch_size=batch,
-        ppo_epochs=epochs,
+        update_epochs=epochs,
         max_new_tokens=max_new,
         temperature=1.0,
         kl_coef=0.05,

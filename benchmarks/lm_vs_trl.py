@@ -93,14 +93,14 @@ def worker_prefrl(
         log_every=1,
     )
     if stage == "rm":
-        from prefrl.lm.configs import RMConfig
-        from prefrl.lm.rm_trainer import train_reward_model
+        from prefrl.lm.reward_model_config import RMConfig
+        from prefrl.lm.reward_model_trainer import train_reward_model
 
         res = train_reward_model(RMConfig(normalize=False, **common))
         losses = [h["loss/bt"] for h in res["history"]]
     else:
-        from prefrl.lm.configs import DPOConfig
         from prefrl.lm.dpo import train_dpo
+        from prefrl.lm.dpo_config import DPOConfig
 
         res = train_dpo(DPOConfig(beta=0.1, **common))
         losses = [h["loss/dpo"] for h in res["history"]]
@@ -242,9 +242,9 @@ def prefrl_dpo_check(policy: str, ref: str, data: str, batch_file: str, trl: dic
     ``train_dpo`` computes them (packed pairs); plus our loss on TRL's own log-probs."""
     import torch
 
-    from prefrl.lm.common import completion_logprobs
     from prefrl.lm.data import PreferenceExample
     from prefrl.lm.dpo import pair_logprobs
+    from prefrl.lm.logprobs import completion_logprobs
     from prefrl.lm.models import load_causal_lm
     from prefrl.losses import dpo_loss
 

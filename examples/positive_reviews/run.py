@@ -6,7 +6,7 @@ Pipeline (each stage caches its output under --out, so a rerun resumes where it 
             reward (VADER compound sentiment, standing in for people) is hidden behind a
             stochastic B-Pref teacher that answers σ(β·Δgold) — noisy preference labels, as
             from people — and says "can't tell" on near-ties (those pairs are dropped);
-2. rm     — a Bradley-Terry reward model on those pairs (``prefrl.lm.rm_trainer``);
+2. rm     — a Bradley-Terry reward model on those pairs (``prefrl.lm.reward_model_trainer``);
 3. ppo    — PPO with four roles (``prefrl.lm.ppo``): policy, frozen reference, critic
             initialised from the RM, frozen RM as reward; gold logged on every rollout;
 4. dpo    — DPO on the same pairs (``prefrl.lm.dpo``), run in a second process alongside 2–3;
@@ -125,9 +125,9 @@ def load_prompt_texts() -> list[str]:
 
 
 def make_pairs(model_name: str, prompts: list[str], b: Budget, out: Path, seed: int) -> Path:
-    from prefrl.lm.generation import sample_responses
     from prefrl.lm.models import load_causal_lm
-    from prefrl.lm.rewards import VaderScorer
+    from prefrl.lm.reward_functions import VaderScorer
+    from prefrl.lm.rollout import sample_responses
     from prefrl.teachers.synthetic import make_teacher
 
     path = out / "pairs.jsonl"
@@ -182,8 +182,8 @@ def make_pairs(model_name: str, prompts: list[str], b: Budget, out: Path, seed: 
 
 
 def train_rm(model_name: str, pairs: Path, b: Budget, out: Path, seed: int) -> Path:
-    from prefrl.lm.configs import RMConfig
-    from prefrl.lm.rm_trainer import train_reward_model
+    from prefrl.lm.reward_model_config import RMConfig
+    from prefrl.lm.reward_model_trainer import train_reward_model
 
     rm_dir = out / "rm"
     if (rm_dir / "reward_model.json").exists():
@@ -209,22 +209,11 @@ def train_rm(model_name: str, pairs: Path, b: Budget, out: Path, seed: int) -> P
 # ------------------------------------------------------------------------------ 3. PPO
 
 
-class GoldLogged:
-    """Wraps the RM reward; records the gold (VADER) score of every rollout it scores."""
-
-    def __init__(self, reward_fn, vader) -> None:  # noqa: ANN001
-        self.reward_fn, self.vader, self.last_gold = reward_fn, vader, float("nan")
-
-    def __call__(self, batch):  # noqa: ANN001, ANN204
-        self.last_gold = float(self.vader(batch).mean())
-        return self.reward_fn(batch)
-
-
 def train_ppo(model_name: str, rm_dir: Path, prompts: list[str], b: Budget, out: Path, seed: int) -> Path:
     from prefrl.lm.models import load_causal_lm
     from prefrl.lm.ppo import LMPPOConfig, LMPPOTrainer, freeze_all_but_top_layers
+    from prefrl.lm.reward_functions import RewardModelScorer, VaderScorer
     from prefrl.lm.reward_model import RewardModel
-    from prefrl.lm.rewards import RewardModelScorer, VaderScorer
 
     ppo_dir = out / "ppo"
     if (ppo_dir / "done").exists():
@@ -235,13 +224,11 @@ def train_ppo(model_name: str, rm_dir: Path, prompts: list[str], b: Budget, out:
     rm = RewardModel.from_pretrained(rm_dir, trainable=False)
     freeze_all_but_top_layers(policy, b.ppo_top_layers)
     freeze_all_but_top_layers(critic, b.ppo_top_layers)
-    reward = GoldLogged(
-        RewardModelScorer(rm, RewardModel.load_tokenizer(rm_dir), max_length=128), VaderScorer()
-    )
+    reward = RewardModelScorer(rm, RewardModel.load_tokenizer(rm_dir), max_length=128)
     cfg = LMPPOConfig(
         batch_size=b.ppo_batch,
-        mini_batch_size=b.ppo_minibatch,
-        ppo_epochs=b.ppo_epochs,
+        minibatch_size=b.ppo_minibatch,
+        update_epochs=b.ppo_epochs,
         max_new_tokens=b.max_new_tokens,
         temperature=TEMPERATURE,
         learning_rate=b.ppo_lr,
@@ -251,7 +238,7 @@ def train_ppo(model_name: str, rm_dir: Path, prompts: list[str], b: Budget, out:
         vf_coef=0.1,
         seed=seed,
     )
-    trainer = LMPPOTrainer(policy, ref, critic, reward, tok, cfg)
+    trainer = LMPPOTrainer(policy, ref, critic, reward, tok, cfg, gold_fn=VaderScorer())
     if (ppo_dir / "trainer_state.pt").exists():
         trainer.load_checkpoint(ppo_dir)
         log(f"ppo: resumed at step {trainer.global_step}")
@@ -264,39 +251,29 @@ def train_ppo(model_name: str, rm_dir: Path, prompts: list[str], b: Budget, out:
     )
 
     def record(m: dict) -> None:
-        m["gold/scores"] = reward.last_gold
+        m["gold/scores"] = m["objective/gold"]
         log(
             f"ppo step {int(m['step'])}: rm {m['objective/scores']:+.3f} gold {m['gold/scores']:+.3f} "
             f"kl {m['objective/kl']:.2f} len {m['response/length']:.1f} {m['time/step_s']:.0f}s"
         )
         recent_kl.append(m["objective/kl"])
-        if len(recent_kl) >= 3 and float(np.mean(recent_kl[-3:])) >= b.ppo_kl_stop:
-            raise _KLBudgetReached(m)
 
-    try:
-        trainer.train(
-            prompts,
-            b.ppo_steps,
-            log_path=metrics_path,
-            checkpoint_dir=ppo_dir,
-            save_every=4,
-            callback=record,
-        )
-    except _KLBudgetReached as stop:  # the step ran; log it and checkpoint here, as train() would have
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps({k: (None if v != v else v) for k, v in stop.metrics.items()}) + "\n")
-        trainer.save_checkpoint(ppo_dir)
+    def kl_budget_reached(m: dict) -> bool:
+        return len(recent_kl) >= 3 and float(np.mean(recent_kl[-3:])) >= b.ppo_kl_stop
+
+    trainer.train(
+        prompts,
+        b.ppo_steps,
+        log_path=metrics_path,
+        checkpoint_dir=ppo_dir,
+        save_every=4,
+        callback=record,
+        stop=kl_budget_reached,
+    )
+    if trainer.global_step < b.ppo_steps:
         log(f"ppo: stopped at step {trainer.global_step}: training KL reached {b.ppo_kl_stop} nats")
     (ppo_dir / "done").write_text("")
     return ppo_dir
-
-
-class _KLBudgetReached(Exception):
-    """Raised from the PPO callback when the training-rollout KL reaches ``Budget.ppo_kl_stop``."""
-
-    def __init__(self, metrics: dict) -> None:
-        super().__init__("KL budget reached")
-        self.metrics = metrics
 
 
 # ------------------------------------------------------------------------------ 4. DPO (second process)
@@ -344,7 +321,7 @@ def sequence_kl(policy, ref, batch) -> torch.Tensor:  # noqa: ANN001
     The exact per-step KL summed along the sample: an unbiased, low-variance estimate of the
     sequence KL(π‖π_ref) (it is the k1 estimate with the per-step expectation taken exactly).
     """
-    from prefrl.lm.common import position_ids_from_mask
+    from prefrl.lm.encoding import position_ids_from_mask
 
     ids, mask, p = batch.input_ids, batch.attention_mask, batch.n_query
     r = ids.shape[1] - p
@@ -364,8 +341,8 @@ def _prompt_se(values: list[float], per_prompt: int) -> float:
 
 
 def evaluate_policy(policy, ref, tok, prompts: list[str], b: Budget, seed: int) -> dict:  # noqa: ANN001
-    from prefrl.lm.generation import sample_responses
-    from prefrl.lm.rewards import VaderScorer
+    from prefrl.lm.reward_functions import VaderScorer
+    from prefrl.lm.rollout import sample_responses
 
     g = torch.Generator().manual_seed(seed)
     vader = VaderScorer()
@@ -395,9 +372,9 @@ def evaluate_policy(policy, ref, tok, prompts: list[str], b: Budget, seed: int) 
 
 def best_of_n_curve(ref, tok, rm_dir: Path, prompts: list[str], b: Budget, seed: int) -> list[dict]:  # noqa: ANN001
     from prefrl.lm.best_of_n import best_of_n_kl
-    from prefrl.lm.generation import sample_responses
+    from prefrl.lm.reward_functions import RewardModelScorer, VaderScorer
     from prefrl.lm.reward_model import RewardModel
-    from prefrl.lm.rewards import RewardModelScorer, VaderScorer
+    from prefrl.lm.rollout import sample_responses
 
     rm = RewardModel.from_pretrained(rm_dir, trainable=False)
     scorer = RewardModelScorer(rm, RewardModel.load_tokenizer(rm_dir), max_length=128)

@@ -2,7 +2,7 @@
 
 The policy plays a teacher; the frozen base model plays the student and is also the PPO
 reference. Reward = sentiment of the student's next reply in [0, 1] (see
-``prefrl.lm.chat``). Each arm trains a fresh copy of the base model with LMPPOTrainer:
+``chat.py`` beside this script). Each arm trains a fresh copy of the base model with LMPPOTrainer:
 
 - ``penalty``: per-token KL penalty with a fixed β (InstructGPT);
 - ``budget_lo`` / ``budget_hi``: a sequence-level KL budget (dual ascent on β).
@@ -30,16 +30,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from chat import ChatConfig, ChatReward, is_silent  # beside this script (its directory is on sys.path)
 
 from prefrl.diagnostics.degenerate import degenerate_report
-from prefrl.diagnostics.kl import kl_metrics, kl_position_profile
+from prefrl.diagnostics.kl_profile import kl_metrics, kl_position_profile
 from prefrl.diagnostics.report import markdown_table, plot_kl_profiles, plot_metric_curves
-from prefrl.lm.chat import ChatConfig, ChatReward, is_silent
-from prefrl.lm.common import position_ids_from_mask
-from prefrl.lm.generation import RolloutBatch, encode_prompts, response_logprobs, sample_responses
+from prefrl.lm.encoding import position_ids_from_mask
+from prefrl.lm.logprobs import response_logprobs
 from prefrl.lm.models import load_causal_lm
 from prefrl.lm.ppo import LMPPOConfig, LMPPOTrainer, freeze_all_but_top_layers
 from prefrl.lm.reward_model import RewardModel
+from prefrl.lm.rollout import RolloutBatch, encode_prompts, sample_responses
 
 TRAIN_OPENERS = [
     "I failed my maths test again.",
@@ -187,10 +188,6 @@ def evaluate(
     return out, profile, samples
 
 
-class StopTraining(Exception):
-    """Raised by the step callback when the wall-clock limit (--stop-at) has passed."""
-
-
 def arm_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The runs of the experiment by name: KL control and the empty-turn rule."""
     return {
@@ -226,8 +223,8 @@ def run_arm(name: str, spec: dict[str, Any], args: argparse.Namespace, base: tor
     spec = dict(spec)
     empty_turn = spec.pop("empty_turn", "base")
     cfg = LMPPOConfig(
-        batch_size=args.batch_size, mini_batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        learning_rate=args.lr, ppo_epochs=args.ppo_epochs, seed=args.seed, **spec,
+        batch_size=args.batch_size, minibatch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        learning_rate=args.lr, update_epochs=args.ppo_epochs, seed=args.seed, **spec,
     )
     chat = ChatReward(base, tokenizer, ChatConfig(empty_turn=empty_turn, partner_max_new_tokens=args.max_new_tokens),
                       torch.Generator().manual_seed(args.seed + 17))
@@ -257,12 +254,11 @@ def run_arm(name: str, spec: dict[str, Any], args: argparse.Namespace, base: tor
                 flush=True,
             )
 
-            if args.stop_at is not None and time.time() > args.stop_at:
-                raise StopTraining
+        def past_stop_at(metrics: dict[str, float]) -> bool:
+            return args.stop_at is not None and time.time() > args.stop_at
 
-        try:
-            trainer.train(prompts, args.steps, callback=on_step)
-        except StopTraining:
+        trainer.train(prompts, args.steps, callback=on_step, stop=past_stop_at, progress=False)
+        if trainer.global_step < args.steps:
             print(f"[{name}] stopped at step {trainer.global_step} by --stop-at", flush=True)
     ev, prof, samples = evaluate(policy, base, tokenizer, chat, eval_prompts, cfg, args.seed + 1)
     last = hist[-min(5, len(hist)) :]
@@ -412,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # the base model evaluated as if it were the policy (KL 0 by construction)
         chat0 = ChatReward(base, tokenizer, ChatConfig(partner_max_new_tokens=args.max_new_tokens),
                            torch.Generator().manual_seed(args.seed + 17))
-        cfg0 = LMPPOConfig(batch_size=args.batch_size, mini_batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+        cfg0 = LMPPOConfig(batch_size=args.batch_size, minibatch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
         ev, _, samples = evaluate(base, base, tokenizer, chat0, chat0.prompts_for(eval_openers), cfg0, args.seed + 1)
         (out / "results_base.json").write_text(json.dumps(ev, indent=1))
         (out / "samples_base.json").write_text(json.dumps(samples, indent=1))

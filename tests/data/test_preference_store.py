@@ -470,3 +470,35 @@ def test_login_tokens_redeem_once_and_can_be_reissued(tmp_path):
     assert fresh != token and store.redeem_token(fresh).name == "zoe"
     with pytest.raises(KeyError):
         store.reissue_token("nobody")
+
+
+def test_out_of_range_numbers_are_refused_before_the_database(store: PreferenceStore, two_segments) -> None:
+    a, b = two_segments
+    qid = store.add_query(a, b)
+    store.lease_query("alice")
+    for call in (lambda: store.get_query(2**63), lambda: store.answer_query(2**64, "alice", 1.0),
+                 lambda: store.release_query(2**31, "alice"), lambda: store.undo_answer(2**63, "alice"),
+                 lambda: store.get_segments([a, 2**70]), lambda: store.comparisons(since_id=2**64),
+                 lambda: store.add_comparison(a, 2**63, 1.0, "t"),
+                 lambda: store.lease_query("bob", lease_seconds=1e300)):
+        with pytest.raises(ValueError, match="range|at most"):
+            call()
+    with pytest.raises(ValueError, match="policy_version"):
+        store.add_segment(make_segment(np.random.default_rng(0), policy_version=2**63))
+    assert store.get_query(qid).leased_to == "alice" and store.count_comparisons() == 0
+
+
+def test_undo_that_fails_changes_nothing(store: PreferenceStore, two_segments) -> None:
+    a, b = two_segments
+    q1, q2 = store.add_query(a, b, priority=2.0), store.add_query(b, a, priority=1.0)
+    store.lease_query("alice")
+    comp = store.answer_query(q1, "alice", 1.0)
+    assert store.lease_query("alice").id == q2
+    with pytest.raises(LeaseError, match="release_query_id: no query"):
+        store.undo_answer(comp.id, "alice", release_query_id=999)
+    assert store.count_comparisons() == 1 and store.get_query(q1).status == "answered"
+    assert store.get_query(q2).status == "leased"
+    # one transaction: the answer is undone and the displayed lease given back together
+    query = store.undo_answer(comp.id, "alice", release_query_id=q2)
+    assert query.id == q1 and query.status == "pending" and store.get_query(q2).status == "pending"
+    assert store.lease_query("alice").id == q1

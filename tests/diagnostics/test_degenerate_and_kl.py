@@ -3,7 +3,7 @@
 import torch
 
 from prefrl.diagnostics.degenerate import degenerate_report, repetition_score, whitespace_only_change
-from prefrl.diagnostics.kl import front_loaded_fraction, kl_metrics, kl_position_profile
+from prefrl.diagnostics.kl_profile import front_loaded_fraction, kl_metrics, kl_position_profile
 
 CLEAN = [
     "This blender is quiet and the jug cleans easily.",

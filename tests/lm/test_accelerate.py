@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from prefrl.lm.configs import DPOConfig
 from prefrl.lm.dpo import train_dpo
+from prefrl.lm.dpo_config import DPOConfig
 from prefrl.lm.models import load_causal_lm
 
 

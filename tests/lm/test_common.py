@@ -5,18 +5,16 @@ import math
 import pytest
 import torch
 
-from prefrl.lm.common import (
-    batch_indices,
+from prefrl.lm.encoding import (
     collate_prompt_completion,
-    completion_logprobs,
     last_token_index,
-    load_training_state,
     pad_sequences,
     position_ids_from_mask,
-    save_training_state,
-    token_logprobs,
 )
+from prefrl.lm.logprobs import completion_logprobs, token_logprobs
 from prefrl.lm.models import tiny_causal_lm
+from prefrl.lm.training import batch_indices, load_training_state, save_training_state
+from prefrl.utils.rng import PrivateTorchRNG
 
 
 def test_pad_and_masks() -> None:
@@ -73,20 +71,26 @@ def test_batch_indices_resume_and_shard() -> None:
 
 
 def test_training_state_roundtrip(tmp_path) -> None:
+    # The run's own RNG stream round-trips; the global torch RNG is neither saved nor restored (#11).
     p = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.AdamW([p], lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
     p.grad = torch.ones(3)
     opt.step()
     sched.step()
-    torch.manual_seed(123)
-    save_training_state(tmp_path, step=7, optimizer=opt, scheduler=sched, extra={"epoch": 1})
-    expected = torch.rand(2)
+    rng = PrivateTorchRNG(123)
+    save_training_state(tmp_path, step=7, optimizer=opt, scheduler=sched, extra={"epoch": 1}, rng=rng)
+    with rng.active():
+        expected = torch.rand(2)
     opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))], lr=0.1)
     sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lambda s: 1.0 / (s + 1))
-    state = load_training_state(tmp_path, opt2, sched2)
+    rng2 = PrivateTorchRNG(0)
+    global_before = torch.get_rng_state()
+    state = load_training_state(tmp_path, opt2, sched2, rng=rng2)
+    assert torch.equal(torch.get_rng_state(), global_before)
     assert state["step"] == 7 and state["extra"] == {"epoch": 1}
-    assert torch.equal(torch.rand(2), expected)
+    with rng2.active():
+        assert torch.equal(torch.rand(2), expected)
     assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
     assert sched2.last_epoch == 1
     with pytest.raises(FileNotFoundError, match="cannot resume"):

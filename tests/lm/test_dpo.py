@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from prefrl.lm.common import completion_logprobs
-from prefrl.lm.configs import DPOConfig
 from prefrl.lm.data import PreferenceExample
 from prefrl.lm.dpo import _pair_batch, dpo_batch_metrics, reference_logprobs, train_dpo
+from prefrl.lm.dpo_config import DPOConfig
+from prefrl.lm.logprobs import completion_logprobs
 from prefrl.lm.models import LoraSpec, load_causal_lm
 from prefrl.losses import dpo_loss
 

@@ -9,19 +9,14 @@ import math
 import pytest
 import torch
 
-import prefrl.lm.common as common
-from prefrl.lm.common import (
-    collate_prompt_completion,
-    completion_logprobs,
-    make_adamw,
-    pack_preference_pairs,
-    packed_pair_logprobs,
-    position_ids_from_mask,
-)
+import prefrl.lm.logprobs as common
 from prefrl.lm.data import PreferenceExample
 from prefrl.lm.dpo import pair_logprobs
+from prefrl.lm.encoding import collate_prompt_completion, pack_preference_pairs, position_ids_from_mask
+from prefrl.lm.logprobs import completion_logprobs, packed_pair_logprobs
 from prefrl.lm.models import LoraSpec, tiny_causal_lm
 from prefrl.lm.reward_model import RewardModel
+from prefrl.lm.training import make_adamw
 from prefrl.losses import dpo_loss
 
 PROMPTS = ["Q: hi", "Q: a much longer prompt, with more tokens", "x"]
@@ -195,7 +190,7 @@ def test_fused_adamw_matches_default_adamw() -> None:
 
 def test_response_logprobs_fast_path_equals_log_softmax_path() -> None:
     """PPO's minibatch log-probs (gather − logsumexp) equal the log-softmax path that also gives entropy."""
-    from prefrl.lm.generation import response_logprobs
+    from prefrl.lm.logprobs import response_logprobs
 
     torch.manual_seed(0)
     model = tiny_causal_lm()[0].eval()

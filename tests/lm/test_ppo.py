@@ -7,11 +7,11 @@ import copy
 import pytest
 import torch
 
-from prefrl.lm.generation import find_first_eos, sample_responses
 from prefrl.lm.models import LoraSpec, tiny_causal_lm
 from prefrl.lm.ppo import METRIC_NAMES, LMPPOConfig, LMPPOTrainer
+from prefrl.lm.reward_functions import TokenFrequencyReward
 from prefrl.lm.reward_model import RewardModel
-from prefrl.lm.rewards import TokenFrequencyReward
+from prefrl.lm.rollout import find_first_eos, sample_responses
 
 PROMPTS = ["hello", "the cat sat", "x", "a good film because", "b", "review:", "yes", "ok then"]
 
@@ -26,7 +26,7 @@ def make_trainer(reward_fn=None, ref="copy", lora=False, **cfg_kwargs) -> LMPPOT
     critic = RewardModel.from_causal_lm(tiny_causal_lm(seed=1)[0])
     ref_policy = copy.deepcopy(policy) if ref == "copy" else None
     defaults = dict(
-        batch_size=8, mini_batch_size=4, max_new_tokens=10, temperature=1.0, learning_rate=3e-3, ppo_epochs=2
+        batch_size=8, minibatch_size=4, max_new_tokens=10, temperature=1.0, learning_rate=3e-3, update_epochs=2
     )
     defaults.update(cfg_kwargs)
     if reward_fn is None:
@@ -65,7 +65,7 @@ def test_ppo_learns_to_emit_a_token(granularity):
     reward = TokenFrequencyReward(x, granularity, value=1.0 if granularity == "token" else 10.0)
     trainer = make_trainer(reward, kl_coef=0.0)
     before = _mean_reward(trainer, x, seed=123)
-    for _ in range(25):
+    for _ in range(35):  # the tiny model takes off after ~25 steps (1.06 at 25, 9.8 at 35)
         trainer.step(PROMPTS)
     after = _mean_reward(trainer, x, seed=123)
     assert after > before + 1.0, (before, after)
@@ -183,7 +183,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="batch_size"):
         trainer.step(PROMPTS[:3])
     with pytest.raises(ValueError, match="mini_batch_size"):
-        LMPPOConfig(batch_size=8, mini_batch_size=3)
+        LMPPOConfig(batch_size=8, minibatch_size=3)
     with pytest.raises(ValueError, match="kl_estimator"):
         LMPPOConfig(kl_estimator="k4")
     with pytest.raises(ValueError, match="kl_control"):
@@ -215,7 +215,7 @@ def test_freeze_all_but_top_layers_stops_backward_there():
 
 
 def test_sampler_records_the_policy_logprobs_and_entropy_it_sampled_from():
-    from prefrl.lm.generation import response_logprobs
+    from prefrl.lm.logprobs import response_logprobs
 
     policy, tok = tiny_causal_lm(seed=0)
     policy.eval()
@@ -257,7 +257,7 @@ def test_sampler_draws_from_the_softmax():
 
 
 def test_inverse_cdf_sampling_matches_the_probabilities_and_skips_zeros():
-    from prefrl.lm.generation import _inverse_cdf_sample
+    from prefrl.lm.rollout import _inverse_cdf_sample
 
     probs = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3, 0.0]]).repeat(20000, 1)
     draws = _inverse_cdf_sample(probs, torch.Generator().manual_seed(0))

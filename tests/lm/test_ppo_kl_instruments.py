@@ -90,8 +90,8 @@ def test_reward_model_scorer_aggregates_ensemble_heads():
     import torch
 
     from prefrl.lm.models import tiny_causal_lm
+    from prefrl.lm.reward_functions import RewardModelScorer
     from prefrl.lm.reward_model import RewardModel
-    from prefrl.lm.rewards import RewardModelScorer
 
     model, tok = tiny_causal_lm(seed=0)
     rm = RewardModel.from_causal_lm(model, n_heads=3)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from prefrl.lm.common import TRAINING_STATE_FILE
-from prefrl.lm.configs import DPOConfig, RMConfig, SFTConfig
 from prefrl.lm.dpo import train_dpo
+from prefrl.lm.dpo_config import DPOConfig
 from prefrl.lm.models import load_causal_lm
 from prefrl.lm.reward_model import RewardModel
-from prefrl.lm.rm_trainer import train_reward_model
+from prefrl.lm.reward_model_config import RMConfig
+from prefrl.lm.reward_model_trainer import train_reward_model
 from prefrl.lm.sft import train_sft
+from prefrl.lm.sft_config import SFTConfig
+from prefrl.lm.training import TRAINING_STATE_FILE
 
 COMMON = {"max_steps": 4, "batch_size": 2, "learning_rate": 1e-3, "warmup_steps": 1}
 

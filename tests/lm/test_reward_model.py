@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prefrl.lm.common import pad_sequences
+from prefrl.lm.encoding import pad_sequences
 from prefrl.lm.models import LoraSpec, tiny_causal_lm
 from prefrl.lm.reward_model import RewardModel
 

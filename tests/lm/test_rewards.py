@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prefrl.lm.generation import RolloutBatch, find_first_eos
 from prefrl.lm.models import tiny_causal_lm
-from prefrl.lm.reward_model import RewardModel
-from prefrl.lm.rewards import (
+from prefrl.lm.reward_functions import (
     RewardModelScorer,
     TextReward,
     TokenFrequencyReward,
     VaderScorer,
     place_rewards,
 )
+from prefrl.lm.reward_model import RewardModel
+from prefrl.lm.rollout import RolloutBatch, find_first_eos
 
 EOS = 9
 

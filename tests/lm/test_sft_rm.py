@@ -3,12 +3,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prefrl.lm.common import collate_prompt_completion
-from prefrl.lm.configs import RMConfig, SFTConfig
+from prefrl.lm.encoding import collate_prompt_completion
 from prefrl.lm.models import tiny_tokenizer
 from prefrl.lm.reward_model import RewardModel
-from prefrl.lm.rm_trainer import reward_metrics, train_reward_model
+from prefrl.lm.reward_model_config import RMConfig
+from prefrl.lm.reward_model_trainer import reward_metrics, train_reward_model
 from prefrl.lm.sft import sft_labels, train_sft
+from prefrl.lm.sft_config import SFTConfig
 
 
 def test_sft_labels_mask_prompt_and_padding() -> None:

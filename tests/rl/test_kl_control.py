@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from prefrl.losses import kl_estimate
-from prefrl.rl.kl import AdaptiveKLController, BudgetKLController, FixedKLController, make_kl_controller
+from prefrl.rl.kl_control import (
+    AdaptiveKLController,
+    BudgetKLController,
+    FixedKLController,
+    make_kl_controller,
+)
 
 
 def _gaussian_samples(n: int, mean_ref: float, seed: int = 0):

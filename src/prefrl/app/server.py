@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import threading
 from collections import defaultdict
@@ -44,8 +43,10 @@ from fastapi.templating import Jinja2Templates
 
 from prefrl.app import stats
 from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, Session, SessionSigner
+from prefrl.data.schema import MAX_ID
 from prefrl.data.store import LeaseError, PreferenceStore, Query
 from prefrl.data.types import Comparison, Segment, check_mu, utcnow
+from prefrl.utils.files import atomic_write
 
 APP_DIR = Path(__file__).resolve().parent
 
@@ -168,13 +169,36 @@ _SECURITY_HEADERS = {
 }
 
 
+def _check_id(value: Any, name: str) -> int:
+    """A positive id the database can hold, or 422 naming the field (before any store call)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+        raise HTTPException(422, f"{name} must be an id from 1 to {MAX_ID}, got {shown}")
+    return value
+
+
 def _int_field(body: dict, name: str, *, required: bool = True) -> int | None:
     value = body.get(name)
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise HTTPException(422, f"{name} must be a positive integer, got {value!r}")
-    return value
+    return _check_id(value, name)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """A request body as a JSON object, or 400 saying why (malformed, NaN/Infinity, nested too deep)."""
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:  # the C parser recurses once per level: 8,000 "[" fit in 16 KiB
+        raise HTTPException(400, "request body is not valid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPException(400, f"request body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "request body must be a JSON object")
+    return body
 
 
 class ClipCache:
@@ -200,15 +224,19 @@ class ClipCache:
             if target.exists():
                 return target
             segment = self.store.get_segment(int(segment_id))
-            self.clips_dir.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp.mp4")
-            try:
-                self.renderer(segment, tmp)
-                if not tmp.exists() or tmp.stat().st_size == 0:
-                    raise RuntimeError(f"renderer wrote no clip for segment {segment_id}")
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+
+            def render(tmp: Path) -> None:
+                # Encoders (ffmpeg) pick the container by suffix, and atomic_write's name ends in .tmp.
+                video = tmp.with_name(tmp.name + ".mp4")
+                try:
+                    self.renderer(segment, video)
+                    if not video.exists() or video.stat().st_size == 0:
+                        raise RuntimeError(f"renderer wrote no clip for segment {segment_id}")
+                    video.replace(tmp)
+                finally:
+                    video.unlink(missing_ok=True)
+
+            atomic_write(target, render)
             self.renders += 1
         return target
 
@@ -273,14 +301,7 @@ def create_app(
     async def json_body(request: Request) -> dict:
         if not request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
             raise HTTPException(415, "request body must be application/json")
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(400, "request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise HTTPException(400, "request body must be a JSON object")
-        return body
+        return parse_json_object(await request.body())
 
     def query_json(query: Query, labeller: str) -> dict:
         out: dict[str, Any] = {
@@ -401,19 +422,17 @@ def create_app(
         current = _int_field(body, "current_query_id", required=False)
 
         def run() -> dict:
-            try:
-                store.undo_answer(comparison_id, session.labeller, window_seconds=cfg.undo_window_seconds)
+            if current is not None:
+                _raise_unknown_query(current)
+            try:  # one transaction: the displayed pair is given back so the undone one returns first
+                store.undo_answer(comparison_id, session.labeller, window_seconds=cfg.undo_window_seconds,
+                                  release_query_id=current)
             except LeaseError as e:
                 try:
                     store.get_comparison(comparison_id)
                 except KeyError:
                     raise HTTPException(404, f"unknown comparison {comparison_id}") from None
                 raise HTTPException(409, f"cannot undo comparison {comparison_id}: {e}") from None
-            if current is not None:
-                try:  # give the displayed pair back so the undone one (leased first) returns
-                    store.release_query(current, session.labeller)
-                except LeaseError:
-                    pass  # already lapsed or never held: nothing to give back
             return {"undone": comparison_id, "next": lease_next(session)}
 
         return await _run_sync(run)
@@ -433,6 +452,7 @@ def create_app(
     @app.get("/clips/{segment_id}.mp4")
     def clip(segment_id: int, request: Request) -> Response:
         session = require_session(request)
+        segment_id = _check_id(segment_id, "segment_id")
         with shown_lock:
             allowed = session.is_admin or segment_id in shown[session.labeller]
         if not allowed:

@@ -27,10 +27,19 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def set_threads(threads: int | None) -> None:
+    """The entry point's choice of torch intra-op threads (``ControlConfig.threads``; 0 or None: torch's default)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
 def _train(cfg: Any, resume: Path | None = None) -> dict[str, Any]:
     from prefrl.control.checkpoint import CheckpointError
     from prefrl.control.loop import PreferenceLoop
 
+    set_threads(cfg.threads)  # a setting of this process, also on --resume (not of the run)
     try:
         loop = PreferenceLoop.resume(resume, progress=cfg.progress) if resume is not None else PreferenceLoop(cfg)
     except (ValueError, CheckpointError) as e:
@@ -39,8 +48,15 @@ def _train(cfg: Any, resume: Path | None = None) -> dict[str, Any]:
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
-    """The one-line JSON summary ``control train`` prints (like every ``lm`` command): the report's numbers."""
+    """The one-line JSON summary ``control train`` prints (like every ``lm`` command): the report's numbers.
+
+    A run that trained no reward model gets a warning line on stderr first.
+    """
+    from prefrl.control.report import NO_REWARD_MODEL
+
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    if summary.get("reward_rounds") == 0:
+        typer.secho(f"Warning: {NO_REWARD_MODEL}.", err=True, fg=typer.colors.YELLOW)
     return {"run_dir": str(run_dir), "report": str(run_dir / "report.html"), **summary}
 
 
@@ -70,8 +86,12 @@ def evaluate(
         raise _fail(f"--episodes must be ≥ 1, got {episodes}")
     try:
         agent, cfg = load_agent(run_dir)
+        if video is not None:
+            from prefrl.control.render import check_renderable
+
+            check_renderable(cfg.env_id)  # before the evaluation, not after it
     except (ValueError, CheckpointError) as e:
-        raise _fail(str(e)) from None
+        raise _fail(f"--video: {e}" if video is not None and "render" in str(e) else str(e)) from None
     import numpy as np
 
     returns = agent.evaluate(cfg.env_id, episodes, seed=seed, fixed_horizon=cfg.fixed_horizon, drop_ctrl_cost=cfg.drop_ctrl_cost)
@@ -96,6 +116,7 @@ def demo(
 
     try:
         cfg = demo_config(run_dir=str(run_dir) if run_dir else None, seed=seed, baseline=baseline, progress=progress)
+        set_threads(cfg.threads)
         loop = PreferenceLoop(cfg)
     except ValueError as e:
         raise _fail(str(e)) from None

@@ -1,8 +1,8 @@
 """`prefrl lm …` commands: sft, rm, dpo, generate, evaluate, best-of-n, pairs.
 
 Each command's options and their ``--help`` are generated from the fields of the
-stage's config dataclass (``prefrl.lm.configs``), so the documentation lives in one
-place. Stage modules (torch, transformers) are imported only when a command runs.
+stage's config dataclass (``prefrl.lm.<stage>_config``, torch-free), so the documentation lives
+in one place. Stage modules (torch, transformers) are imported only when a command runs.
 Multi-process: ``accelerate launch --num_processes 2 -m prefrl.cli lm sft …``.
 """
 
@@ -13,50 +13,55 @@ from typing import Any
 import typer
 
 from prefrl.cli.options import command_from_config
-from prefrl.lm import configs as C
+from prefrl.lm.best_of_n_config import BestOfNConfig
+from prefrl.lm.dpo_config import DPOConfig
+from prefrl.lm.generate_config import EvaluateConfig, GenerateConfig, PairsConfig
+from prefrl.lm.ppo_config import PPORunConfig
+from prefrl.lm.reward_model_config import RMConfig
+from prefrl.lm.sft_config import SFTConfig
 
 app = typer.Typer(no_args_is_help=True)
 
 __all__ = ["app", "command_from_config"]
 
 
-def _sft(cfg: C.SFTConfig) -> Any:
+def _sft(cfg: SFTConfig) -> Any:
     from prefrl.lm.sft import train_sft
 
     return train_sft(cfg)
 
 
-def _rm(cfg: C.RMConfig) -> Any:
-    from prefrl.lm.rm_trainer import train_reward_model
+def _rm(cfg: RMConfig) -> Any:
+    from prefrl.lm.reward_model_trainer import train_reward_model
 
     return train_reward_model(cfg)
 
 
-def _dpo(cfg: C.DPOConfig) -> Any:
+def _dpo(cfg: DPOConfig) -> Any:
     from prefrl.lm.dpo import train_dpo
 
     return train_dpo(cfg)
 
 
-def _generate(cfg: C.GenerateConfig) -> Any:
+def _generate(cfg: GenerateConfig) -> Any:
     from prefrl.lm.generate import generate_completions
 
     return generate_completions(cfg)
 
 
-def _evaluate(cfg: C.EvaluateConfig) -> Any:
+def _evaluate(cfg: EvaluateConfig) -> Any:
     from prefrl.lm.generate import evaluate
 
     return evaluate(cfg)
 
 
-def _best_of_n(cfg: C.BestOfNConfig) -> Any:
+def _best_of_n(cfg: BestOfNConfig) -> Any:
     from prefrl.lm.best_of_n import best_of_n
 
     return best_of_n(cfg)
 
 
-def _pairs(cfg: C.PairsConfig) -> Any:
+def _pairs(cfg: PairsConfig) -> Any:
     from prefrl.lm.generate import push_pairs
 
     ids = push_pairs(cfg)
@@ -66,53 +71,44 @@ def _pairs(cfg: C.PairsConfig) -> Any:
 command_from_config(
     app,
     "sft",
-    C.SFTConfig,
+    SFTConfig,
     _sft,
     "Supervised fine-tuning on prompt-completion data (loss on completion tokens only).",
 )
 command_from_config(
     app,
     "rm",
-    C.RMConfig,
+    RMConfig,
     _rm,
     "Train a Bradley-Terry reward model from a preference file or a PreferenceStore.",
 )
-command_from_config(app, "dpo", C.DPOConfig, _dpo, "Direct preference optimisation (DPO / IPO / cDPO).")
-command_from_config(app, "generate", C.GenerateConfig, _generate, "Sample responses for prompts; JSONL out.")
+command_from_config(app, "dpo", DPOConfig, _dpo, "Direct preference optimisation (DPO / IPO / cDPO).")
+command_from_config(app, "generate", GenerateConfig, _generate, "Sample responses for prompts; JSONL out.")
 command_from_config(
-    app, "evaluate", C.EvaluateConfig, _evaluate, "Score generations with a reward model and/or VADER gold."
+    app, "evaluate", EvaluateConfig, _evaluate, "Score generations with a reward model and/or VADER gold."
 )
 command_from_config(
     app,
     "best-of-n",
-    C.BestOfNConfig,
+    BestOfNConfig,
     _best_of_n,
     "Best-of-n sampling against a reward model (baseline / ReST data).",
 )
 command_from_config(
     app,
     "pairs",
-    C.PairsConfig,
+    PairsConfig,
     _pairs,
     "Sample two responses per prompt and queue them in a store for labellers.",
 )
 
 
-# ---------------------------------------------------------------- ppo (part B: prefrl.lm.ppo)
-
-
-def _ppo(cfg: Any) -> Any:
+def _ppo(cfg: PPORunConfig) -> Any:
     from prefrl.lm.ppo import run_ppo
 
     return run_ppo(cfg)
 
 
-def _register_ppo() -> None:
-    from prefrl.lm.ppo_config import PPORunConfig  # torch-free
-
-    command_from_config(
-        app, "ppo", PPORunConfig, _ppo, help="PPO-RLHF: policy, reference, critic (from the RM) and a frozen reward model."
-    )
-
-
-_register_ppo()
+command_from_config(
+    app, "ppo", PPORunConfig, _ppo, help="PPO-RLHF: policy, reference, critic (from the RM) and a frozen reward model."
+)

@@ -3,7 +3,8 @@
 :func:`command_from_config` registers a Typer command whose options are a config dataclass's
 fields: ``--field-name`` with the field's default and help — ``metadata["help"]``
 (:func:`prefrl.utils.config.doc`) or else the field's attribute docstring; a ``Literal`` type
-becomes a choice (checked, listed in ``--help``, refused as ``unknown <field> 'x'; choose one of …``);
+becomes a choice (listed in ``--help`` as ``<a|b>``; an unknown name is refused naming the field:
+``unknown <field> 'x'; <field> must be one of …``, as :func:`prefrl.names.check_choice` words it);
 old spellings in ``metadata["aliases"]`` stay accepted.
 
 Further field metadata, for configs that nest others (``ControlConfig.ppo``):
@@ -26,6 +27,7 @@ import inspect
 import json
 import os
 import textwrap
+import types
 import typing
 from collections.abc import Callable
 from typing import Any, Literal, get_args, get_origin
@@ -52,15 +54,27 @@ def field_docs(config_cls: type) -> dict[str, str]:
     return docs
 
 
-def _named_choice(choices: tuple[str, ...], label: str) -> Callable[[str], str]:
-    """A Typer parser that accepts one of ``choices`` and refuses the rest naming the field."""
+def _literal_choices(annotation: Any) -> tuple[Any, ...] | None:
+    """The choices of a ``Literal`` (or ``Literal | None``) annotation; None for other types."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        if len(inner) == 1 and get_origin(inner[0]) is Literal:
+            return get_args(inner[0])
+    return None
 
-    def parse(value: str) -> str:
-        if value not in choices:
-            raise typer.BadParameter(f"unknown {label} {value!r}; choose one of {', '.join(choices)}")
+
+def _choice_check(field: str, choices: tuple[Any, ...]) -> Callable[[Any], Any]:
+    """A Typer callback that accepts one of ``choices`` (or None) and refuses the rest naming the field."""
+
+    def check(value: Any) -> Any:
+        if value is not None and value not in choices:
+            allowed = ", ".join(map(repr, choices))
+            raise typer.BadParameter(f"unknown {field} {value!r}; {field} must be one of {allowed}")
         return value
 
-    return parse
+    return check
 
 
 def parse_key_values(items: list[str], option: str) -> dict[str, Any]:
@@ -89,10 +103,10 @@ def _option(name: str, annotation: Any, default: Any, decls: list[str], help: st
     kwargs: dict[str, Any] = {"help": help}
     if annotation is bool and not any("/" in d for d in decls):
         decls = [f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:]]
-    if get_origin(annotation) is Literal:
-        choices = tuple(str(c) for c in get_args(annotation))
-        kwargs.update(parser=_named_choice(choices, name), metavar="[" + "|".join(choices) + "]")
-        annotation = str
+    choices = _literal_choices(annotation)
+    if choices is not None:
+        kwargs.update(callback=_choice_check(name, choices), metavar="<" + "|".join(map(str, choices)) + ">")
+        annotation = str if type(None) not in get_args(annotation) else (str | None)
     elif get_origin(annotation) is tuple and get_args(annotation)[-1] is Ellipsis:  # tuple[int, ...]: repeatable
         annotation, default = list[get_args(annotation)[0]], list(default)  # type: ignore[valid-type]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(default, *decls, **kwargs),

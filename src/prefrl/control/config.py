@@ -83,7 +83,7 @@ class ControlConfig:
     teacher_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"key_value": True, "option": ("--teacher-arg",)}
     )
-    """Synthetic teacher parameter KEY=VALUE (beta, gamma, epsilon, skip_threshold, equal_threshold); repeatable."""
+    """Synthetic teacher parameter KEY=VALUE (beta, gamma, epsilon, skip_spread, equal_spread, skip_threshold, equal_threshold); repeatable."""
     optimizer: OptimizerName = "ppo"
     """Policy optimiser: our PPO, or a Stable-Baselines3 algorithm (``sb3-ppo``, ``sb3-sac`` …; needs stable-baselines3)."""
     n_envs: int = DEFAULT_N_ENVS
@@ -137,10 +137,14 @@ class ControlConfig:
     """With ``teacher=human``: how long the loop waits at the end for outstanding answers."""
     progress: bool = field(default=True, metadata={"option": ("--progress/--no-progress",)})
     """Show a progress bar."""
+    threads: int | None = 1
+    """torch intra-op threads of the process (``torch.set_num_threads``, set by the CLI); 1: the policy and reward MLPs are too small to gain from more, and extra threads fight the env stepping and other processes for the cores (docs/benchmarks_control.md); 0 = torch's default (one per core)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.env_id, str) or not self.env_id.strip():
             raise ValueError("env_id must be a non-empty Gymnasium id")
+        if self.steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {self.steps}")
         if self.labels < 1:
             raise ValueError(f"labels must be ≥ 1 (a preference run needs comparisons), got {self.labels}")
         if self.teacher not in TEACHER_NAMES:
@@ -172,6 +176,8 @@ class ControlConfig:
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if self.lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, got {self.lease_seconds}")
+        if self.threads is not None and self.threads < 0:
+            raise ValueError(f"threads must be ≥ 0 (0 = torch's default), got {self.threads}")
         if self.human_wait_seconds < 0:
             raise ValueError(f"human_wait_seconds must be ≥ 0, got {self.human_wait_seconds}")
         if self.teacher == "human" and self.teacher_kwargs:

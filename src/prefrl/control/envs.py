@@ -25,6 +25,7 @@ lives in :mod:`prefrl.control.sb3` (SB3 is optional).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "sim_state_supported",
     "restore",
     "env_dt",
+    "resolve_env_id",
 ]
 
 
@@ -161,14 +163,34 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/") or "NoFrameskip" in env_id
 
 
-def _check_registered(env_id: str) -> gym.envs.registration.EnvSpec:
-    if is_atari(env_id):
-        import ale_py
+def resolve_env_id(env_id: str) -> str:
+    """The registered id of ``env_id``, importing the module of Gymnasium's ``module:EnvId`` form first.
 
+    ``pointgoal:PointGoal-v0`` imports ``pointgoal`` (which registers ``PointGoal-v0``) and returns
+    ``PointGoal-v0``; a run stores the full form in its config, so eval and resume import it too.
+    ``ALE/…`` ids register ale-py. ``ValueError`` naming the problem otherwise.
+    """
+    module, _, name = env_id.rpartition(":") if ":" in env_id else ("", "", env_id)
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"environment {env_id!r}: cannot import module {module!r} ({e}); is it on PYTHONPATH?") from None
+        if name not in gym.registry:
+            raise ValueError(f"environment {env_id!r}: importing {module!r} did not register {name!r}")
+    if is_atari(name):
+        try:
+            import ale_py
+        except ImportError:
+            raise ValueError(f"environment {env_id!r} needs ale-py, which is not installed (pip install 'gymnasium[atari]')") from None
         gym.register_envs(ale_py)
-    if env_id not in gym.registry:
+    if name not in gym.registry:
         raise ValueError(f"unknown environment {env_id!r}")
-    return gym.spec(env_id)
+    return name
+
+
+def _check_registered(env_id: str) -> gym.envs.registration.EnvSpec:
+    return gym.spec(resolve_env_id(env_id))
 
 
 def _accepts_ctrl_cost_weight(spec: gym.envs.registration.EnvSpec) -> bool:
@@ -228,7 +250,10 @@ def make_env(
         kwargs["max_episode_steps"] = fixed_horizon
     if is_atari(env_id):
         kwargs["frameskip"] = 1  # AtariPreprocessing does the skipping (and max-pools the last 2 frames)
-    env = gym.make(env_id, **kwargs)
+    try:
+        env = gym.make(spec.id, **kwargs)
+    except gym.error.DependencyNotInstalled as e:  # e.g. Box2D for CarRacing: gymnasium names the extra
+        raise ValueError(f"environment {env_id!r} needs a package that is not installed: {e}") from None
     if is_atari(env_id):
         env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
         env = gym.wrappers.FrameStackObservation(env, 4)

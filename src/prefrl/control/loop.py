@@ -33,6 +33,7 @@ from prefrl.control.learned_reward import LearnedReward
 from prefrl.control.rollout import Rollout
 from prefrl.control.segments import SegmentPool, cut_segments, resolve_segment_steps
 from prefrl.data.types import Segment
+from prefrl.utils.files import remove_stale_tmp
 
 __all__ = ["PreferenceLoop", "train", "resume"]
 
@@ -63,6 +64,7 @@ class PreferenceLoop:
         self.segment_steps = cfg.segment_steps or resolve_segment_steps(env_dt(self.agent.envs), cfg.segment_seconds)
         if self.segment_steps > cfg.rollout_steps:
             raise ValueError(f"segment_steps ({self.segment_steps}) must fit in one rollout of {cfg.rollout_steps} steps")
+        run_state.check_label_budget(cfg, self.segment_steps)
         self.rng = np.random.default_rng(cfg.seed)
         self.reward = LearnedReward(cfg, self.agent.obs_space, self.agent.action_space)
         self.ensemble, self.train_ensemble, self.trainer = self.reward.ensemble, self.reward.train_ensemble, self.reward.trainer
@@ -71,9 +73,8 @@ class PreferenceLoop:
         self.schedule = LabelSchedule(cfg.labels, cfg.n_rollouts * cfg.steps_per_rollout, initial_fraction=cfg.initial_fraction)
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir = run_dir
-        self.cfg.run_dir = str(run_dir)
-        self.store = PreferenceStore(cfg.store or str(run_dir / run_state.STORE_NAME))
+        self.run_dir, self.cfg.run_dir = run_dir, str(run_dir)
+        self.store = run_state.open_store(PreferenceStore, cfg.store or str(run_dir / run_state.STORE_NAME))
         self.teacher = teacher or build_teacher(cfg.teacher, np.random.default_rng(cfg.seed + 3), self.store, **cfg.teacher_kwargs)
         if not resuming:
             (run_dir / run_state.CONFIG_NAME).write_text(cfg.to_json())
@@ -95,6 +96,7 @@ class PreferenceLoop:
             raise ValueError(f"run directory {run_dir} does not exist")
         cfg = dataclasses.replace(run_state.load_run_config(run_dir), run_dir=str(run_dir), **overrides)
         state = load_checkpoint(run_dir)  # raises CheckpointError before anything is touched
+        remove_stale_tmp(run_dir)  # a kill during an atomic write leaves .NAME.*.tmp behind
         return cls(cfg, _resume_state=state)
 
     def checkpoint(self) -> Path:
@@ -235,7 +237,7 @@ class PreferenceLoop:
         if cfg.true_reward_baseline and not self.history.baseline_episodes:
             self.history.baseline_episodes = run_true_reward_ppo(cfg, sink=sink)
         self.checkpoint()
-        run_state.write_run_outputs(self.run_dir, cfg, self.history, self.counters)
+        run_state.write_run_outputs(self)
 
 
 def train(cfg: ControlConfig) -> Path:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +28,10 @@ __all__ = [
     "loop_state",
     "restore_loop_state",
     "history_dict",
+    "check_label_budget",
+    "open_store",
     "log_iteration",
+    "answer_counts",
     "write_run_outputs",
     "load_run_config",
     "load_agent",
@@ -107,6 +111,7 @@ def loop_state(loop: Any) -> dict[str, Any]:
         "pool": loop.pool.state(),
         "rng": rng_states(loop.rng),
         "component_rngs": {name: obj.rng.bit_generator.state for name, obj in _rng_owners(loop).items()},
+        "teacher_state": loop.teacher.state_dict() if hasattr(loop.teacher, "state_dict") else None,
         "reward_metrics": dict(loop.reward_metrics),
         "segment_steps": loop.segment_steps,
     }
@@ -128,6 +133,8 @@ def restore_loop_state(loop: Any, state: dict[str, Any]) -> None:
         for name, rng_state in state.get("component_rngs", {}).items():
             if name in owners:
                 owners[name].rng.bit_generator.state = rng_state
+        if state.get("teacher_state") is not None and hasattr(loop.teacher, "load_state_dict"):
+            loop.teacher.load_state_dict(state["teacher_state"])
         loop.reward_metrics = dict(state.get("reward_metrics", {}))
         if loop.cfg.store is None:
             # The run's own store may hold queries posted after the last checkpoint (killed
@@ -137,19 +144,50 @@ def restore_loop_state(loop: Any, state: dict[str, Any]) -> None:
         raise CheckpointError(f"checkpoint in {loop.run_dir} does not fit this run: {type(e).__name__}: {e}") from e
 
 
+def answer_counts(store: Any) -> dict[str, int]:
+    """Answers in the store: all, ``equal`` (μ = 0.5) and ``incomparable`` (μ = None: skipped or can't tell)."""
+    mus = [c.mu for c in store.comparisons(kind="segment")]
+    return {"answered": len(mus), "equal": sum(m == 0.5 for m in mus), "incomparable": sum(m is None for m in mus)}
+
+
 def log_iteration(loop: Any, sink: Any, finished: list[tuple[int, float]], metrics: dict[str, Any]) -> dict[str, float]:
     """One row per policy update to ``sink`` (TensorBoard, ``metrics.jsonl``, the bar); returns it for the history."""
-    answered = loop.store.count_comparisons()
-    row: dict[str, float] = {"labels/total": float(loop.counters.queries_posted), "labels/answered": float(answered)}
+    counts = answer_counts(loop.store)
+    answered = counts["answered"]
+    row: dict[str, float] = {"labels/total": float(loop.counters.queries_posted), "labels/answered": float(answered),
+                             "labels/equal": float(counts["equal"]), "labels/incomparable": float(counts["incomparable"])}  # fmt: skip
     recent = [r for _, r in loop.history.episodes[-10:]]
     if recent:
         row["charts/true_return"] = float(np.mean(recent))
     row.update(loop.reward_metrics)
     row.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)})
-    out = sink.log(row, loop.counters.global_step, advance=loop.cfg.steps_per_rollout, labels=f"{answered}/{loop.cfg.labels}")
+    bar = {"labels": f"{answered}/{loop.cfg.labels}"}
+    bar.update({k: str(counts[k]) for k in ("equal", "incomparable") if counts[k]})  # skipped / can't tell
+    out = sink.log(row, loop.counters.global_step, advance=loop.cfg.steps_per_rollout, **bar)
     for step, ret in finished:
         sink.scalar("charts/episodic_return", ret, step)
     return out
+
+
+def check_label_budget(cfg: ControlConfig, segment_steps: int) -> None:
+    """``ValueError`` when ``cfg.labels`` exceeds the segments the run will ever collect (it would grind on repeats)."""
+    n_segments = cfg.n_rollouts * cfg.n_envs * (cfg.rollout_steps // segment_steps)
+    if cfg.labels > n_segments:
+        raise ValueError(
+            f"labels ({cfg.labels}) exceed the segments this run collects (at most {n_segments} segments of "
+            f"{segment_steps} steps in {cfg.steps} env steps): ask for at most {n_segments} labels or run more steps"
+        )
+
+
+def open_store(store_cls: type, url: str) -> Any:
+    """The run's ``PreferenceStore``; ``CheckpointError`` naming the file when it is not a readable store."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return store_cls(url)
+    except SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise CheckpointError(f"preference store {url} is corrupted or unreadable: {reason}") from None
 
 
 def history_dict(history: History, counters: LoopCounters) -> dict[str, Any]:
@@ -163,12 +201,14 @@ def history_dict(history: History, counters: LoopCounters) -> dict[str, Any]:
     }
 
 
-def write_run_outputs(run_dir: Path, cfg: ControlConfig, history: History, counters: LoopCounters) -> None:
-    """``history.json`` and the report (``report.html``, its PNGs, ``summary.json``)."""
-    from prefrl.control.report import write_report
+def write_run_outputs(loop: Any) -> None:
+    """``history.json`` and the report (``report.html``, its PNGs, ``summary.json``); warns when no reward model was trained."""
+    from prefrl.control.report import NO_REWARD_MODEL, write_report
 
-    (run_dir / HISTORY_NAME).write_text(json.dumps(history_dict(history, counters), indent=1))
-    write_report(run_dir, cfg, history, counters)
+    if loop.counters.reward_rounds == 0:
+        warnings.warn(NO_REWARD_MODEL, RuntimeWarning, stacklevel=3)
+    (loop.run_dir / HISTORY_NAME).write_text(json.dumps(history_dict(loop.history, loop.counters), indent=1))
+    write_report(loop.run_dir, loop.cfg, loop.history, loop.counters, answers=answer_counts(loop.store))
 
 
 def load_run_config(run_dir: str | Path) -> ControlConfig:

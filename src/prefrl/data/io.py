@@ -24,7 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prefrl.data.store import PreferenceStore, _segment_row, _text_pair_row, decode_array, encode_array
+from prefrl.data.schema import comparison_row, decode_array, encode_array, segment_row, text_pair_row
+from prefrl.data.store import PreferenceStore
 from prefrl.data.types import Comparison, Segment, TextPair
 
 __all__ = ["DumpCounts", "export_jsonl", "import_jsonl", "export_trl_preferences"]
@@ -215,14 +216,14 @@ def import_jsonl(store: PreferenceStore, path: str | os.PathLike[str]) -> DumpCo
             **kwargs,
         )
         try:
-            store._comparison_row(comp)
+            comparison_row(comp)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
         comparisons.append(comp)
     for i, seg in enumerate(segments):
-        _segment_row(seg, i)
+        segment_row(seg, i)
     for i, text_pair in enumerate(pairs):
-        _text_pair_row(text_pair, i)
+        text_pair_row(text_pair, i)
 
     seg_ids = store.add_segments(segments) if segments else []
     pair_ids = store.add_text_pairs(pairs) if pairs else []

@@ -1,13 +1,19 @@
-"""The records of preference learning: trajectory segments, text pairs and comparisons."""
+"""The records of preference learning: trajectory segments, text pairs and comparisons,
+and the labelling queries and labellers the store keeps beside them."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
+
+QueryStatus = Literal["pending", "leased", "answered"]
+LabellerRole = Literal["labeller", "admin"]
+QUERY_STATUSES: tuple[str, ...] = get_args(QueryStatus)
+LABELLER_ROLES: tuple[str, ...] = get_args(LabellerRole)
 
 #: Allowed preference masses on the *left* item: left better, right better, equally good.
 MU_VALUES = (1.0, 0.0, 0.5)
@@ -118,3 +124,41 @@ class Comparison:
     created_at: datetime = field(default_factory=utcnow)
     labeller: str | None = None
     id: int | None = None
+
+
+@dataclass
+class Query:
+    """A pair waiting for a person's answer, as handed out by :meth:`PreferenceStore.lease_query`.
+
+    Attributes:
+        id: the query's id in the store.
+        left_id, right_id: the segments to compare (a control query), or
+        text_pair_id: the text pair to compare (a language-model query).
+        priority: higher is asked first (e.g. ensemble disagreement).
+        status: "pending" (free), "leased" (someone is labelling it) or "answered".
+        leased_to: labeller holding (or who last held) the lease.
+        lease_expires_at: UTC time at which the lease lapses and the query is free again.
+        created_at: UTC time the query was added.
+        labeller: only this labeller may lease it; ``None`` means anyone.
+    """
+
+    id: int
+    left_id: int | None
+    right_id: int | None
+    text_pair_id: int | None
+    priority: float
+    status: QueryStatus
+    leased_to: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    labeller: str | None = None
+
+
+@dataclass
+class Labeller:
+    """A person allowed to label. Only a hash of their token is stored."""
+
+    id: int
+    name: str
+    role: LabellerRole
+    created_at: datetime

@@ -35,7 +35,7 @@ def plot_kl_profiles(
     """Plot each run's mean per-token KL at every response position (one line per run).
 
     Args:
-        profiles: run name → (T,) profile from :func:`prefrl.diagnostics.kl.kl_position_profile`.
+        profiles: run name → (T,) profile from :func:`prefrl.diagnostics.kl_profile.kl_position_profile`.
         path: the PNG to write.
         max_positions: draw only the first this many positions (None = all).
     """

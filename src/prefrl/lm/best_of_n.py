@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prefrl.lm.configs import BestOfNConfig
+from prefrl.lm.best_of_n_config import BestOfNConfig
 from prefrl.lm.data import write_jsonl
 from prefrl.lm.generate import _prompts, sample_n, score_responses
 from prefrl.lm.models import load_causal_lm
@@ -68,7 +68,7 @@ def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
         "objective/kl": best_of_n_kl(cfg.n),
     }
     if cfg.gold:
-        from prefrl.lm.rewards import VaderScorer
+        from prefrl.lm.reward_functions import VaderScorer
 
         vader = VaderScorer()
         gold_all = vader.score_texts(flat_r).reshape(len(prompts), cfg.n)

@@ -18,17 +18,14 @@ from typing import Any
 
 import torch
 
-from prefrl.lm.common import (
-    collate_prompt_completion,
-    completion_logprobs,
-    pack_preference_pairs,
-    packed_pair_logprobs,
-    run_training,
-)
-from prefrl.lm.configs import DPOConfig
 from prefrl.lm.data import PreferenceExample, load_preferences
+from prefrl.lm.dpo_config import DPOConfig
+from prefrl.lm.encoding import collate_prompt_completion, pack_preference_pairs
+from prefrl.lm.logprobs import completion_logprobs, packed_pair_logprobs
 from prefrl.lm.models import load_causal_lm
+from prefrl.lm.training import run_training
 from prefrl.losses import dpo_loss
+from prefrl.utils.files import atomic_write
 
 __all__ = ["DPOConfig", "train_dpo", "reference_logprobs", "pair_logprobs", "dpo_batch_metrics"]
 
@@ -51,7 +48,7 @@ def pair_logprobs(
 ) -> torch.Tensor:
     """(2B,) summed log π of the chosen then the rejected responses of ``rows``.
 
-    One packed row per pair (:func:`~prefrl.lm.common.pack_preference_pairs`: the prompt
+    One packed row per pair (:func:`~prefrl.lm.encoding.pack_preference_pairs`: the prompt
     is computed once for both responses); two rows per pair when truncation cut the
     prompt differently for the two responses. Same values either way.
     """
@@ -117,7 +114,7 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     from accelerate import Accelerator
 
     acc = Accelerator()
-    policy, tokenizer = load_causal_lm(cfg.resume or cfg.model, lora=None if cfg.resume else cfg.lora)
+    policy, tokenizer = load_causal_lm(cfg.resume or cfg.model, lora=None if cfg.resume else cfg.lora, seed=cfg.seed)
     policy.to(acc.device)  # the reference pass below runs on the training device
     loaded = load_preferences(cfg.data, tokenizer, cfg.skip_bad_rows)
     examples = loaded.examples
@@ -151,8 +148,7 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
         ref_logps = reference_logprobs(ref, tokenizer, examples, cfg.max_length, cfg.batch_size)
         del ref
         if acc.is_main_process:  # every process computed the same values
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"key": key, "logps": ref_logps}, cache)
+            atomic_write(cache, lambda tmp: torch.save({"key": key, "logps": ref_logps}, tmp))
 
     def loss_fn(m: Any, idx: list[int], device: Any) -> tuple[torch.Tensor, dict[str, float]]:
         rows = [examples[i] for i in idx]
@@ -163,11 +159,11 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
         loss = losses.mean()
         return loss, {"loss/dpo": loss.item(), **dpo_batch_metrics(pc, pr, ref[:, 0], ref[:, 1], cfg.beta)}
 
-    def save_fn(m: Any, d: Path) -> None:
+    def save_fn(m: Any, d: Path, final: bool) -> None:
         m.save_pretrained(d)
         tokenizer.save_pretrained(d)
-        if Path(d) != cache.parent:
-            torch.save({"key": key, "logps": ref_logps}, Path(d) / "ref_logps.pt")
+        if not final:  # the final save goes to output_dir, which already holds the cache
+            atomic_write(Path(d) / "ref_logps.pt", lambda tmp: torch.save({"key": key, "logps": ref_logps}, tmp))
 
     result = run_training(cfg, policy, len(examples), loss_fn, save_fn, "dpo", accelerator=acc)
     result["skipped_rows"] = loaded.skipped

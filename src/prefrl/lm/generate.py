@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from prefrl.lm.common import collate_prompt_completion
-from prefrl.lm.configs import EvaluateConfig, GenerateConfig, PairsConfig, SamplingArgs
 from prefrl.lm.data import load_completions, load_prompts, write_jsonl
+from prefrl.lm.encoding import collate_prompt_completion
+from prefrl.lm.generate_config import EvaluateConfig, GenerateConfig, PairsConfig, SamplingArgs
 from prefrl.lm.models import load_causal_lm
 
 __all__ = [
@@ -41,7 +41,7 @@ def sample_n(
     model: Any, tokenizer: Any, prompts: list[str], n: int, cfg: SamplingArgs, generator: torch.Generator
 ) -> list[list[str]]:
     """n sampled responses for each prompt: ``out[i][j]`` is sample j of prompt i."""
-    from prefrl.lm.generation import sample_responses
+    from prefrl.lm.rollout import sample_responses
 
     flat = [p for p in prompts for _ in range(n)]
     responses: list[str] = []
@@ -119,7 +119,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, float]:
         per_row["rm_score"] = s.tolist()
         summary.update({"objective/scores": float(s.mean()), "objective/scores_std": float(s.std())})
     if cfg.gold:
-        from prefrl.lm.rewards import VaderScorer
+        from prefrl.lm.reward_functions import VaderScorer
 
         g = VaderScorer().score_texts(responses)
         per_row["gold_score"] = g.tolist()

@@ -34,6 +34,8 @@ __all__ = [
     "EOS_TOKEN",
     "CHATML_TEMPLATE",
     "freeze_all_but_top_layers",
+    "is_peft",
+    "add_lora",
 ]
 
 #: End-of-turn token of SmolLM2 and of the tiny test tokenizer; also their pad token.
@@ -192,8 +194,11 @@ def load_causal_lm(
     dtype: torch.dtype = torch.float32,
     lora: LoraSpec | None = None,
     padding_side: Literal["left", "right"] = "right",
+    seed: int = 0,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)``; with ``lora`` the model is a trainable ``peft`` model.
+
+    ``seed`` seeds the fresh LoRA adapters' initialisation (:func:`add_lora`).
 
     A directory holding ``adapter_config.json`` (a LoRA checkpoint written by the
     stages) is loaded as its base model plus the trainable adapter; ``lora`` is then
@@ -233,10 +238,28 @@ def load_causal_lm(
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
     if lora is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, lora.to_peft("CAUSAL_LM"))
+        model = add_lora(model, lora, "CAUSAL_LM", seed=seed)
     return model, tokenizer
+
+
+def add_lora(model: torch.nn.Module, lora: LoraSpec, task_type: str | None = "CAUSAL_LM", seed: int = 0) -> Any:
+    """``model`` wrapped with fresh, trainable LoRA adapters (``peft.get_peft_model``).
+
+    PEFT initialises the adapters from the global torch RNG; they are drawn here from a
+    block seeded with ``seed``, so the same call gives the same adapters and the caller's
+    global RNG is left as it was.
+    """
+    from peft import get_peft_model
+
+    from prefrl.utils.rng import seeded_global_rng
+
+    with seeded_global_rng(seed):
+        return get_peft_model(model, lora.to_peft(task_type))
+
+
+def is_peft(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a PEFT (LoRA) model."""
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
 def tiny_tokenizer() -> Any:
@@ -287,8 +310,9 @@ def tiny_causal_lm(seed: int = 0) -> tuple[Any, Any]:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    from prefrl.utils.rng import seeded_global_rng
+
+    with seeded_global_rng(seed):  # HF initialises from the global RNG
         model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -5,7 +5,7 @@
   adapter disabled, so no second copy is held;
 - **critic** V_φ: a reward-model-shaped network (``per_token_scores``) initialised from the
   trained reward model and read per token;
-- **reward**: any :class:`prefrl.lm.rewards.RewardFn` — a frozen reward model, a gold scorer,
+- **reward**: any :class:`prefrl.lm.reward_functions.RewardFn` — a frozen reward model, a gold scorer,
   a per-token or per-span function.
 
 One :meth:`LMPPOTrainer.step` reads top to bottom in cleanrl's order: rollout → score
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,15 +28,19 @@ from typing import Any
 import torch
 
 from prefrl.diagnostics.degenerate import degenerate_report
-from prefrl.diagnostics.kl import kl_summary
+from prefrl.diagnostics.kl_profile import kl_summary
 from prefrl.diagnostics.overoptimisation import GoldProxyMonitor
-from prefrl.lm.common import make_adamw, release_free_memory
-from prefrl.lm.generation import RolloutBatch, response_logprobs, sample_responses
-from prefrl.lm.models import freeze_all_but_top_layers
+from prefrl.lm.logprobs import response_logprobs
+from prefrl.lm.models import freeze_all_but_top_layers, is_peft
+from prefrl.lm.ppo_checkpoint import load_ppo_checkpoint, save_ppo_checkpoint
 from prefrl.lm.ppo_config import LMPPOConfig, PPORunConfig
-from prefrl.lm.rewards import RewardFn, place_rewards
-from prefrl.losses import clipped_surrogate_loss, clipped_value_loss, gae, kl_estimate
-from prefrl.rl.kl import make_kl_controller
+from prefrl.lm.reward_functions import RewardFn, call_reward, place_rewards
+from prefrl.lm.rollout import RolloutBatch, sample_responses
+from prefrl.lm.training import make_adamw, release_free_memory
+from prefrl.losses import gae, kl_estimate, masked_mean, masked_whiten
+from prefrl.rl.kl_control import make_kl_controller
+from prefrl.rl.ppo import MinibatchOutput, explained_variance, ppo_diagnostics, ppo_epoch_knobs, ppo_epochs
+from prefrl.utils.metrics import MetricsSink
 
 __all__ = [
     "LMPPOConfig",
@@ -69,20 +71,6 @@ METRIC_NAMES = (
 )
 
 
-def _is_peft(model: torch.nn.Module) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-def _masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    mean = _masked_mean(x, mask)
-    var = _masked_mean((x - mean) ** 2, mask)
-    return (x - mean) * torch.rsqrt(var + eps) * mask
-
-
 class LMPPOTrainer:
     """PPO-RLHF trainer for a causal LM.
 
@@ -93,7 +81,7 @@ class LMPPOTrainer:
             copy of the policy as it is now.
         critic: value network with ``per_token_scores(input_ids, attention_mask) -> (B, T)``,
             normally a ``prefrl.lm.reward_model.RewardModel`` initialised from the trained RM.
-        reward_fn: scores rollouts per sequence, token or span (see ``prefrl.lm.rewards``).
+        reward_fn: scores rollouts per sequence, token or span (see ``prefrl.lm.reward_functions``).
         tokenizer: the policy's tokenizer (pad and EOS set; they may be the same token).
         cfg: hyper-parameters.
     """
@@ -122,7 +110,7 @@ class LMPPOTrainer:
         self.gold_fn = gold_fn
         self.gold_monitor = GoldProxyMonitor(window=10)
         self.tokenizer = tokenizer
-        if ref_policy is None and not _is_peft(policy):
+        if ref_policy is None and not is_peft(policy):
             ref_policy = copy.deepcopy(policy)
         self.ref_policy = ref_policy
         if self.ref_policy is not None:
@@ -223,7 +211,8 @@ class LMPPOTrainer:
         # 2. score: policy / reference log-probs, values, task reward
         scored = self._score_rollouts(batch)
         old_logprobs, ref_logprobs, old_values = scored["logprobs"], scored["ref_logprobs"], scored["values"]
-        reward_out = self.reward_fn(batch)
+        reward = call_reward(self.reward_fn, batch)
+        reward_out = reward.rewards
         if isinstance(reward_out, torch.Tensor) and reward_out.dim() == 1 and cfg.score_clip is not None:
             reward_out = reward_out.clamp(-cfg.score_clip, cfg.score_clip)
         scores, score_rewards = place_rewards(reward_out, batch)  # (B,), (B, R)
@@ -248,7 +237,7 @@ class LMPPOTrainer:
         )  # (R, B)
         advantages, returns = adv_t.T * mask, ret_t.T * mask  # (B, R)
         if cfg.whiten_advantages:
-            advantages = _masked_whiten(advantages, mask)
+            advantages = masked_whiten(advantages, mask)
         t_score = time.perf_counter()
 
         # 5. epochs of clipped updates over minibatches
@@ -263,25 +252,20 @@ class LMPPOTrainer:
         self.n_samples += b
 
         # 7. metrics
-        valid_returns = returns[mask.bool()]
-        valid_values = old_values[mask.bool()]
-        var_ret = torch.var(valid_returns) if valid_returns.numel() > 1 else torch.tensor(0.0)
-        explained_var = (
-            float(1.0 - torch.var(valid_returns - valid_values) / var_ret) if var_ret > 0 else float("nan")
-        )
         non_score_seq = non_score_rewards.sum(1)
         metrics = {
             "objective/scores": float(scores.mean()),
             **kl_summary(kl_t, mask),  # objective/kl (sequence sum), kl_token, kl_seq_max, kl_front_loaded
-            "objective/entropy": float(_masked_mean(scored["entropy"], mask)),
+            "objective/entropy": float(masked_mean(scored["entropy"], mask)),
             "objective/non_score_reward": float(non_score_seq.mean()),
             "objective/rlhf_reward": float((scores + non_score_seq).mean()),
             "objective/kl_coef": beta,
             **stats,
-            "val/explained_variance": explained_var,
+            "val/explained_variance": explained_variance(old_values, returns, mask),
             "val/num_eos_tokens": float(batch.has_eos.sum()),
             "response/length": float(mask.sum(1).mean()),
             **degenerate_report(batch.responses, rewards=scores.tolist()),
+            **reward.metrics,  # e.g. reward/ensemble_std: the heads' disagreement on the policy's own samples
             **self._gold_metrics(batch, scores, kl_seq),
             "time/rollout_s": t_rollout - t_start,
             "time/score_s": t_score - t_rollout,
@@ -293,11 +277,9 @@ class LMPPOTrainer:
 
     def _gold_metrics(self, batch: RolloutBatch, scores: torch.Tensor, kl_seq: torch.Tensor) -> dict[str, float]:
         out = {}
-        spread = getattr(self.reward_fn, "last_disagreement", None)
-        if spread is not None:
-            out["reward/ensemble_std"] = float(spread.mean())  # disagreement on the policy's own samples
         if self.gold_fn is not None:
-            gold = float(torch.as_tensor(self.gold_fn(batch), dtype=torch.float32).mean())
+            gold_rewards = call_reward(self.gold_fn, batch).rewards
+            gold = float(torch.as_tensor(gold_rewards, dtype=torch.float32).mean())
             out["objective/gold"] = gold
             diverging = self.gold_monitor.record(
                 self.global_step, proxy=float(scores.mean()), gold=gold, kl=float(kl_seq.mean())
@@ -316,59 +298,45 @@ class LMPPOTrainer:
         ref_logprobs: torch.Tensor,
         beta: float,
     ) -> dict[str, float]:
-        cfg = self.cfg
-        dev = self.device
+        """Epochs of clipped policy and value updates (:func:`prefrl.rl.ppo.ppo_epochs`) over the batch.
+
+        Policy and critic have their own optimisers, each clipped to ``max_grad_norm``; with
+        ``kl_penalty="loss"`` the KL to the reference enters as ``extra_loss``.
+        """
+        cfg, dev = self.cfg, self.device
         ids, attn, p = batch.input_ids, batch.attention_mask, batch.n_query
         n_resp = ids.shape[1] - p
+        b_mask, b_old_lp, b_ref_lp = mask.to(dev), old_logprobs.to(dev), ref_logprobs.to(dev)  # (B, R)
         self.last_minibatch_stats = []
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(cfg.batch_size, generator=self.generator)
-            for k in range(cfg.n_minibatches):
-                idx = perm[k * cfg.mini_batch_size : (k + 1) * cfg.mini_batch_size]
-                mb_ids, mb_attn = ids[idx].to(dev), attn[idx].to(dev)
-                mb_mask = mask[idx].to(dev)
-                mb_old_lp = old_logprobs[idx].to(dev)
-                new_lp, _ = response_logprobs(self.policy, mb_ids, mb_attn, p, cfg.temperature)  # (mb, R)
-                new_values = self.critic.per_token_scores(mb_ids, mb_attn)[:, p - 1 : p - 1 + n_resp].float()
-                pg_loss = clipped_surrogate_loss(
-                    new_lp, mb_old_lp, advantages[idx].to(dev), cfg.clip_coef, mb_mask
-                )
-                vf_loss = clipped_value_loss(
-                    new_values, old_values[idx].to(dev), returns[idx].to(dev), cfg.value_clip_coef, mb_mask
-                )
-                loss = pg_loss + cfg.vf_coef * vf_loss
-                if cfg.kl_penalty == "loss":
-                    kl_loss = _masked_mean(kl_estimate(new_lp, ref_logprobs[idx].to(dev), cfg.kl_estimator), mb_mask)
-                    loss = loss + beta * kl_loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(
-                    self.policy_optimizer.param_groups[0]["params"], cfg.max_grad_norm
-                )
-                torch.nn.utils.clip_grad_norm_(
-                    self.critic_optimizer.param_groups[0]["params"], cfg.max_grad_norm
-                )
-                self.policy_optimizer.step()
-                self.critic_optimizer.step()
-                # Free the gradients now, not before the next backward: they would otherwise sit
-                # in memory next to the next minibatch's activations.
-                self.policy_optimizer.zero_grad(set_to_none=True)
-                self.critic_optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    log_ratio = (new_lp - mb_old_lp) * mb_mask
-                    self.last_minibatch_stats.append(
-                        {
-                            "policy/approx_kl": float(_masked_mean(0.5 * log_ratio**2, mb_mask)),
-                            "policy/clipfrac": float(
-                                _masked_mean(((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float(), mb_mask)
-                            ),
-                            "loss/policy": float(pg_loss),
-                            "loss/value": float(vf_loss),
-                        }
-                    )
-        n = len(self.last_minibatch_stats)
-        return {
-            key: sum(s[key] for s in self.last_minibatch_stats) / n for key in self.last_minibatch_stats[0]
-        }
+
+        def evaluate(idx: torch.Tensor) -> MinibatchOutput:
+            mb_ids, mb_attn, dev_idx = ids[idx].to(dev), attn[idx].to(dev), idx.to(dev)
+            mb_mask = b_mask[dev_idx]
+            new_lp, entropy = response_logprobs(
+                self.policy, mb_ids, mb_attn, p, cfg.temperature, with_entropy=cfg.ent_coef > 0
+            )  # (mb, R)
+            # value of the state before response token t sits at column P − 1 + t
+            new_values = self.critic.per_token_scores(mb_ids, mb_attn)[:, p - 1 : p - 1 + n_resp].float()
+            kl_loss = None
+            if cfg.kl_penalty == "loss":
+                kl_loss = beta * masked_mean(kl_estimate(new_lp, b_ref_lp[dev_idx], cfg.kl_estimator), mb_mask)
+            # before this minibatch's update: the first entry shows ratio 1 when π_old = π_θ
+            diag = ppo_diagnostics(new_lp, b_old_lp[dev_idx], cfg.clip_coef, mb_mask)
+            self.last_minibatch_stats.append({k: float(v) for k, v in diag.items()})
+            return MinibatchOutput(logprobs=new_lp, values=new_values, entropy=entropy, extra_loss=kl_loss)
+
+        return ppo_epochs(
+            evaluate,
+            [self.policy_optimizer, self.critic_optimizer],
+            b_old_lp,
+            advantages.to(dev),
+            old_values=old_values.to(dev),
+            returns=returns.to(dev),
+            mask=b_mask,
+            norm_adv=False,  # advantages are whitened over the whole batch in step()
+            generator=self.generator,
+            **ppo_epoch_knobs(cfg),  # update_epochs, num_minibatches, clip_coef, clip_vloss, vf_coef, …
+        )
 
     # ------------------------------------------------------------------ outer loop
     def sample_prompts(self, prompts: Sequence[str]) -> list[str]:
@@ -391,127 +359,56 @@ class LMPPOTrainer:
         checkpoint_dir: str | Path | None = None,
         save_every: int = 0,
         callback: Callable[[dict[str, float]], None] | None = None,
+        stop: Callable[[dict[str, float]], bool] | None = None,
         tensorboard_dir: str | Path | None = None,
+        progress: bool = True,
     ) -> list[dict[str, float]]:
         """Run PPO steps until ``global_step == total_steps`` (so a resumed run continues).
 
-        Metrics of each step are passed to ``callback`` (which may add entries), then appended
-        to ``log_path`` (JSONL);
-        every ``save_every`` steps and at the end a checkpoint is written to ``checkpoint_dir``.
+        Each step's metrics go to ``callback`` (which may add entries), then to one
+        :class:`~prefrl.utils.metrics.MetricsSink` (JSONL ``log_path``, TensorBoard, progress
+        bar); ``stop(metrics)`` returning True ends the run after that step. Every
+        ``save_every`` steps and at the end a checkpoint is written to ``checkpoint_dir``.
+        Returns the metrics of the steps run.
         """
         if total_steps < 0:
             raise ValueError(f"total_steps must be ≥ 0, got {total_steps}")
         if save_every < 0:
             raise ValueError(f"save_every must be ≥ 0, got {save_every}")
-        history = []
-        writer = None
-        if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(tensorboard_dir))
-        while self.global_step < total_steps:
-            metrics = self.step(self.sample_prompts(prompts))
-            history.append(metrics)
-            if callback is not None:
-                callback(metrics)  # may add entries (e.g. a gold score) before the metrics are logged
-            if writer is not None:
-                for key, value in metrics.items():
-                    if key != "step" and math.isfinite(value):
-                        writer.add_scalar(key, value, self.global_step)
-                writer.flush()
-            if log_path is not None:
-                Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-                with open(log_path, "a") as f:
-                    f.write(
-                        json.dumps({k: (None if math.isnan(v) else v) for k, v in metrics.items()}) + "\n"
-                    )
-            if checkpoint_dir is not None and save_every and self.global_step % save_every == 0:
-                self.save_checkpoint(checkpoint_dir)
+        history: list[dict[str, float]] = []
+        sink = MetricsSink(
+            tensorboard_dir,
+            log_path,
+            total=total_steps if progress else None,
+            desc="ppo",
+            initial=self.global_step,
+            postfix=("objective/scores", "objective/kl", "policy/approx_kl", "response/length"),
+        )
+        try:
+            while self.global_step < total_steps:
+                metrics = self.step(self.sample_prompts(prompts))
+                if callback is not None:
+                    callback(metrics)  # may add entries (e.g. a gold score) before the metrics are logged
+                sink.log(metrics, self.global_step)
+                history.append(metrics)
+                if stop is not None and stop(metrics):
+                    break
+                if checkpoint_dir is not None and save_every and self.global_step % save_every == 0:
+                    self.save_checkpoint(checkpoint_dir)
+        finally:
+            sink.close()
         if checkpoint_dir is not None:
             self.save_checkpoint(checkpoint_dir)
-        if writer is not None:
-            writer.close()
         return history
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str | Path) -> Path:
-        """Write ``policy/`` (HF format + tokenizer), ``critic/`` and ``trainer_state.pt``.
-
-        The policy directory loads with ``AutoModelForCausalLM.from_pretrained`` (or, for a
-        LoRA policy, ``PeftModel.from_pretrained`` on the base); ``trainer_state.pt`` holds
-        both optimisers, the KL controller, the counters and the RNG state.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.policy.save_pretrained(directory / "policy")
-        self.tokenizer.save_pretrained(directory / "policy")
-        if hasattr(self.critic, "save_pretrained"):
-            self.critic.save_pretrained(directory / "critic")
-        else:
-            (directory / "critic").mkdir(exist_ok=True)
-            torch.save(self.critic.state_dict(), directory / "critic" / "critic.pt")
-        state = {
-            "policy_optimizer": self.policy_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "kl_controller": dict(vars(self.kl_controller)),
-            "global_step": self.global_step,
-            "n_samples": self.n_samples,
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "config": self.cfg.to_dict(),
-        }
-        tmp = directory / "trainer_state.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(directory / "trainer_state.pt")
-        (directory / "ppo_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        return directory
+        """Write a resumable checkpoint to ``directory`` (:func:`prefrl.lm.ppo_checkpoint.save_ppo_checkpoint`)."""
+        return save_ppo_checkpoint(self, directory)
 
     def load_checkpoint(self, directory: str | Path, load_models: bool = True) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint`.
-
-        With ``load_models=False`` only the optimisers, KL controller, counters and RNG are
-        restored (when the caller already built the policy and critic from the checkpoint's
-        ``policy/`` and ``critic/`` directories).
-        """
-        directory = Path(directory)
-        state_path = directory / "trainer_state.pt"
-        if not state_path.is_file():
-            raise FileNotFoundError(f"no trainer_state.pt in {directory}")
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if load_models:
-            self._load_policy_weights(directory / "policy")
-            self._load_critic_weights(directory / "critic")
-        try:
-            self.policy_optimizer.load_state_dict(state["policy_optimizer"])
-            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        except ValueError as exc:
-            raise ValueError(
-                f"{state_path}: the optimiser state does not fit this trainer's trainable parameters "
-                "(resume with the same LoRA / train_top_layers settings as the saved run)"
-            ) from exc
-        for key, value in state["kl_controller"].items():
-            setattr(self.kl_controller, key, value)
-        self.global_step = int(state["global_step"])
-        self.n_samples = int(state["n_samples"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-
-    def _load_policy_weights(self, path: Path) -> None:
-        if _is_peft(self.policy):
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(self.policy, load_file(str(path / "adapter_model.safetensors")))
-            return
-        loaded = type(self.policy).from_pretrained(path, dtype=next(self.policy.parameters()).dtype)
-        self.policy.load_state_dict(loaded.state_dict())
-
-    def _load_critic_weights(self, path: Path) -> None:
-        if (path / "critic.pt").is_file():
-            self.critic.load_state_dict(torch.load(path / "critic.pt", map_location="cpu"))
-            return
-        loaded = type(self.critic).from_pretrained(path)
-        self.critic.load_state_dict(loaded.state_dict())
+        """Restore :meth:`save_checkpoint`'s checkpoint (:func:`prefrl.lm.ppo_checkpoint.load_ppo_checkpoint`)."""
+        load_ppo_checkpoint(self, directory, load_models=load_models)
 
 
 # ---------------------------------------------------------------------- building and running
@@ -526,8 +423,8 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
     """
     from prefrl.lm.data import load_prompts
     from prefrl.lm.models import LoraSpec, load_causal_lm
+    from prefrl.lm.reward_functions import RewardModelScorer
     from prefrl.lm.reward_model import RewardModel
-    from prefrl.lm.rewards import RewardModelScorer
 
     out = Path(cfg.output_dir)
     resume = Path(cfg.resume) if cfg.resume else None
@@ -540,9 +437,9 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
                 )
     lora = LoraSpec(cfg.lora_r, cfg.lora_alpha, 0.0) if cfg.lora_r and resume is None else None
     policy, tokenizer = load_causal_lm(
-        resume / "policy" if resume else cfg.policy, lora=lora, padding_side="left"
+        resume / "policy" if resume else cfg.policy, lora=lora, padding_side="left", seed=cfg.seed
     )
-    is_lora = _is_peft(policy)
+    is_lora = is_peft(policy)
     ref_policy = None if is_lora else load_causal_lm(cfg.policy)[0]
     critic = RewardModel.from_pretrained(resume / "critic" if resume else (cfg.critic or cfg.reward_model))
     reward_model = RewardModel.from_pretrained(cfg.reward_model, trainable=False)

@@ -1,6 +1,10 @@
 """Configuration of PPO for language models (InstructGPT; Ziegler et al. 2019).
 
-``LMPPOConfig`` holds the trainer's hyper-parameters; ``PPORunConfig`` adds what the
+``LMPPOConfig`` holds the trainer's hyper-parameters; the knobs PPO has in both families carry
+the control agent's (cleanrl's) names: ``learning_rate``, ``update_epochs``, ``minibatch_size``,
+``clip_coef``, ``clip_vloss``, ``vf_coef``, ``ent_coef``, ``max_grad_norm``, ``gamma``,
+``gae_lambda``, ``target_kl`` (old CLI spellings such as ``--ppo-epochs`` still work, deprecated).
+``PPORunConfig`` adds what the
 ``prefrl lm ppo`` command needs to build the four models. Every field is documented next
 to itself (``metadata["help"]``, which becomes the CLI's ``--help``) and validated in
 ``__post_init__`` so that a bad value fails when the config is built, not at step 500.
@@ -13,15 +17,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from prefrl.lm.configs import doc
+from prefrl.names import KLControl, KLEstimator, KLPenalty, check_choice
+from prefrl.rl.ppo_config import check_ppo_knobs
+from prefrl.utils.config import doc
 
 __all__ = ["LMPPOConfig", "PPORunConfig"]
-
-# Same names as prefrl.losses.KLEstimator / prefrl.rl.kl.KLControl (not imported: those pull in torch).
-KLEstimator = Literal["k1", "k2", "k3"]
-KLControl = Literal["fixed", "adaptive", "budget"]
 
 
 @dataclass
@@ -44,11 +46,11 @@ class LMPPOConfig:
     )
 
     # --- reward shaping ------------------------------------------------------------------
-    kl_estimator: str = doc(
+    kl_estimator: KLEstimator = doc(
         "Per-token KL estimator used in the penalty and the logs: k1 (−log r), k2, k3 (Schulman 2020).",
         default="k1",
     )
-    kl_penalty: str = doc(
+    kl_penalty: KLPenalty = doc(
         "Where the KL to the reference acts: 'reward' (−β·KL_t added to each token's reward, InstructGPT) or "
         "'loss' (β·mean KL estimate added to the policy loss, GRPO-style; use k2 for the same on-policy "
         "gradient as k1-in-reward, k3 regularises the reverse KL — see docs/kl.md).",
@@ -63,7 +65,7 @@ class LMPPOConfig:
         "Support constraint: sample only tokens with reference probability ≥ min_p × the top token's (None = off).",
         default=None,
     )
-    kl_control: str = doc(
+    kl_control: KLControl = doc(
         "KL coefficient controller: fixed, adaptive (Ziegler et al. 2019) or budget (dual ascent).",
         default="fixed",
     )
@@ -87,11 +89,17 @@ class LMPPOConfig:
     )
 
     # --- optimisation ---------------------------------------------------------------------
-    ppo_epochs: int = doc("Passes over each batch of rollouts.", default=4)
-    mini_batch_size: int = doc("Rows per gradient step; must divide batch_size.", default=8)
-    clip_coef: float = doc("PPO ratio clip ε.", default=0.2)
-    value_clip_coef: float | None = doc("Value clip (None = unclipped value loss).", default=0.2)
+    update_epochs: int = doc("Passes over each batch of rollouts.", default=4, aliases=("--ppo-epochs",))
+    minibatch_size: int = doc(
+        "Rows (responses) per gradient step; must divide batch_size.", default=8, aliases=("--mini-batch-size",)
+    )
+    clip_coef: float = doc("PPO ratio clip ε (and the value clip when clip_vloss).", default=0.2)
+    clip_vloss: bool = doc("Clip the value change to ±clip_coef around the rollout's values.", default=True)
     vf_coef: float = doc("Weight of the value loss.", default=0.1)
+    ent_coef: float = doc("Weight of the policy-entropy bonus (0 = none).", default=0.0)
+    target_kl: float | None = doc(
+        "Stop the epochs early once an epoch's mean approx-KL (k3) exceeds this (None = never).", default=None
+    )
     learning_rate: float = doc("Adam learning rate of the policy.", default=3e-6)
     critic_learning_rate: float | None = doc(
         "Adam learning rate of the critic (None = learning_rate).", default=None
@@ -103,55 +111,35 @@ class LMPPOConfig:
     seed: int = doc("Seeds the trainer's own generators (sampling, minibatch order).", default=0)
 
     def __post_init__(self) -> None:
-        positive = (
-            "batch_size",
-            "max_new_tokens",
-            "max_prompt_length",
-            "forward_batch_size",
-            "ppo_epochs",
-            "mini_batch_size",
-        )
-        for name in positive:
+        for name in ("batch_size", "max_new_tokens", "max_prompt_length", "forward_batch_size", "minibatch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.batch_size % self.mini_batch_size:
+        if self.batch_size % self.minibatch_size:
             raise ValueError(
-                f"mini_batch_size ({self.mini_batch_size}) must divide batch_size ({self.batch_size})"
+                f"minibatch_size (formerly mini_batch_size) = {self.minibatch_size} must divide "
+                f"batch_size = {self.batch_size}"
             )
+        check_ppo_knobs(self)  # update_epochs, learning_rate, clip_coef, max_grad_norm, gamma, gae_lambda, …
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be ≥ 0, got {self.top_k}")
-        if self.kl_estimator not in get_args(KLEstimator):
-            raise ValueError(
-                f"kl_estimator must be one of {get_args(KLEstimator)}, got {self.kl_estimator!r}"
-            )
+        check_choice("kl_estimator", self.kl_estimator, KLEstimator)
+        check_choice("kl_penalty", self.kl_penalty, KLPenalty)
+        check_choice("kl_control", self.kl_control, KLControl)
         if self.support_top_p is not None and not 0.0 < self.support_top_p <= 1.0:
             raise ValueError(f"support_top_p must be in (0, 1], got {self.support_top_p}")
         if self.support_min_p is not None and not 0.0 <= self.support_min_p <= 1.0:
             raise ValueError(f"support_min_p must be in [0, 1], got {self.support_min_p}")
-        if self.kl_penalty not in ("reward", "loss"):
-            raise ValueError(f"kl_penalty must be 'reward' or 'loss', got {self.kl_penalty!r}")
-        if self.kl_control not in get_args(KLControl):
-            raise ValueError(f"kl_control must be one of {get_args(KLControl)}, got {self.kl_control!r}")
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be ≥ 0, got {self.kl_coef}")
         if self.kl_target <= 0 or self.kl_horizon <= 0:
             raise ValueError("kl_target and kl_horizon must be positive")
         if self.score_clip is not None and self.score_clip <= 0:
             raise ValueError(f"score_clip must be positive or None, got {self.score_clip}")
-        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0):
-            raise ValueError(f"gamma and gae_lambda must lie in [0, 1], got {self.gamma}, {self.gae_lambda}")
-        if self.clip_coef <= 0:
-            raise ValueError(f"clip_coef must be positive, got {self.clip_coef}")
-        if self.value_clip_coef is not None and self.value_clip_coef <= 0:
-            raise ValueError(f"value_clip_coef must be positive or None, got {self.value_clip_coef}")
-        if self.vf_coef < 0:
-            raise ValueError(f"vf_coef must be ≥ 0, got {self.vf_coef}")
-        for name in ("learning_rate", "max_grad_norm", "adam_eps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be positive, got {self.adam_eps}")
         if self.critic_learning_rate is not None and self.critic_learning_rate <= 0:
             raise ValueError(
                 f"critic_learning_rate must be positive or None, got {self.critic_learning_rate}"
@@ -167,9 +155,9 @@ class LMPPOConfig:
         return self.learning_rate if self.critic_learning_rate is None else self.critic_learning_rate
 
     @property
-    def n_minibatches(self) -> int:
-        """Gradient steps per epoch."""
-        return self.batch_size // self.mini_batch_size
+    def num_minibatches(self) -> int:
+        """Gradient steps per epoch: batch_size / minibatch_size."""
+        return self.batch_size // self.minibatch_size
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON checkpoints)."""
@@ -177,7 +165,13 @@ class LMPPOConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LMPPOConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error (names of earlier releases are renamed)."""
+        d = dict(d)
+        for old, new in (("ppo_epochs", "update_epochs"), ("mini_batch_size", "minibatch_size")):
+            if old in d:
+                d[new] = d.pop(old)
+        if "value_clip_coef" in d:
+            d["clip_vloss"] = d.pop("value_clip_coef") is not None
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown LMPPOConfig fields: {sorted(unknown)}")

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from prefrl.lm.common import additive_attention_mask, last_token_index, position_ids_from_mask
+from prefrl.lm.encoding import additive_attention_mask, last_token_index, position_ids_from_mask
 from prefrl.lm.models import LoraSpec, load_tokenizer
+from prefrl.utils.rng import seeded_global_rng
 
 __all__ = ["RewardModel", "HEAD_FILE", "CONFIG_FILE"]
 
@@ -47,7 +48,8 @@ class RewardModel(nn.Module):
         self.backbone = backbone
         self.n_heads = n_heads
         self.hidden_size = hidden_size
-        self.head = nn.Linear(hidden_size, n_heads)
+        with seeded_global_rng(seed):  # nn.Linear's own init draws from the global RNG; overwritten below
+            self.head = nn.Linear(hidden_size, n_heads)
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             # N(0, 1/(d+1)) as in Stiennon et al. 2020, so initial scores are O(1)
@@ -65,9 +67,9 @@ class RewardModel(nn.Module):
         """Take the base model (the causal LM without its LM head) as backbone."""
         backbone = model.base_model if hasattr(model, "base_model") else model
         if lora is not None:
-            from peft import get_peft_model
+            from prefrl.lm.models import add_lora
 
-            backbone = get_peft_model(backbone, lora.to_peft(task_type=None))
+            backbone = add_lora(backbone, lora, task_type=None, seed=seed)
         return cls(backbone, hidden_size=int(model.config.hidden_size), n_heads=n_heads, seed=seed)
 
     @classmethod
@@ -127,7 +129,7 @@ class RewardModel(nn.Module):
     def pair_member_scores(self, packed: dict[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
         """(M, 2B): each head's score of the chosen then the rejected responses of packed pairs.
 
-        ``packed`` comes from :func:`prefrl.lm.common.pack_preference_pairs` (one row per
+        ``packed`` comes from :func:`prefrl.lm.encoding.pack_preference_pairs` (one row per
         pair, the prompt computed once); the scores equal :meth:`member_scores` of the
         two-row batch. The heads run only at the 2B last tokens.
         """

@@ -11,15 +11,12 @@ from typing import Any
 
 import torch
 
-from prefrl.lm.common import (
-    collate_prompt_completion,
-    cross_entropy_on_completion,
-    position_ids_from_mask,
-    run_training,
-)
-from prefrl.lm.configs import SFTConfig
 from prefrl.lm.data import load_completions
+from prefrl.lm.encoding import collate_prompt_completion, position_ids_from_mask
+from prefrl.lm.logprobs import cross_entropy_on_completion
 from prefrl.lm.models import load_causal_lm
+from prefrl.lm.sft_config import SFTConfig
+from prefrl.lm.training import run_training
 
 __all__ = ["SFTConfig", "train_sft", "sft_labels"]
 
@@ -34,7 +31,7 @@ def sft_labels(
 
 def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``cfg.data``; the checkpoint is written to ``cfg.output_dir``."""
-    model, tokenizer = load_causal_lm(cfg.resume or cfg.model, lora=None if cfg.resume else cfg.lora)
+    model, tokenizer = load_causal_lm(cfg.resume or cfg.model, lora=None if cfg.resume else cfg.lora, seed=cfg.seed)
     examples = load_completions(cfg.data, tokenizer, cfg.skip_bad_rows)
 
     def loss_fn(m: Any, idx: list[int], device: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -50,7 +47,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         loss = cross_entropy_on_completion(logits, labels)  # (B, T, V) → scalar
         return loss, {"loss/sft": loss.item()}
 
-    def save_fn(m: Any, d: Path) -> None:
+    def save_fn(m: Any, d: Path, final: bool) -> None:
         m.save_pretrained(d)
         tokenizer.save_pretrained(d)
 

@@ -2,7 +2,7 @@
 
 - :mod:`prefrl.rl.ppo`: ``PPOConfig``, ``RolloutBuffer``, ``ppo_update`` (one PPO update, built from
   :mod:`prefrl.losses`).
-- :mod:`prefrl.rl.kl`: KL-coefficient controllers.
+- :mod:`prefrl.rl.kl_control`: KL-coefficient controllers.
 
-Import from the submodules; this package imports nothing so that ``prefrl.rl.kl`` stays torch-free.
+Import from the submodules; this package imports nothing so that ``prefrl.rl.kl_control`` stays torch-free.
 """

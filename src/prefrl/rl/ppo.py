@@ -30,6 +30,7 @@ __all__ = [
     "ActorCriticPolicy",
     "MinibatchOutput",
     "ppo_epochs",
+    "ppo_epoch_knobs",
     "ppo_update",
     "ppo_diagnostics",
     "explained_variance",
@@ -310,6 +311,25 @@ def ppo_epochs(
     return metrics
 
 
+def ppo_epoch_knobs(cfg: object) -> dict[str, object]:
+    """The :func:`ppo_epochs` keywords read from a config with the shared (cleanrl) names.
+
+    Both :class:`PPOConfig` and :class:`prefrl.lm.ppo_config.LMPPOConfig` name these knobs alike:
+    ``update_epochs``, ``num_minibatches``, ``clip_coef``, ``clip_vloss`` (clip the value change
+    by ``clip_coef``), ``vf_coef``, ``ent_coef``, ``max_grad_norm``, ``target_kl``.
+    """
+    return {
+        "update_epochs": cfg.update_epochs,
+        "num_minibatches": cfg.num_minibatches,
+        "clip_coef": cfg.clip_coef,
+        "clip_vloss": cfg.clip_coef if cfg.clip_vloss else None,
+        "vf_coef": cfg.vf_coef,
+        "ent_coef": cfg.ent_coef,
+        "max_grad_norm": cfg.max_grad_norm,
+        "target_kl": cfg.target_kl,
+    }
+
+
 def ppo_update(
     policy: ActorCriticPolicy,
     optimizer: torch.optim.Optimizer,
@@ -345,16 +365,9 @@ def ppo_update(
         batch.advantages,
         old_values=batch.values,
         returns=batch.returns,
-        update_epochs=cfg.update_epochs,
-        num_minibatches=cfg.num_minibatches,
-        clip_coef=cfg.clip_coef,
-        clip_vloss=cfg.clip_coef if cfg.clip_vloss else None,
-        vf_coef=cfg.vf_coef,
-        ent_coef=cfg.ent_coef,
-        max_grad_norm=cfg.max_grad_norm,
         norm_adv=cfg.norm_adv,
-        target_kl=cfg.target_kl,
         generator=generator,
+        **ppo_epoch_knobs(cfg),
     )
     metrics["val/explained_variance"] = explained_variance(batch.values, batch.returns)
     return metrics

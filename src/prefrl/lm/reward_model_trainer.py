@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
-from prefrl.lm.common import collate_prompt_completion, pack_preference_pairs, run_training
-from prefrl.lm.configs import RMConfig
 from prefrl.lm.data import PreferenceExample, load_preferences
+from prefrl.lm.encoding import collate_prompt_completion, pack_preference_pairs
 from prefrl.lm.models import load_tokenizer
 from prefrl.lm.reward_model import RewardModel
+from prefrl.lm.reward_model_config import RMConfig
+from prefrl.lm.training import run_training
 from prefrl.losses import bradley_terry_loss
 
 __all__ = ["RMConfig", "train_reward_model", "preferences_from_store", "reward_metrics"]
@@ -122,11 +123,9 @@ def train_reward_model(cfg: RMConfig) -> dict[str, Any]:
             metrics["reward/member_std"] = float(r_c.detach().std(0).mean())
         return loss, metrics
 
-    def save_fn(m: Any, d: Path) -> None:
-        m.save_pretrained(d, tokenizer=tokenizer)
-
-    def save_normalised(m: Any, d: Path) -> None:
-        if cfg.normalize:
+    def save_fn(m: Any, d: Path, final: bool) -> None:
+        # step checkpoints keep raw scores (training continues from them); the final one is normalised
+        if final and cfg.normalize:
             g = torch.Generator().manual_seed(cfg.seed)
             pick = torch.randperm(len(examples), generator=g)[: max(1, cfg.norm_samples // 2)].tolist()
             rows = [examples[i] for i in pick]
@@ -136,19 +135,9 @@ def train_reward_model(cfg: RMConfig) -> dict[str, Any]:
             ids, mask = encode(rows, device)
             m.fit_normalisation(ids, mask, batch_size=cfg.batch_size)
             m.train(was_training)
-        save_fn(m, d)
+        m.save_pretrained(d, tokenizer=tokenizer)
 
-    final = {"done": False}
-
-    def save_any(m: Any, d: Path) -> None:
-        # step checkpoints keep raw scores (training continues from them); the final one is normalised
-        if Path(d) == Path(cfg.output_dir) and not final["done"]:
-            final["done"] = True
-            save_normalised(m, d)
-        else:
-            save_fn(m, d)
-
-    result = run_training(cfg, rm, len(examples), loss_fn, save_any, "rm")
+    result = run_training(cfg, rm, len(examples), loss_fn, save_fn, "rm")
     result["skipped_rows"] = skipped
     result["n_pairs"] = len(examples)
     return result

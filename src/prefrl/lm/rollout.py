@@ -1,6 +1,9 @@
-"""Sampling responses and scoring them token by token: the rollout half of LM PPO.
+"""PPO rollouts for language models: sample responses to prompts, find where each ends.
 
-Conventions used across ``prefrl.lm.ppo`` and ``prefrl.lm.rewards``:
+(Sampling for the CLI — ``prefrl lm generate`` — lives in :mod:`prefrl.lm.generate`; the
+log-probabilities of sampled responses in :func:`prefrl.lm.logprobs.response_logprobs`.)
+
+Conventions used across ``prefrl.lm.ppo`` and ``prefrl.lm.reward_functions``:
 
 - prompts ("queries") are **left-padded** to a common length P, so every response
   starts at column P of ``input_ids = [query ‖ response]``;
@@ -13,6 +16,7 @@ Conventions used across ``prefrl.lm.ppo`` and ``prefrl.lm.rewards``:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from prefrl.lm.common import logprobs_from_logits, position_ids_from_mask
+from prefrl.lm.encoding import position_ids_from_mask
+from prefrl.utils.rng import seeded_global_rng
 
 __all__ = [
     "RolloutBatch",
     "encode_prompts",
     "find_first_eos",
     "sample_responses",
-    "response_logprobs",
 ]
 
 
@@ -103,7 +107,7 @@ def encode_prompts(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenise prompts left-padded (and left-truncated) to a common length.
 
-    Without special tokens by default, as ``prefrl.lm.common.encode_prompt_completion``
+    Without special tokens by default, as :func:`prefrl.lm.encoding.encode_prompt_completion`
     tokenises prompts for the reward model and DPO (chat-rendered prompts carry their own).
 
     Returns ``(query_ids, query_mask)``, both (B, P) with P ≤ ``max_prompt_length``.
@@ -341,10 +345,11 @@ def _generate(
         processors = LogitsProcessorList(
             [ReferenceSupportProcessor(support_ref, query_mask.to(device), support_top_p, support_min_p)]
         )
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item()) if generator is not None else None
-    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-        if seed is not None:
-            torch.manual_seed(seed)
+    # generate() samples from the global RNG: with a generator, seed it (inside a forked state) from that
+    ctx = contextlib.nullcontext()
+    if generator is not None:
+        ctx = seeded_global_rng(int(torch.randint(0, 2**62, (1,), generator=generator).item()), device)
+    with ctx:
         out = model.generate(
             input_ids=query_ids.to(device),
             attention_mask=query_mask.to(device),
@@ -352,45 +357,3 @@ def _generate(
             logits_processor=processors,
         )
     return out[:, query_ids.shape[1] :].cpu()
-
-
-def response_logprobs(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    n_query: int,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities of the response tokens (and the policy entropy) from one forward.
-
-    Logits at column P − 1 + t predict response token t; they are divided by the sampling
-    ``temperature`` so that the probabilities are those of the distribution sampled from.
-    Only the last R + 1 columns of logits are materialised (``logits_to_keep``).
-
-    Args:
-        input_ids: (B, P + R) prompt ‖ response.
-        attention_mask: (B, P + R).
-        n_query: P.
-
-    Returns:
-        ``(logprobs (B, R), entropy (B, R) or None)``.
-    """
-    n_resp = input_ids.shape[1] - n_query
-    if n_resp <= 0:
-        raise ValueError(f"input_ids has {input_ids.shape[1]} columns, not more than n_query={n_query}")
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        logits_to_keep=n_resp + 1,
-        use_cache=False,
-    )
-    logits = out.logits[:, :-1, :].float() / temperature  # (B, R, V)
-    targets = input_ids[:, n_query:]
-    if not with_entropy:  # gather − logsumexp: no (B, R, V) log-softmax copy (training minibatches)
-        return logprobs_from_logits(logits, targets), None
-    logp_all = F.log_softmax(logits, dim=-1)  # (B, R, V)
-    logprobs = torch.gather(logp_all, 2, targets.unsqueeze(-1)).squeeze(-1)  # (B, R)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, R)
-    return logprobs, entropy

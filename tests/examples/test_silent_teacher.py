@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +12,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from prefrl.lm.chat import ChatConfig, ChatReward, is_silent, sentiment_reward
-from prefrl.lm.generation import sample_responses
 from prefrl.lm.models import tiny_causal_lm
+from prefrl.lm.rollout import sample_responses
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_example_module(path: Path):  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("silent_teacher_chat", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+_chat = _load_example_module(ROOT / "examples/silent_teacher/chat.py")
+ChatConfig, ChatReward, is_silent, sentiment_reward = (
+    _chat.ChatConfig, _chat.ChatReward, _chat.is_silent, _chat.sentiment_reward
+)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +138,7 @@ def test_quick_mode_runs_end_to_end(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples/silent_teacher/run.py"), "--quick", "--out", str(out),
          "--arms", "penalty", "budget_lo"],
-        capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": ""},
+        capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())

@@ -1,6 +1,10 @@
 """Reward functions for LM PPO, at three granularities, and their placement on tokens.
 
-A reward function is any callable ``reward_fn(batch: RolloutBatch) -> RewardOutput``:
+A reward function is any callable ``reward_fn(batch: RolloutBatch) -> RewardOutput``
+(or a :class:`RewardResult`, which carries metrics computed on the way, e.g. the reward heads'
+disagreement). A reward function with a ``score_with_metrics(batch) -> RewardResult`` method
+(:class:`RewardModelScorer`) is scored through it: :func:`call_reward` is the one place that
+decides. The output is one of:
 
 - **sequence**: a (B,) tensor, one score per response, placed on its last valid token
   (the EOS when there is one — InstructGPT, Ziegler et al. 2019);
@@ -18,18 +22,22 @@ the KL penalty treat them alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, Union
+from dataclasses import dataclass, field
+from typing import Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from prefrl.lm.generation import RolloutBatch
+from prefrl.lm.rollout import RolloutBatch
 
 __all__ = [
     "Span",
     "RewardOutput",
     "RewardFn",
+    "RewardResult",
+    "ScoringRewardFn",
+    "call_reward",
     "place_rewards",
     "RewardModelScorer",
     "VaderScorer",
@@ -41,10 +49,36 @@ Span = tuple[int, int, float]
 RewardOutput = Union[torch.Tensor, Sequence[Sequence[Span]]]
 
 
+@dataclass
+class RewardResult:
+    """What a reward function computed for a batch: the rewards and metrics to log beside them.
+
+    Attributes:
+        rewards: (B,) sequence scores, (B, R) token rewards, or per-row span lists.
+        metrics: scalars about this batch (e.g. ``reward/ensemble_std``), logged by the trainer.
+    """
+
+    rewards: RewardOutput
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
 class RewardFn(Protocol):
     """Scores a batch of rollouts per sequence (B,), per token (B, R) or per span."""
 
-    def __call__(self, batch: RolloutBatch) -> RewardOutput: ...
+    def __call__(self, batch: RolloutBatch) -> RewardOutput | RewardResult: ...
+
+
+@runtime_checkable
+class ScoringRewardFn(Protocol):
+    """A reward function that also returns what it computed on the way (:class:`RewardResult`)."""
+
+    def score_with_metrics(self, batch: RolloutBatch) -> RewardResult: ...
+
+
+def call_reward(reward_fn: RewardFn | ScoringRewardFn, batch: RolloutBatch) -> RewardResult:
+    """Score ``batch``: through ``reward_fn.score_with_metrics`` when it has one, else ``reward_fn(batch)``."""
+    out = reward_fn.score_with_metrics(batch) if isinstance(reward_fn, ScoringRewardFn) else reward_fn(batch)
+    return out if isinstance(out, RewardResult) else RewardResult(out)
 
 
 def place_rewards(output: RewardOutput, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,14 +134,16 @@ class RewardModelScorer:
             sequence at its last attended token (``prefrl.lm.reward_model.RewardModel``).
         tokenizer: the reward model's tokenizer. Given, the prompt and response *texts* are
             re-encoded exactly as the reward model was trained on them
-            (``prefrl.lm.common.collate_prompt_completion``: EOS appended, right padding), which
+            (``prefrl.lm.encoding.collate_prompt_completion``: EOS appended, right padding), which
             also handles a tokenizer different from the policy's. None reuses the policy's token
             ids (prompt ‖ response up to its EOS) directly.
         batch_size: rows per forward pass.
         max_length: truncation of prompt ‖ response when re-encoding.
         aggregate: with an ensemble reward model (several heads), what PPO optimises:
             ``"mean"``, the worst case ``"min"`` or ``"mean_minus_std"`` (mean − λ·std; Coste et
-            al. 2023). ``last_disagreement`` holds the heads' std on the latest batch.
+            al. 2023). :meth:`score_with_metrics` returns the heads' std on the batch as
+            ``reward/ensemble_std`` (``last_disagreement`` keeps the latest per-row std for
+            interactive inspection; the trainer reads the returned metrics).
         lam: λ of ``"mean_minus_std"``.
     """
 
@@ -134,13 +170,18 @@ class RewardModelScorer:
         self.batch_size = batch_size
         self.max_length = max_length
 
-    @torch.no_grad()
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        """(B,) aggregated scores."""
+        return self.score_with_metrics(batch).rewards  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def score_with_metrics(self, batch: RolloutBatch) -> RewardResult:
+        """(B,) aggregated scores and ``reward/ensemble_std`` (the heads' mean std on this batch)."""
         device = next(self.reward_model.parameters()).device
         if self.tokenizer is None:
             ids, mask = batch.input_ids, batch.attention_mask
         else:
-            from prefrl.lm.common import collate_prompt_completion
+            from prefrl.lm.encoding import collate_prompt_completion
 
             enc = collate_prompt_completion(self.tokenizer, batch.prompts, batch.responses, self.max_length)
             ids, mask = enc["input_ids"], enc["attention_mask"]
@@ -155,8 +196,12 @@ class RewardModelScorer:
         from prefrl.reward.uncertainty import aggregate_members, disagreement
 
         members = torch.cat(scores, dim=1)  # (M, B)
-        self.last_disagreement = disagreement(members)
-        return aggregate_members(members, self.aggregate, self.lam)  # (B,)
+        spread = disagreement(members)  # (B,)
+        self.last_disagreement = spread
+        return RewardResult(
+            aggregate_members(members, self.aggregate, self.lam),  # (B,)
+            {"reward/ensemble_std": float(spread.mean())},
+        )
 
 
 class VaderScorer:

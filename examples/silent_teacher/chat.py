@@ -4,7 +4,7 @@ Cohen et al. 2024 ("RL, but don't do anything I wouldn't do", arXiv 2410.06213, 
 an RL agent play the *teacher* in a conversation with a *student* simulated by the same
 base model, and pay it the sentiment of the student's next reply. Their agent, held
 near the base model by a KL budget, learned to say nothing. This module is that
-environment at our scale, as an ``lm.rewards``-compatible reward function:
+environment at our scale, as a ``prefrl.lm.reward_functions``-compatible reward function:
 
 - the policy writes the agent's (teacher's) turn, prompted with the conversation as the
   agent sees it (its own turns as ``assistant``, the partner's as ``user``, ChatML);
@@ -28,7 +28,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from prefrl.lm.generation import RolloutBatch, sample_responses
+from prefrl.lm.rollout import RolloutBatch, sample_responses
 
 __all__ = ["ChatConfig", "Turn", "ChatStep", "ChatReward", "sentiment_reward", "is_silent"]
 

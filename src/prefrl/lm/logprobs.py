@@ -1,0 +1,195 @@
+"""Log-probabilities under a causal LM: per token, per completion, per packed pair, per response.
+
+Every function calls ``model(...)`` (so DDP hooks run) with position ids from the attention
+mask, and computes log π as gather − logsumexp in float32 (no (B, T, V) log-softmax copy).
+The LM head runs only where a token is scored (``logits_to_keep``): the completion tokens of
+SFT/DPO rows, the response columns of PPO rollouts.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from prefrl.lm.encoding import additive_attention_mask, position_ids_from_mask
+
+__all__ = [
+    "logprobs_from_logits",
+    "token_logprobs",
+    "completion_logprobs",
+    "packed_pair_logprobs",
+    "response_logprobs",
+    "cross_entropy_on_completion",
+]
+
+# ---------------------------------------------------------------- log-probabilities
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[labels]: (B, T, V), (B, T) → (B, T), without a (B, T, V) log-softmax copy."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree")
+    logits = logits.float()
+    picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def token_logprobs(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """(B, T − 1): log π(x_{t+1} | x_{≤t}) for every position, under padding-aware positions.
+
+    Entry t is the log-probability of token t + 1. Calls ``model(...)`` (so DDP hooks
+    run) with position ids from the mask.
+    """
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1, :]  # (B, T-1, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logprobs_from_logits(logits, input_ids[:, 1:])
+
+
+def _kept_logits(model: Any, keep: torch.Tensor, **inputs: Any) -> torch.Tensor:
+    """(N, V) logits at the N positions where ``keep`` (B, T) is True, from one ``model(...)`` call.
+
+    Transformers ≥ 5 projects only those hidden states through the LM head
+    (``logits_to_keep`` as a boolean mask), so the (B, T, V) logits never exist; older
+    versions compute all logits and the kept rows are selected afterwards. The call goes
+    through ``model(...)`` either way, so DDP hooks run.
+    """
+    if _has_masked_logits_to_keep():
+        return model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (N, V)
+    return model(**inputs, use_cache=False).logits[keep]  # (B, T, V) → (N, V)
+
+
+@functools.cache
+def _has_masked_logits_to_keep() -> bool:
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    probe = slice_logits_to_keep(torch.zeros(1, 2, 1), torch.tensor([[False, True]]))
+    return tuple(probe.shape) == (1, 1)
+
+
+def _sequence_logprobs(
+    logits: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor, seq: torch.Tensor, n_seq: int
+) -> torch.Tensor:
+    """Σ log softmax(logits[rows])[labels] per sequence ``seq``: (N, V), (K,), (K,), (K,) → (n_seq,).
+
+    gather − logsumexp in float32 (no log-softmax copy of the logits); a logit row may
+    score several targets (a packed prompt's last token predicts both responses' first).
+    """
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1)  # (N,)
+    token_lp = logits[rows, labels] - lse[rows]  # (K,)
+    return token_lp.new_zeros(n_seq).index_add(0, seq, token_lp)
+
+
+def completion_logprobs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    average: bool = False,
+) -> torch.Tensor:
+    """(B,) summed (or, with ``average``, mean) log π(completion | prompt) over completion tokens.
+
+    Equal to summing :func:`token_logprobs` over the completion, but the LM head runs
+    only at positions whose next token is a completion token (see :func:`_kept_logits`).
+    """
+    target = (completion_mask[:, 1:] * attention_mask[:, 1:]).bool()  # (B, T-1): token t+1 is scored
+    keep = torch.zeros_like(attention_mask, dtype=torch.bool)
+    keep[:, :-1] = target  # (B, T): position t predicts token t+1
+    logits = _kept_logits(
+        model,
+        keep,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+    )
+    row_of, _ = keep.nonzero(as_tuple=True)  # kept rows are in row-major order
+    labels = input_ids[:, 1:][target]  # (N,)
+    n = torch.arange(row_of.shape[0], device=row_of.device)
+    total = _sequence_logprobs(logits, n, labels, row_of, input_ids.shape[0])
+    if average:
+        return total / target.sum(-1).clamp(min=1).to(total.dtype)
+    return total
+
+
+def packed_pair_logprobs(model: Any, packed: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """(2B,) summed log π(response | prompt) of :func:`pack_preference_pairs` rows: chosen then rejected.
+
+    One ``model(...)`` call over the packed rows with the pair mask; the LM head runs only
+    at the kept columns. Equals :func:`completion_logprobs` on the two-row batch.
+    """
+    dtype = next(p for p in model.parameters()).dtype
+    logits = _kept_logits(
+        model,
+        packed["keep"],
+        input_ids=packed["input_ids"],
+        attention_mask=additive_attention_mask(packed["attention_allowed"], dtype),
+        position_ids=packed["position_ids"],
+    )  # (N, V)
+    n_seq = 2 * packed["input_ids"].shape[0]
+    return _sequence_logprobs(
+        logits, packed["target_row"], packed["target_label"], packed["target_seq"], n_seq
+    )
+
+
+def cross_entropy_on_completion(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy; labels of -100 (prompt, padding) are ignored. (B, T, V), (B, T)."""
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    n_query: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities of the response tokens (and the policy entropy) from one forward.
+
+    Logits at column P − 1 + t predict response token t; they are divided by the sampling
+    ``temperature`` so that the probabilities are those of the distribution sampled from.
+    Only the last R + 1 columns of logits are materialised (``logits_to_keep``).
+
+    Args:
+        input_ids: (B, P + R) prompt ‖ response.
+        attention_mask: (B, P + R).
+        n_query: P.
+
+    Returns:
+        ``(logprobs (B, R), entropy (B, R) or None)``.
+    """
+    n_resp = input_ids.shape[1] - n_query
+    if n_resp <= 0:
+        raise ValueError(f"input_ids has {input_ids.shape[1]} columns, not more than n_query={n_query}")
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=n_resp + 1,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1, :].float() / temperature  # (B, R, V)
+    targets = input_ids[:, n_query:]
+    if not with_entropy:  # gather − logsumexp: no (B, R, V) log-softmax copy (training minibatches)
+        return logprobs_from_logits(logits, targets), None
+    logp_all = F.log_softmax(logits, dim=-1)  # (B, R, V)
+    logprobs = torch.gather(logp_all, 2, targets.unsqueeze(-1)).squeeze(-1)  # (B, R)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, R)
+    return logprobs, entropy
