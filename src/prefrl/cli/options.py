@@ -99,10 +99,11 @@ def _default(f: dataclasses.Field) -> Any:
     return ...
 
 
-def _option(name: str, annotation: Any, default: Any, decls: list[str], help: str | None) -> inspect.Parameter:
+def _option(name: str, annotation: Any, default: Any, decls: list[str], help: str | None,
+            switchable: bool = False) -> inspect.Parameter:  # fmt: skip
     kwargs: dict[str, Any] = {"help": help}
-    if annotation is bool and not any("/" in d for d in decls):
-        decls = [f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:]]
+    if switchable and annotation is bool and not any("/" in d for d in decls):
+        decls = [f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:]]  # a nested config's flag can be set either way
     choices = _literal_choices(annotation)
     if choices is not None:
         kwargs.update(callback=_choice_check(name, choices), metavar="<" + "|".join(map(str, choices)) + ">")
@@ -150,7 +151,7 @@ def command_from_config(
                     continue
                 pname = (meta["flatten"] + g.name).replace("-", "_")
                 decls = ["--" + pname.replace("_", "-"), *aliases.get(g.name, ())]
-                params.append(_option(pname, inner_hints[g.name], getattr(inner, g.name), decls, inner_docs.get(g.name)))
+                params.append(_option(pname, inner_hints[g.name], getattr(inner, g.name), decls, inner_docs.get(g.name), True))
                 mapping[pname] = g.name
                 option_of[pname] = decls[0]
             nested[f.name] = (inner, mapping)
