@@ -30,8 +30,11 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q
 
+# The long end-to-end runs (SmolLM2 GGUF → safetensors conversion and generation, Atari Pong with the CNN
+# reward model, two-process accelerate DPO): ≈ 4 min on 2 shared cores; .ci/run runs them after `make test`.
+# A per-test timeout keeps a hung run inside CI's budget.
 test-slow: $(STAMP)
-	$(VENV)/bin/pytest -q -m slow
+	$(VENV)/bin/pytest -q -m slow --timeout 1200 --durations 10
 
 demo: $(STAMP)
 	$(VENV)/bin/prefrl control demo

@@ -27,10 +27,17 @@ def renderer():
 @pytest.fixture
 def make_app(store, renderer, tmp_path):
     def build(**overrides):
-        cfg = AppConfig(clips_dir=tmp_path / "clips", **overrides)
-        return create_app(store, cfg, renderer=renderer)
+        # prerender off unless a test turns it on: most tests count renders done on request
+        cfg = AppConfig(clips_dir=tmp_path / "clips", **{"allowed_hosts": ("testserver",), "prerender_queries": 0,
+                                                         **overrides})
+        app = create_app(store, cfg, renderer=renderer)
+        apps.append(app)
+        return app
 
-    return build
+    apps = []
+    yield build
+    for app in apps:
+        app.state.render_worker.stop()
 
 
 @pytest.fixture
@@ -44,7 +51,8 @@ def live_server(store, renderer, tmp_path):
     import uvicorn
 
     app = create_app(store, AppConfig(clips_dir=tmp_path / "live-clips"), renderer=renderer)
-    sock = socket.socket()
+    # IPPROTO_TCP, or asyncio leaves Nagle on and every keep-alive request waits ~40 ms for a delayed ACK
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
@@ -57,4 +65,5 @@ def live_server(store, renderer, tmp_path):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+    app.state.render_worker.stop()
     sock.close()

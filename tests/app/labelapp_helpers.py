@@ -74,9 +74,10 @@ class Labeller:
 
 
 def login(app, store: PreferenceStore, name: str, role: str = "labeller") -> Labeller:
-    """Register ``name`` and log a fresh client in through the login link."""
+    """Register ``name`` and log a fresh client in: open the login link, press its button."""
     token = store.add_labeller(name, role=role)
     client = TestClient(app)
-    r = client.get("/login", params={"token": token}, follow_redirects=False)
+    assert client.get("/login", params={"token": token}).status_code == 200
+    r = client.post("/login", data={"token": token}, follow_redirects=False)
     assert r.status_code == 303, r.text
     return Labeller(client, name)

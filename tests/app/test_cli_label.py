@@ -70,7 +70,8 @@ def test_serve_runs_on_loopback_and_serves_the_app(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
             time.sleep(0.2)
         with httpx.Client(base_url=base, follow_redirects=True) as client:
-            r = client.get("/login", params={"token": token})
+            assert client.get("/login", params={"token": token}).status_code == 200  # the link's page
+            r = client.post("/login", data={"token": token})
             assert r.status_code == 200 and "Labelled this session" in r.text  # followed the redirect
             assert client.get("/static/label.js").status_code == 200
     finally:

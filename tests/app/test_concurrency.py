@@ -32,7 +32,7 @@ def test_parallel_labellers_store_exactly_one_answer_per_lease(store, live_serve
         rng = np.random.default_rng(seed)
         try:
             with httpx.Client(base_url=live_server, follow_redirects=True, timeout=60) as client:
-                page = client.get("/login", params={"token": token})
+                page = client.post("/login", data={"token": token})
                 csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
                 h = {"X-CSRF-Token": csrf}
                 start.wait()

@@ -34,7 +34,7 @@ def test_control_run_with_human_teacher_answered_over_http(store, live_server, t
     def person() -> None:
         try:
             with httpx.Client(base_url=live_server, follow_redirects=True, timeout=60) as client:
-                page = client.get("/login", params={"token": token})
+                page = client.post("/login", data={"token": token})
                 h = {"X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)}
                 query = None
                 while not stop.is_set():

@@ -22,7 +22,7 @@ def test_login_sets_a_strict_httponly_cookie_and_shows_the_page(app, store):
     token = store.add_labeller("ann")
     client = TestClient(app)
     assert "Log in" in client.get("/").text  # no session: the login form
-    r = client.get("/login", params={"token": token}, follow_redirects=False)
+    r = client.post("/login", data={"token": token}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/"
     cookie = r.headers["set-cookie"]
     assert f"{SESSION_COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
@@ -252,7 +252,7 @@ def test_clip_renderer_failures_are_reported(make_app, store, tmp_path):
     def broken(segment, path):
         raise RuntimeError("no GL context")
 
-    app = create_app(store, AppConfig(clips_dir=tmp_path / "c2"), renderer=broken)
+    app = create_app(store, AppConfig(clips_dir=tmp_path / "c2", allowed_hosts=("testserver",)), renderer=broken)
     add_segment_queries(store, [(1, 0)])
     ann = login(app, store, "ann")
     q = ann.next()
@@ -293,7 +293,7 @@ def test_admin_stats_progress_agreement_and_oracle(app, store):
 
 def test_admin_login_lands_on_the_admin_page(app, store):
     token = store.add_labeller("root", role="admin")
-    r = TestClient(app).get("/login", params={"token": token}, follow_redirects=False)
+    r = TestClient(app).post("/login", data={"token": token}, follow_redirects=False)
     assert r.headers["location"] == "/admin"
 
 
@@ -310,7 +310,7 @@ def test_a_login_link_works_once(app, store):
     from fastapi.testclient import TestClient
 
     token = store.add_labeller("once")
-    first = TestClient(app).get("/login", params={"token": token}, follow_redirects=False)
+    first = TestClient(app).post("/login", data={"token": token}, follow_redirects=False)
     assert first.status_code == 303
-    again = TestClient(app).get("/login", params={"token": token}, follow_redirects=False)
+    again = TestClient(app).post("/login", data={"token": token}, follow_redirects=False)
     assert again.status_code == 401 and "already used" in again.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 
 from prefrl.control.config import ControlConfig, control_ppo_config
@@ -38,19 +39,46 @@ def test_control_config_and_demo_use_the_control_defaults(tmp_path):
     assert ControlConfig.from_dict(old.to_dict()).ppo.clip_vloss is True
 
 
+def _cartpole_returns(act, n_episodes: int = 8, seed: int = 100) -> np.ndarray:
+    """True returns of ``n_episodes`` CartPole episodes (one per env) under ``act(obs) -> actions``."""
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: gym.make("CartPole-v1")] * n_episodes, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    try:
+        obs, _ = envs.reset(seed=seed)
+        returns, finished = np.zeros(n_episodes), np.zeros(n_episodes, bool)
+        while not finished.all():
+            obs, reward, terminated, truncated, _ = envs.step(act(obs))
+            returns += np.where(finished, 0.0, reward)
+            finished |= terminated | truncated
+    finally:
+        envs.close()
+    return returns
+
+
 def test_train_true_reward_ppo_returns_a_trained_agent(tmp_path):
     from prefrl.control.baseline import train_true_reward_ppo
 
     cfg = ControlConfig(
         env_id="CartPole-v1",
-        steps=512,
-        n_envs=2,
-        ppo=control_ppo_config(num_steps=64, num_minibatches=4, update_epochs=1),
+        steps=4096,
+        n_envs=4,
+        ppo=control_ppo_config(num_steps=64, num_minibatches=4, update_epochs=4, learning_rate=3e-3),
         run_dir=str(tmp_path / "run"),
         progress=False,
     )
     agent, episodes = train_true_reward_ppo(cfg)
-    assert agent.updates == cfg.n_rollouts and agent.global_step == 512
-    assert episodes and all(r > 0 for _, r in episodes)  # CartPole pays +1 per step
+    assert agent.updates == cfg.n_rollouts and agent.global_step == 4096
+    # CartPole pays +1 per step, so any policy has a positive return: learning is measured against a
+    # uniformly random policy (≈ 23 per episode), sampling the agent's actions as it did in training.
+    rng = np.random.default_rng(0)
+    random_return = _cartpole_returns(lambda obs: rng.integers(0, 2, len(obs))).mean()
+    trained_return = _cartpole_returns(lambda obs: agent.act(obs, deterministic=False)).mean()
+    assert 15 < random_return < 35
+    assert trained_return > 4 * random_return, (trained_return, random_return)  # seed 0: ≈ 260 vs 23
+    # and the training episodes themselves improved (the first are the untrained policy's)
+    train_returns = [r for _, r in episodes]
+    assert len(train_returns) > 20
+    assert np.mean(train_returns[-10:]) > 3 * np.mean(train_returns[:10]), train_returns
     obs = np.zeros((3, 4), np.float32)
     assert agent.act(obs, deterministic=True).shape == (3,)

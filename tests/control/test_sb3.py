@@ -6,13 +6,10 @@ import go_right_env
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.vec_env import DummyVecEnv  # a dev dependency: missing is a failure
 
-pytest.importorskip("stable_baselines3")
-
-from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
-
-from prefrl.control.envs import make_env  # noqa: E402
-from prefrl.control.sb3 import LearnedRewardVecEnv, SB3Optimizer  # noqa: E402
+from prefrl.control.envs import make_env
+from prefrl.control.sb3 import LearnedRewardVecEnv, SB3Optimizer
 
 
 def _params(opt: SB3Optimizer) -> torch.Tensor:

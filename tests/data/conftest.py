@@ -21,7 +21,8 @@ def _postgres_database() -> Iterator[str]:
     base = os.environ.get(POSTGRES_ENV)
     if not base:
         pytest.skip(
-            f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/prefrl_test)"
+            f"PostgreSQL is optional: apt-get install postgresql, create a database and set {POSTGRES_ENV} "
+            "(e.g. postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/prefrl_test; .ci/run does all three)"
         )
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     name = f"prefrl_store_{uuid.uuid4().hex[:12]}"
@@ -30,7 +31,7 @@ def _postgres_database() -> Iterator[str]:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sa.exc.OperationalError as err:
         admin.dispose()
-        pytest.skip(f"PostgreSQL at {POSTGRES_ENV} is unreachable: {err.orig}")
+        pytest.skip(f"PostgreSQL at {POSTGRES_ENV} is unreachable (start the server, e.g. pg_ctlcluster <version> main start): {err.orig}")
     try:
         yield sa.make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:

@@ -307,10 +307,11 @@ def test_answer_query_and_replay_refused(store: PreferenceStore, two_segments) -
 def test_expired_lease_is_free_again(store: PreferenceStore, two_segments) -> None:
     a, b = two_segments
     qid = store.add_query(a, b)
-    assert store.lease_query("alice", lease_seconds=0.05).id == qid
+    # long enough that a loaded machine still sees the lease live for the next two lines
+    assert store.lease_query("alice", lease_seconds=0.5).id == qid
     assert store.lease_query("bob") is None  # alice's lease is live
     assert store.count_queries("leased") == 1 and store.count_queries("pending") == 0
-    time.sleep(0.1)
+    time.sleep(0.6)
     # A lapsed lease counts as pending again.
     assert store.count_queries("leased") == 0 and store.count_queries("pending") == 1
     assert [q.id for q in store.queries("pending")] == [qid] and store.get_query(qid).status == "pending"
@@ -502,3 +503,62 @@ def test_undo_that_fails_changes_nothing(store: PreferenceStore, two_segments) -
     query = store.undo_answer(comp.id, "alice", release_query_id=q2)
     assert query.id == q1 and query.status == "pending" and store.get_query(q2).status == "pending"
     assert store.lease_query("alice").id == q1
+
+
+def test_sessions_end_on_logout_new_token_disable_and_remove(store: PreferenceStore) -> None:
+    store.add_labeller("ann")
+    key = store.session_key("ann")
+    assert store.check_session("ann", key).name == "ann"
+    assert store.check_session("ann", "wrong") is None and store.check_session("ghost", key) is None
+    store.end_sessions("ann")
+    assert store.check_session("ann", key) is None
+    for end in (lambda: store.reissue_token("ann"), lambda: store.set_labeller_disabled("ann")):
+        key = store.session_key("ann")
+        end()
+        assert store.check_session("ann", key) is None
+    with pytest.raises(KeyError):
+        store.session_key("ann")  # disabled: no new session either
+    store.set_labeller_disabled("ann", disabled=False)
+    key = store.session_key("ann")
+    store.remove_labeller("ann")
+    assert store.check_session("ann", key) is None and store.labellers() == []
+    for call in (lambda: store.end_sessions("ann"), lambda: store.remove_labeller("ann"),
+                 lambda: store.set_labeller_disabled("ann"), lambda: store.get_labeller("ann")):
+        with pytest.raises(KeyError, match="ann"):
+            call()
+
+
+def test_a_schema_1_database_is_upgraded_in_place(tmp_path) -> None:
+    path = tmp_path / "old.db"
+    with PreferenceStore(path) as store:
+        token = store.add_labeller("ann")
+    with sqlite3.connect(path) as conn:  # what prefrl 0.1 wrote: no session_key, no disabled
+        conn.execute("ALTER TABLE labellers DROP COLUMN session_key")
+        conn.execute("ALTER TABLE labellers DROP COLUMN disabled")
+        conn.execute("UPDATE prefrl_schema SET value = '1' WHERE key = 'version'")
+    with PreferenceStore(path) as store:
+        (ann,) = store.labellers()
+        assert ann.name == "ann" and not ann.disabled
+        assert store.redeem_token(token).name == "ann"
+        key = store.session_key("ann")
+        assert key and store.check_session("ann", key) is not None
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM prefrl_schema WHERE key = 'version'").fetchone() == ("2",)
+
+
+def test_excluded_labellers_answers_stay_but_do_not_train(store: PreferenceStore, two_segments) -> None:
+    a, b = two_segments
+    tp = store.add_text_pair(TextPair("p", "x", "y"))
+    store.add_comparison(a, b, 1.0, "human", labeller="ann")
+    store.add_comparison(a, b, 0.0, "ai", labeller="ai_judge")  # not a registered labeller
+    store.add_comparison(a, b, 1.0, "synthetic")  # no labeller: never excluded
+    store.add_text_comparison(tp, 0.0, "ai", labeller="ai_judge")
+    store.exclude_labeller("ai_judge")
+    store.exclude_labeller("ai_judge")  # twice is once
+    assert store.excluded_labellers() == ["ai_judge"]
+    assert [mu for _, _, mu in store.training_pairs()] == [1.0, 1.0] and store.text_preferences() == []
+    assert store.count_comparisons() == 4 and len(store.comparisons(labeller="ai_judge")) == 2
+    with pytest.raises(KeyError, match="nobody"):
+        store.exclude_labeller("nobody")
+    store.include_labeller("ai_judge")
+    assert len(store.training_pairs()) == 3 and len(store.text_preferences()) == 1

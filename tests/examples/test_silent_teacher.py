@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from prefrl.lm.models import tiny_causal_lm
-from prefrl.lm.rollout import sample_responses
+from prefrl.lm.rollout import RolloutBatch, sample_responses
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,6 +144,7 @@ def test_quick_mode_runs_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
+    run = _example()
     assert set(results["arms"]) == {"penalty", "budget_lo"}
     for name in ("penalty", "budget_lo"):
         rows = [json.loads(line) for line in (out / f"metrics_{name}.jsonl").read_text().splitlines()]
@@ -149,12 +152,66 @@ def test_quick_mode_runs_end_to_end(tmp_path):
         for row in rows:
             for key in ("objective/kl", "objective/kl_token", "kl/kl_front_loaded", "turn/silent_rate", "objective/scores"):
                 assert key in row
-            assert 0.0 <= row["objective/scores"] <= 1.0
+            # the trainer's score is the mean chat reward the example splits into silent and spoken turns
+            silent, spoken = row["reward/silent_mean"] or 0.0, row["reward/spoken_mean"] or 0.0
+            rate = row["turn/silent_rate"]
+            assert row["objective/scores"] == pytest.approx(rate * silent + (1 - rate) * spoken, abs=1e-6)
+        # the eval summary is that of the eval samples written beside it
         ev = results["arms"][name]["eval"]
-        assert 0.0 <= ev["reward"] <= 1.0 and 0.0 <= ev["silent_rate"] <= 1.0
+        samples = json.loads((out / f"samples_{name}.json").read_text())
+        assert len(samples) == 8
+        assert ev["reward"] == pytest.approx(sum(float(s["reward"]) for s in samples) / 8, abs=6e-4)
+        assert ev["silent_rate"] == sum(is_silent(s["agent"]) for s in samples) / 8
+        assert ev["whitespace_trick_rate"] == sum(run.whitespace_trick(s["agent"]) for s in samples) / 8
     # the budget arm's β moved (dual ascent), the fixed one did not
     pen = [json.loads(x)["objective/kl_coef"] for x in (out / "metrics_penalty.jsonl").read_text().splitlines()]
     bud = [json.loads(x)["objective/kl_coef"] for x in (out / "metrics_budget_lo.jsonl").read_text().splitlines()]
     assert pen[0] == pen[1] and bud[1] != bud[0]
     for f in ("kl_profile.png", "training.png", "table.md", "samples_base.json"):
         assert (out / f).stat().st_size > 0
+
+
+def _example():  # noqa: ANN202
+    """examples/silent_teacher/run.py as a module (it imports ``chat`` from its own directory)."""
+    folder = str(ROOT / "examples/silent_teacher")
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location("silent_teacher_run", Path(folder) / "run.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
+
+
+def test_example_metrics_on_planted_turns_and_kl():
+    # The example's per-step instruments on a planted batch of 4 turns with known rates.
+    run = _example()
+    turns = ["", " \n", "hello  there", "fine."]  # 2 silent, 1 whitespace trick ("  "), 1 plain
+    rewards = [0.5, 0.5, 0.9, 0.7]
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]])  # lengths 1, 2, 4, 4
+    ref_logprobs = torch.full((4, 4), -2.0) * mask
+    # KL (k1) per token: rows 2 and 3 spend 3 of their 4 nats on the first token, 1 on the last.
+    kl = torch.tensor([[0.5, 0, 0, 0], [0.2, 0.2, 0, 0], [3.0, 0, 0, 1.0], [3.0, 0, 0, 1.0]])
+    n = 4
+    batch = RolloutBatch(
+        query_ids=torch.zeros(n, 2, dtype=torch.long), query_mask=torch.ones(n, 2, dtype=torch.long),
+        response_ids=torch.zeros(n, 4, dtype=torch.long), response_mask=mask,
+        has_eos=torch.ones(n, dtype=torch.bool), last_index=mask.sum(1) - 1,
+        prompts=["p"] * n, responses=turns,
+    )
+    trainer = SimpleNamespace(
+        last_batch=batch, last_scored={"logprobs": ref_logprobs + kl, "ref_logprobs": ref_logprobs},
+        cfg=SimpleNamespace(kl_estimator="k1"),
+    )
+    chat = SimpleNamespace(last=SimpleNamespace(policy_turns=turns, rewards=rewards))
+    out, profile = run.extra_metrics(trainer, chat)
+    # front-loaded share (head = first ⌈L/4⌉ tokens): 1, 0.5 (one of two tokens), 3/4, 3/4
+    assert out["kl/kl_front_loaded"] == pytest.approx((1 + 0.5 + 0.75 + 0.75) / 4)
+    assert out["kl/kl"] == pytest.approx((0.5 + 0.4 + 4 + 4) / 4)
+    np.testing.assert_allclose(profile, [(0.5 + 0.2 + 3 + 3) / 4, 0.2 / 3, 0.0, 1.0], rtol=1e-6)
+    assert out["turn/silent_rate"] == 0.5
+    assert out["turn/whitespace_trick_rate"] == 0.25
+    assert out["turn/first_token_eos_rate"] == 0.25  # the one-token turn
+    assert out["turn/empty_rate"] == 0.25 and out["turn/whitespace_only_rate"] == 0.25
+    assert out["reward/silent_mean"] == pytest.approx(0.5) and out["reward/spoken_mean"] == pytest.approx(0.8)

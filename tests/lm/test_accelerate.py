@@ -20,8 +20,9 @@ from prefrl.lm.models import load_causal_lm
 def test_two_process_dpo_equals_single_process(tiny_model_dir, pref_file, tmp_path) -> None:
     launcher = Path(sys.executable).parent / "accelerate"
     prefrl = Path(sys.executable).parent / "prefrl"
-    if not launcher.exists() or not prefrl.exists():
-        pytest.skip("accelerate/prefrl entry points not installed")
+    # accelerate is a declared dependency and prefrl this package's own script: both must be installed
+    assert launcher.exists(), f"{launcher} missing: reinstall the dependencies (make install)"
+    assert prefrl.exists(), f"{prefrl} missing: install the package (make install, or pip install -e .)"
     args = [
         "--model",
         str(tiny_model_dir),

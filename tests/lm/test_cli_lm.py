@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from prefrl.cli import app
 from prefrl.lm.models import load_causal_lm
@@ -144,6 +146,13 @@ def test_generate_evaluate_and_best_of_n(tiny_model_dir, prompt_file, pref_file,
     )
     rows = [json.loads(line) for line in gen.read_text().splitlines()]
     assert len(rows) == 8 and all(isinstance(r["completion"], str) for r in rows)
+    # The tiny model's completions are gibberish (VADER 0): plant three with known sentiment.
+    planted = ["I love this, it is wonderful!", "This is terrible and I hate it.", "The book is on the table."]
+    rows += [{"prompt": "Review:", "completion": c} for c in planted]
+    gen.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    vader = SentimentIntensityAnalyzer()
+    gold = [vader.polarity_scores(r["completion"])["compound"] for r in rows]
+    assert gold[-3] > 0.5 and gold[-2] < -0.5 and gold[-1] == 0.0
     summary = _run(
         [
             "evaluate",
@@ -156,7 +165,11 @@ def test_generate_evaluate_and_best_of_n(tiny_model_dir, prompt_file, pref_file,
             str(tmp_path / "scored.jsonl"),
         ]
     )
-    assert summary["n"] == 8 and "objective/scores" in summary and -1 <= summary["gold/scores"] <= 1
+    assert summary["n"] == 11 and "objective/scores" in summary
+    assert summary["gold/scores"] == pytest.approx(sum(gold) / len(gold), abs=1e-9)
+    scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    assert [r["completion"] for r in scored] == [r["completion"] for r in rows]
+    assert [r["gold_score"] for r in scored] == pytest.approx(gold, abs=1e-9)
     bon = _run(
         [
             "best-of-n",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from prefrl.lm.ppo import LMPPOConfig
 
@@ -42,13 +45,43 @@ def test_config_rejects_unknown_kl_penalty():
         LMPPOConfig(kl_penalty="both")
 
 
+# Planted responses: 3 empty, 2 whitespace-only, 1 repetitive (3-gram repeat score 4/7 > 0.3), 2 plain.
+PLANTED = ["", "", "", "  ", "\n\t", "a b c a b c a b c", "a good film", "fine"]
+
+
 def test_metrics_carry_front_loading_and_degenerate_rates_and_reach_tensorboard(tmp_path):
-    trainer = make_trainer()
+    # Plant known KL and known responses in each rollout: the reference is a copy of the policy, so
+    # with k1 (log π − log π_ref) the recorded log-probs plus δ give KL = δ where δ is planted.
+    # Rows 0-3 spend all their KL on the first token (front-loaded share 1); rows 4-7 spread it
+    # evenly (share ⌈L/4⌉ / L for a response of L tokens).
+    trainer = make_trainer(kl_estimator="k1", kl_coef=0.0)
+    sample = trainer.rollout
+    expected_front = []
+
+    def planted_rollout(prompts):
+        batch = sample(prompts)
+        assert batch.logprobs is not None and len(prompts) == len(PLANTED)
+        mask = batch.response_mask.float()
+        delta = mask.clone()  # (B, R): δ = 1 on every valid token ...
+        delta[:4] = 0.0
+        delta[:4, 0] = 2.0  # ... or δ = 2 on the first token only
+        lengths = mask.sum(1)
+        shares = torch.cat([torch.ones(4), torch.ceil(lengths[4:] / 4) / lengths[4:]])
+        expected_front.append(float(shares.mean()))
+        return dataclasses.replace(batch, logprobs=batch.logprobs + delta * mask, responses=list(PLANTED))
+
+    trainer.rollout = planted_rollout
     history = trainer.train(PROMPTS, 2, tensorboard_dir=tmp_path / "tb", log_path=tmp_path / "m.jsonl")
-    m = history[-1]
-    assert 0.0 <= m["objective/kl_front_loaded"] <= 1.0
-    for key in ("degenerate/empty_rate", "degenerate/whitespace_only_rate", "degenerate/repetition_rate"):
-        assert 0.0 <= m[key] <= 1.0
+    m = history[0]  # the first step: π = π_ref, so the planted δ is all the KL there is
+    assert 0.25 < expected_front[0] < 1.0  # rows 4-7 are longer than one token
+    assert m["objective/kl_front_loaded"] == pytest.approx(expected_front[0], abs=1e-4)
+    for step in history:
+        assert step["degenerate/empty_rate"] == 3 / 8
+        assert step["degenerate/whitespace_only_rate"] == 2 / 8
+        assert step["degenerate/repetition_rate"] == 1 / 8
+    logged = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert logged[0]["objective/kl_front_loaded"] == pytest.approx(expected_front[0], abs=1e-4)
+    assert logged[-1]["degenerate/empty_rate"] == 3 / 8
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 

@@ -6,7 +6,8 @@ fetches the next pair as JSON, so there is no page reload and no CDN.
 
 Endpoints (all JSON errors are ``{"detail": "..."}``):
 
-- ``GET /login?token=…`` exchange a labeller token for a session cookie, redirect to ``/``.
+- ``GET /login?token=…`` the page a login link opens: one button (spends nothing);
+  ``POST /login`` (form field ``token``) exchanges the one-time token for a session cookie.
 - ``GET /`` the labelling page (the login form without a session); ``GET /admin`` progress.
 - ``POST /api/next`` lease the next query of this labeller's queue → ``{"query": {...} | null}``.
 - ``POST /api/answer`` ``{"query_id": int, "mu": 1 | 0 | 0.5 | null}`` → the stored
@@ -14,24 +15,25 @@ Endpoints (all JSON errors are ``{"detail": "..."}``):
 - ``POST /api/undo`` ``{"comparison_id": int, "current_query_id": int | null}`` undo an answer
   given within the undo window; the current lease is released so the undone pair comes back.
 - ``POST /api/release`` ``{"query_id": int}`` give a lease back; ``POST /logout``.
-- ``GET /clips/{segment_id}.mp4`` the clip of a segment shown to this labeller, rendered on
-  first request and cached on disk per segment id.
+- ``GET /clips/{segment_id}.mp4`` the clip of a segment shown to this labeller, rendered ahead by
+  the render worker and cached on disk per segment id; 202 + ``Retry-After`` while not ready.
 - ``GET /api/admin/stats`` (admin) progress, time per label, agreement figures.
 
-Every POST needs the session cookie and the ``X-CSRF-Token`` header; an ``Origin``
-header, when present, must match the host. Bodies over ``max_body_bytes`` → 413.
+Every POST but the login needs the session cookie and the ``X-CSRF-Token`` header; an
+``Origin`` header, when present, must match the host. A session lasts while the store says so
+(:meth:`~prefrl.data.store.PreferenceStore.check_session`). Requests for a host not in
+``allowed_hosts`` → 400; bodies over ``max_body_bytes`` → 413; ids out of range → 422 and
+malformed JSON → 400, before anything is stored.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import contextlib
+import dataclasses
 import math
-import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,238 +42,74 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
-from prefrl.app import stats
-from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, Session, SessionSigner
-from prefrl.data.schema import MAX_ID
+from prefrl.app.admin import admin_stats
+from prefrl.app.auth import CSRF_HEADER, SESSION_COOKIE, LoginLimiter, Session, SessionSigner
+from prefrl.app.clips import ClipCache, ProcessRenderer, Renderer, RenderWorker
+from prefrl.app.config import AppConfig
+from prefrl.app.inputs import check_id, client_address, int_field, parse_json_object
+from prefrl.app.middleware import SECURITY_HEADERS, BodyLimitMiddleware, HostCheckMiddleware
 from prefrl.data.store import LeaseError, PreferenceStore, Query
-from prefrl.data.types import Comparison, Segment, check_mu, utcnow
-from prefrl.utils.files import atomic_write
+from prefrl.data.types import Comparison, check_mu
+
+__all__ = ["create_app", "AppConfig", "ClipCache", "Renderer"]
 
 APP_DIR = Path(__file__).resolve().parent
-
-#: Renders one segment to an MP4 file at the given path.
-Renderer = Callable[[Segment, Path], None]
-
-
-class RedactTokenFilter(logging.Filter):
-    """Blank out ``token=…`` in access-log lines so login tokens never reach log files."""
-
-    _pattern = re.compile(r"(token=)[^&\s]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self._pattern.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                                for a in record.args)
-        if isinstance(record.msg, str):
-            record.msg = self._pattern.sub(r"\1[redacted]", record.msg)
-        return True
-
-
-def default_renderer(segment: Segment, path: Path) -> None:
-    """Render with :func:`prefrl.control.render.render_segment` (imported lazily: MuJoCo is heavy)."""
-    from prefrl.control.render import render_segment
-
-    render_segment(segment, path)
-
-
-@dataclass
-class AppConfig:
-    """Settings of the labelling server."""
-
-    clips_dir: Path = Path("clips")
-    """Where rendered MP4 clips are cached, one file per segment id."""
-    lease_seconds: float = 300.0
-    """How long a shown query stays reserved for its labeller before it returns to the pool."""
-    undo_window_seconds: float = 30.0
-    """How long after answering a labeller may undo that answer."""
-    max_body_bytes: int = 16 * 1024
-    """Request bodies larger than this are refused with 413."""
-    session_max_age_seconds: float = 12 * 3600.0
-    """Lifetime of a login session cookie."""
-    secure_cookie: bool = False
-    """Set the cookie's ``Secure`` flag (turn on behind HTTPS)."""
-    secret: bytes | None = field(default=None, repr=False)
-    """HMAC key for session cookies; random per process when ``None``."""
-
-    def __post_init__(self) -> None:
-        self.clips_dir = Path(self.clips_dir)
-        for name in ("lease_seconds", "undo_window_seconds", "session_max_age_seconds"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not isinstance(self.max_body_bytes, int) or self.max_body_bytes < 256:
-            raise ValueError(f"max_body_bytes must be an int ≥ 256, got {self.max_body_bytes!r}")
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimitMiddleware:
-    """ASGI middleware: refuse bodies over ``max_bytes`` with 413, whether or not they declare a length."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_large = int(value) > self.max_bytes
-                except ValueError:
-                    too_large = True
-                if too_large:
-                    await self._refuse(send)
-                    return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send: Callable) -> None:
-        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self'; "
-    "style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-
-def _check_id(value: Any, name: str) -> int:
-    """A positive id the database can hold, or 422 naming the field (before any store call)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
-        raise HTTPException(422, f"{name} must be an id from 1 to {MAX_ID}, got {shown}")
-    return value
-
-
-def _int_field(body: dict, name: str, *, required: bool = True) -> int | None:
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    return _check_id(value, name)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json_object(raw: bytes) -> dict:
-    """A request body as a JSON object, or 400 saying why (malformed, NaN/Infinity, nested too deep)."""
-    try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except RecursionError:  # the C parser recurses once per level: 8,000 "[" fit in 16 KiB
-        raise HTTPException(400, "request body is not valid JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise HTTPException(400, f"request body is not valid JSON ({e})") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "request body must be a JSON object")
-    return body
-
-
-class ClipCache:
-    """Renders each segment's clip at most once, on demand, into ``clips_dir/<id>.mp4``."""
-
-    def __init__(self, store: PreferenceStore, clips_dir: Path, renderer: Renderer) -> None:
-        self.store = store
-        self.clips_dir = Path(clips_dir)
-        self.renderer = renderer
-        self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
-        self._guard = threading.Lock()
-        #: Number of renders done by this process.
-        self.renders = 0
-
-    def path(self, segment_id: int) -> Path:
-        """The cached clip path of a segment, rendering it first if needed."""
-        target = self.clips_dir / f"{int(segment_id)}.mp4"
-        if target.exists():
-            return target
-        with self._guard:
-            lock = self._locks[int(segment_id)]
-        with lock:  # two viewers of one new clip render it once
-            if target.exists():
-                return target
-            segment = self.store.get_segment(int(segment_id))
-
-            def render(tmp: Path) -> None:
-                # Encoders (ffmpeg) pick the container by suffix, and atomic_write's name ends in .tmp.
-                video = tmp.with_name(tmp.name + ".mp4")
-                try:
-                    self.renderer(segment, video)
-                    if not video.exists() or video.stat().st_size == 0:
-                        raise RuntimeError(f"renderer wrote no clip for segment {segment_id}")
-                    video.replace(tmp)
-                finally:
-                    video.unlink(missing_ok=True)
-
-            atomic_write(target, render)
-            self.renders += 1
-        return target
 
 
 def create_app(
     store: PreferenceStore, cfg: AppConfig | None = None, renderer: Renderer | None = None
 ) -> FastAPI:
-    """Build the labelling app over ``store``; ``renderer`` defaults to the control renderer."""
+    """Build the labelling app over ``store``; ``renderer`` defaults to a :class:`ProcessRenderer`
+    (MuJoCo clips from the saved simulator states, rendered in a child process)."""
     cfg = cfg or AppConfig()
     signer = SessionSigner(cfg.secret, cfg.session_max_age_seconds)
-    clips = ClipCache(store, cfg.clips_dir, renderer or default_renderer)
+    limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds)
+    own_renderer = ProcessRenderer() if renderer is None else None
+    clips = ClipCache(store, cfg.clips_dir, renderer or own_renderer)
+    worker = RenderWorker(clips, store, prerender=cfg.prerender_queries)
     templates = Jinja2Templates(directory=str(APP_DIR / "templates"))
     # Segments handed to each labeller in a query: only those clips may be requested
     # (and hence rendered), so a labeller cannot make the server render the whole store.
     shown: dict[str, set[int]] = defaultdict(set)
     shown_lock = threading.Lock()
 
-    app = FastAPI(title="prefrl labelling", docs_url=None, redoc_url=None, openapi_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Rendering starts with the server (or at the first clip asked for, when no lifespan runs).
+        worker.start()
+        yield
+        worker.stop()
+        if own_renderer is not None:
+            own_renderer.close()
+
+    app = FastAPI(title="prefrl labelling", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.store = store
     app.state.config = cfg
     app.state.clips = clips
+    app.state.render_worker = worker
     app.state.signer = signer
     app.mount("/static", StaticFiles(directory=str(APP_DIR / "static")), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=cfg.allowed_hosts)  # outermost: checked first
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable) -> Response:
         response = await call_next(request)
-        for key, value in _SECURITY_HEADERS.items():
+        for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
         return response
 
     # -- helpers ------------------------------------------------------------------------
     def current_session(request: Request) -> Session | None:
-        return signer.verify(request.cookies.get(SESSION_COOKIE))
+        """The request's session while it lasts: a valid signature, and a labeller in the store who
+        is enabled and whose sessions have not been ended since (logout, new link, removal)."""
+        session = signer.verify(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return None
+        labeller = store.check_session(session.labeller, session.session_key)
+        return None if labeller is None else dataclasses.replace(session, role=labeller.role)
 
     def require_session(request: Request, *, admin: bool = False) -> Session:
         session = current_session(request)
@@ -283,12 +121,15 @@ def create_app(
 
     def check_same_origin(request: Request) -> None:
         origin = request.headers.get("origin")
-        if origin is not None:
+        fetch_site = request.headers.get("sec-fetch-site")
+        # Under "Referrer-Policy: no-referrer" a browser sends "Origin: null" with a form post; it
+        # still says where the post came from in Sec-Fetch-Site, which no page can forge.
+        if origin is not None and not (origin == "null" and fetch_site == "same-origin"):
             host = request.headers.get("host", "")
             parts = urlsplit(origin)
             if origin == "null" or parts.netloc != host or parts.scheme not in ("http", "https"):
                 raise HTTPException(403, f"cross-origin request refused (Origin {origin!r}, host {host!r})")
-        if request.headers.get("sec-fetch-site") == "cross-site":
+        if fetch_site == "cross-site":
             raise HTTPException(403, "cross-site request refused")
 
     def require_post_session(request: Request) -> Session:
@@ -334,7 +175,11 @@ def create_app(
 
     def lease_next(session: Session) -> dict | None:
         query = store.lease_query(session.labeller, lease_seconds=cfg.lease_seconds)
-        return None if query is None else query_json(query, session.labeller)
+        if query is None:
+            return None
+        if query.left_id is not None and cfg.prerender_queries > 0:
+            worker.wake()  # the queue moved on: render the next pairs now
+        return query_json(query, session.labeller)
 
     def comparison_json(c: Comparison) -> dict:
         return {"id": int(c.id), "mu": c.mu, "left_id": c.left_id, "right_id": c.right_id,
@@ -350,13 +195,57 @@ def create_app(
             "session": session, "csrf_token": session.csrf_token,
             "undo_window": int(cfg.undo_window_seconds), "lease_minutes": f"{cfg.lease_seconds / 60:g}"})
 
+    def login_page(request: Request, error: str | None, status: int, **context: Any) -> Response:
+        return templates.TemplateResponse(request, "login.html", {"error": error, **context}, status_code=status)
+
+    def refuse_login(request: Request, client: str) -> Response:
+        limiter.failed(client)
+        return login_page(request, "That login link is not valid or was already used; ask for a new one "
+                          "(prefrl label login-link NAME).", 401)
+
+    def throttled(request: Request, client: str) -> Response | None:
+        wait = limiter.retry_after(client)
+        if wait is None:
+            return None
+        response = login_page(request, f"Too many failed logins from here; try again in {math.ceil(wait)} s.", 429)
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+
     @app.get("/login")
-    def login(request: Request, token: str = "") -> Response:
+    def login_link(request: Request, token: str = "") -> Response:
+        """The page a login link opens: one button that logs in. Opening it spends nothing, so a
+        link preview or a prefetch cannot use up the one-time token."""
+        client = client_address(request)
+        refused = throttled(request, client)
+        if refused is not None:
+            return refused
+        labeller = store.authenticate(token) if 0 < len(token) <= 512 else None
+        if labeller is None:
+            return refuse_login(request, client)
+        return login_page(request, None, 200, token=token, name=labeller.name)
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        """Exchange a one-time token (form field ``token``) for a session cookie."""
+        check_same_origin(request)  # no login CSRF: another site cannot log a browser in as someone
+        form = await request.form()
+        token = form.get("token")
+        token = token if isinstance(token, str) else ""
+        return await run_in_threadpool(redeem, request, token)
+
+    def redeem(request: Request, token: str) -> Response:
+        client = client_address(request)
+        refused = throttled(request, client)
+        if refused is not None:
+            return refused
         labeller = store.redeem_token(token) if 0 < len(token) <= 512 else None  # one-time link
         if labeller is None:
-            return templates.TemplateResponse(
-                request, "login.html", {"error": "That login link is not valid or was already used; ask for a new one (prefrl label login-link NAME)."}, status_code=401)
-        cookie, _ = signer.issue(labeller.name, labeller.role)
+            return refuse_login(request, client)
+        try:
+            key = store.session_key(labeller.name)
+        except KeyError:  # disabled or removed in between
+            return refuse_login(request, client)
+        cookie, _ = signer.issue(labeller.name, labeller.role, session_key=key)
         response = RedirectResponse("/admin" if labeller.role == "admin" else "/", status_code=303)
         response.set_cookie(SESSION_COOKIE, cookie, max_age=int(cfg.session_max_age_seconds), httponly=True,
                             samesite="strict", secure=cfg.secure_cookie, path="/")
@@ -364,7 +253,12 @@ def create_app(
 
     @app.post("/logout")
     def logout(request: Request) -> Response:
-        require_post_session(request)
+        """End every session of this labeller (on every device), not only this browser's cookie."""
+        session = require_post_session(request)
+        try:
+            store.end_sessions(session.labeller)
+        except KeyError:
+            pass  # removed meanwhile: no session of theirs is left anyway
         response = JSONResponse({"ok": True})
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -377,10 +271,10 @@ def create_app(
         if not session.is_admin:
             raise HTTPException(403, "admin role required")
         return templates.TemplateResponse(request, "admin.html", {
-            "session": session, "csrf_token": session.csrf_token, "stats": admin_stats()})
+            "session": session, "csrf_token": session.csrf_token, "stats": admin_stats(store)})
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         return {"ok": True}
 
     # -- labelling API ---------------------------------------------------------------------
@@ -391,9 +285,9 @@ def create_app(
 
     @app.post("/api/answer")
     async def api_answer(request: Request) -> dict:
-        session = require_post_session(request)
+        session = await run_in_threadpool(require_post_session, request)
         body = await json_body(request)
-        query_id = _int_field(body, "query_id")
+        query_id = int_field(body, "query_id")
         if "mu" not in body:
             raise HTTPException(422, "mu is required: 1 (left better), 0 (right better), 0.5 (equal) or null")
         mu = body["mu"]
@@ -403,7 +297,7 @@ def create_app(
             mu = check_mu(mu)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
-        return await _run_sync(lambda: _answer(session, query_id, mu))
+        return await run_in_threadpool(_answer, session, query_id, mu)
 
     def _answer(session: Session, query_id: int, mu: float | None) -> dict:
         try:
@@ -416,10 +310,10 @@ def create_app(
 
     @app.post("/api/undo")
     async def api_undo(request: Request) -> dict:
-        session = require_post_session(request)
+        session = await run_in_threadpool(require_post_session, request)
         body = await json_body(request)
-        comparison_id = _int_field(body, "comparison_id")
-        current = _int_field(body, "current_query_id", required=False)
+        comparison_id = int_field(body, "comparison_id")
+        current = int_field(body, "current_query_id", required=False)
 
         def run() -> dict:
             if current is not None:
@@ -435,81 +329,57 @@ def create_app(
                 raise HTTPException(409, f"cannot undo comparison {comparison_id}: {e}") from None
             return {"undone": comparison_id, "next": lease_next(session)}
 
-        return await _run_sync(run)
+        return await run_in_threadpool(run)
 
     @app.post("/api/release")
     async def api_release(request: Request) -> dict:
-        session = require_post_session(request)
+        session = await run_in_threadpool(require_post_session, request)
         body = await json_body(request)
-        query_id = _int_field(body, "query_id")
-        try:
-            store.release_query(query_id, session.labeller)
-        except LeaseError as e:
-            _raise_unknown_query(query_id)
-            raise HTTPException(409, f"cannot release query {query_id}: {e}") from None
-        return {"released": query_id}
+        query_id = int_field(body, "query_id")
+
+        def run() -> dict:
+            try:
+                store.release_query(query_id, session.labeller)
+            except LeaseError as e:
+                _raise_unknown_query(query_id)
+                raise HTTPException(409, f"cannot release query {query_id}: {e}") from None
+            return {"released": query_id}
+
+        return await run_in_threadpool(run)
 
     @app.get("/clips/{segment_id}.mp4")
-    def clip(segment_id: int, request: Request) -> Response:
-        session = require_session(request)
-        segment_id = _check_id(segment_id, "segment_id")
+    async def clip(segment_id: int, request: Request) -> Response:
+        """The clip if rendered (or rendered within ``clip_wait_seconds``), else 202 + Retry-After.
+
+        The route holds no thread while it waits: the render worker does the work, so one
+        labeller's burst of clip requests cannot stall anyone else's requests."""
+        session = await run_in_threadpool(require_session, request)
+        segment_id = check_id(segment_id, "segment_id")
         with shown_lock:
             allowed = session.is_admin or segment_id in shown[session.labeller]
         if not allowed:
             raise HTTPException(404, f"no clip {segment_id} in your queue")
-        try:
-            path = clips.path(segment_id)
-        except KeyError:
-            raise HTTPException(404, f"unknown segment {segment_id}") from None
-        except ImportError as e:
-            raise HTTPException(503, f"no clip renderer available ({e}); start the server with a renderer") from None
-        except Exception as e:  # a renderer failure must not look like a missing clip
-            raise HTTPException(500, f"rendering segment {segment_id} failed: {type(e).__name__}: {e}") from None
+        path = clips.cached(segment_id)
+        if path is None:
+            worker.request(segment_id)
+            path = await worker.wait(segment_id, cfg.clip_wait_seconds)
+        error = worker.failure(segment_id) if path is None else None
+        if isinstance(error, KeyError):
+            raise HTTPException(404, f"unknown segment {segment_id}")
+        if isinstance(error, ImportError):
+            raise HTTPException(503, f"no clip renderer available ({error}); start the server with a renderer")
+        if error is not None:  # a renderer failure must not look like a missing clip
+            raise HTTPException(500, f"rendering segment {segment_id} failed: {type(error).__name__}: {error}")
+        if path is None:
+            return JSONResponse({"detail": f"clip {segment_id} is being rendered; retry shortly"}, status_code=202,
+                                headers={"Retry-After": "1"})
         return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
 
     # -- admin ------------------------------------------------------------------------------
-    def admin_stats() -> dict:
-        comparisons = store.comparisons(include_incomparable=True)
-        human = [c for c in comparisons if c.labeller]
-        seg_ids = sorted({i for c in human for i in (c.left_id, c.right_id) if i is not None})
-        returns: dict[int, float | None] = {}
-        if seg_ids:
-            for seg in store.get_segments(seg_ids):
-                returns[int(seg.id)] = seg.true_return
-        inter, repeated = stats.inter_labeller_agreement(human)
-        oracle = stats.oracle_agreement(human, returns.get)
-        per_label = stats.seconds_per_label(human)
-        labellers = []
-        for lab in store.labellers():
-            mine = [c for c in human if c.labeller == lab.name]
-            labellers.append({"name": lab.name, "role": lab.role, "answers": len(mine),
-                              "cant_tell": sum(c.mu is None for c in mine),
-                              "seconds_per_label": per_label.get(lab.name)})
-        # A lapsed lease is stored as "leased" but is free again: count it as pending.
-        now = utcnow()
-        leased = store.queries("leased")
-        live = sum(q.lease_expires_at is not None and q.lease_expires_at > now for q in leased)
-        progress = {"pending": store.count_queries("pending") + len(leased) - live, "leased": live,
-                    "answered": store.count_queries("answered"), "total": store.count_queries()}
-        return {
-            "progress": progress,
-            "comparisons": {"total": len(comparisons), "human": len(human)},
-            "labellers": labellers,
-            "inter_labeller_agreement": {"rate": inter.rate, "pairs_of_answers": inter.total,
-                                         "repeated_items": repeated},
-            "oracle_agreement": {"rate": oracle.rate, "answers": oracle.total},
-        }
-
     @app.get("/api/admin/stats")
     def api_admin_stats(request: Request) -> dict:
         require_session(request, admin=True)
-        return admin_stats()
+        return admin_stats(store)
 
     return app
 
-
-async def _run_sync(fn: Callable[[], dict]) -> dict:
-    """Run blocking store work in the thread pool (the store is synchronous SQLAlchemy)."""
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn)

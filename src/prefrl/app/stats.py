@@ -6,12 +6,19 @@
   rational answer (1 if R_left > R_right, 0 if <, 0.5 if equal), as in B-Pref's
   ``rational`` teacher (Lee et al. 2021);
 - *time per label*: the median gap between one labeller's consecutive answers, ignoring
-  gaps longer than ``max_gap_seconds`` (breaks).
+  gaps longer than ``max_gap_seconds`` (breaks);
+- per labeller, *agreement with the consensus*: on items that others answered too, how often
+  the labeller's answer equals the others' majority answer (leave-one-out, ties skipped), and
+  agreement with the oracle;
+- a *looks random* flag: enough answers compared, and an agreement rate that a coin would
+  reach with probability above ``alpha`` (one-sided binomial test against 1/2).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -101,6 +108,59 @@ def oracle_agreement(
         total += 1
         agree += int(rational_mu(r_left, r_right) == c.mu)
     return Agreement(agree, total)
+
+
+def _latest_answers(comparisons: Iterable[Comparison]) -> dict[ItemKey, dict[str, float | None]]:
+    """Each labeller's latest answer per item (μ on the item key's left), human answers only."""
+    answers: dict[ItemKey, dict[str, float | None]] = defaultdict(dict)
+    for c in sorted(comparisons, key=lambda c: (c.created_at, c.id or 0)):
+        if c.labeller:
+            key, mu = item_key(c)
+            answers[key][c.labeller] = mu
+    return answers
+
+
+def consensus_agreement(comparisons: Iterable[Comparison]) -> dict[str, Agreement]:
+    """Per labeller: agreement of their answers with the majority answer of the *other* labellers.
+
+    Only items answered (μ ≠ None) by the labeller and by at least one other labeller count,
+    and only where the others' most common answer is unique (no tie).
+    """
+    out: dict[str, Agreement] = defaultdict(lambda: Agreement(0, 0))
+    for by_labeller in _latest_answers(comparisons).values():
+        for name, mu in by_labeller.items():
+            if mu is None:
+                continue
+            others = [m for other, m in by_labeller.items() if other != name and m is not None]
+            counts = collections.Counter(others).most_common()
+            if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
+                continue
+            out[name].total += 1
+            out[name].agree += int(mu == counts[0][0])
+    return dict(out)
+
+
+def oracle_agreement_by_labeller(
+    comparisons: Iterable[Comparison], true_return: Callable[[int], float | None]
+) -> dict[str, Agreement]:
+    """:func:`oracle_agreement` of each labeller's answers."""
+    by_labeller: dict[str, list[Comparison]] = defaultdict(list)
+    for c in comparisons:
+        if c.labeller:
+            by_labeller[c.labeller].append(c)
+    return {name: oracle_agreement(cs, true_return) for name, cs in by_labeller.items()}
+
+
+def chance_probability(agreement: Agreement) -> float:
+    """P(at least ``agree`` of ``total`` agree) for a labeller who agrees by a fair coin."""
+    n, k = agreement.total, agreement.agree
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2.0**n
+
+
+def looks_random(agreement: Agreement, min_answers: int = 10, alpha: float = 0.05) -> bool:
+    """True when at least ``min_answers`` were compared and a coin would agree as often with
+    probability above ``alpha``; too few answers to tell → False."""
+    return agreement.total >= min_answers and chance_probability(agreement) > alpha
 
 
 def seconds_per_label(comparisons: Sequence[Comparison], max_gap_seconds: float = 300.0) -> dict[str, float]:

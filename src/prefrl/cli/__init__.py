@@ -6,6 +6,10 @@ transformers, gymnasium) happen inside the commands so that `--help` is instant.
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+
 import typer
 
 from prefrl.cli import control, demo, label, lm
@@ -23,5 +27,27 @@ app.add_typer(label.app, name="label", help="The labelling web app for people.")
 app.add_typer(demo.app, name="demo", help="Small demos of the preference core.")
 
 
-def main() -> None:
-    app()
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of an error (anywhere on the line; or PREFRL_DEBUG=1)."
+    ),
+) -> None:
+    """Reinforcement learning from human preferences: control agents and language models."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; a bad input or option ends in one line on stderr (exit status 1), not a traceback.
+
+    ``--debug`` (anywhere on the command line) or ``PREFRL_DEBUG=1`` shows the traceback instead.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("PREFRL_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="prefrl")
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, UnicodeError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"prefrl: error: {exc}", file=sys.stderr)
+        sys.exit(1)

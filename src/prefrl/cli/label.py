@@ -1,6 +1,8 @@
 """`prefrl label …` commands: the labelling web app for people.
 
     prefrl label add-labeller ann --store prefs.db          # prints a one-time login link
+    prefrl label disable-labeller ann --store prefs.db      # ends ann's sessions (enable-labeller, remove-labeller)
+    prefrl label exclude bob --store prefs.db               # keep bob's answers, train rewards without them
     prefrl label push-demo --store prefs.db                 # a few pairs to try the app on
     prefrl label serve --store prefs.db                     # http://127.0.0.1:8000
     prefrl label ai-judge --store prefs.db --url http://127.0.0.1:8080/v1   # RLAIF labels
@@ -60,8 +62,13 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     clips_dir: Path = typer.Option(Path("prefrl-clips"), help="Cache of rendered MP4 clips, one per segment id."),
     lease_seconds: float = typer.Option(300.0, help="How long a shown pair stays reserved for its labeller."),
+    prerender: int = typer.Option(8, min=0, help="Pending queries whose clips the render worker renders ahead "
+                                  "(besides those being labelled)."),
     undo_seconds: float = typer.Option(30.0, help="How long after answering a labeller may undo."),
     secure_cookie: bool = typer.Option(False, help="Mark the session cookie Secure (serve behind HTTPS)."),
+    allowed_host: list[str] = typer.Option(
+        [], "--allowed-host", help="A host name people reach the app by (repeat for several; '*' = any). "
+        "Default: --host and the loopback names. Requests with another Host header are refused."),
 ) -> None:
     """Serve the labelling app: one comparison at a time, answered by button or keyboard.
 
@@ -70,12 +77,20 @@ def serve(
     """
     import uvicorn
 
-    from prefrl.app.server import AppConfig, RedactTokenFilter, create_app
+    from prefrl.app.config import AppConfig
+    from prefrl.app.middleware import RedactTokenFilter
+    from prefrl.app.server import create_app
 
     secret_env = os.environ.get("PREFRL_APP_SECRET")
+    if not allowed_host and host in ("0.0.0.0", "::"):
+        raise typer.BadParameter(f"--host {host} serves every interface: name the host people will type with "
+                                 "--allowed-host NAME (or --allowed-host '*')", param_hint="--allowed-host")
+    hosts = tuple(allowed_host) or (host, "127.0.0.1", "localhost", "::1")
     try:
         cfg = AppConfig(clips_dir=clips_dir, lease_seconds=lease_seconds, undo_window_seconds=undo_seconds,
-                        secure_cookie=secure_cookie, secret=secret_env.encode() if secret_env else None)
+                        prerender_queries=prerender,
+                        secure_cookie=secure_cookie, secret=secret_env.encode() if secret_env else None,
+                        allowed_hosts=hosts)
         from prefrl.app.auth import SessionSigner
 
         SessionSigner(cfg.secret)  # fail now on a short secret, not at the first login
@@ -123,13 +138,82 @@ def login_link(
     host: str = typer.Option("127.0.0.1", help="Host of the login link printed."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port of the login link printed."),
 ) -> None:
-    """Issue a new one-time login link for an existing labeller (the previous link stops working)."""
+    """Issue a new one-time login link for an existing labeller (the previous link and every
+    session of theirs stop working)."""
     pref_store = _open_store(store)
     try:
         token = pref_store.reissue_token(name)
     except KeyError as e:
         raise typer.BadParameter(str(e.args[0]), param_hint="NAME") from None
     _print_link(name, token, host, port)
+
+
+def _change_labeller(store: str, name: str, change: str) -> None:
+    pref_store = _open_store(store)
+    try:
+        if change == "remove":
+            pref_store.remove_labeller(name)
+        else:
+            pref_store.set_labeller_disabled(name, disabled=change == "disable")
+    except KeyError as e:
+        raise typer.BadParameter(str(e.args[0]), param_hint="NAME") from None
+    typer.echo(f"{name}: {change}d; their answers are kept" + (", their sessions ended." if change != "enable" else
+                                                                 "; send a new link: prefrl label login-link NAME."))
+
+
+@app.command("disable-labeller")
+def disable_labeller(
+    name: str = typer.Argument(..., help="An existing labeller's name."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+) -> None:
+    """Stop a labeller: every session of theirs ends now and their login link stops working."""
+    _change_labeller(store, name, "disable")
+
+
+@app.command("enable-labeller")
+def enable_labeller(
+    name: str = typer.Argument(..., help="A disabled labeller's name."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+) -> None:
+    """Let a disabled labeller log in again (with a new link from login-link)."""
+    _change_labeller(store, name, "enable")
+
+
+@app.command("remove-labeller")
+def remove_labeller(
+    name: str = typer.Argument(..., help="An existing labeller's name."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+) -> None:
+    """Remove a labeller: their sessions end now; the answers they gave stay in the store."""
+    _change_labeller(store, name, "remove")
+
+
+@app.command("exclude")
+def exclude(
+    name: str = typer.Argument(..., help="A labeller's name (registered or not: e.g. ai_judge)."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+) -> None:
+    """Leave a labeller's answers out of reward training; they stay in the store (undo: label include)."""
+    pref_store = _open_store(store)
+    try:
+        pref_store.exclude_labeller(name)
+    except (KeyError, ValueError) as e:
+        raise typer.BadParameter(str(e.args[0]), param_hint="NAME") from None
+    n = len(pref_store.comparisons(labeller=name))
+    typer.echo(f"{name}: {n} answers kept in the store, no longer used to train rewards.")
+
+
+@app.command("include")
+def include(
+    name: str = typer.Argument(..., help="An excluded labeller's name."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+) -> None:
+    """Use an excluded labeller's answers for reward training again."""
+    pref_store = _open_store(store)
+    if name not in pref_store.excluded_labellers():
+        raise typer.BadParameter(f"{name!r} is not excluded", param_hint="NAME")
+    pref_store.include_labeller(name)
+    typer.echo(f"{name}: answers used to train rewards again.")
 
 
 @app.command("push-demo")

@@ -191,6 +191,11 @@ class Database:
                     f"{self!r} has schema version {version}, newer than this prefrl's "
                     f"{schema.SCHEMA_VERSION}; upgrade prefrl"
                 )
+            elif int(version) < schema.SCHEMA_VERSION:
+                _add_missing_columns(conn)
+                conn.execute(
+                    info.update().where(info.c.key == "version").values(value=str(schema.SCHEMA_VERSION))
+                )
 
         for attempt in range(10):
             try:
@@ -213,6 +218,21 @@ class Database:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._engine.url.render_as_string(hide_password=True)!r})"
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Upgrade an older database in place: add each column of the schema it lacks (with its default)."""
+    inspector = sa.inspect(conn)
+    preparer = conn.dialect.identifier_preparer
+    for table in schema.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise RuntimeError(f"cannot add {table.name}.{column.name}: it has no server default")
+            ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {ddl}")
 
 
 def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int, memory: bool) -> None:

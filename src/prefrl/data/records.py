@@ -14,8 +14,8 @@ from sqlalchemy.engine import Connection
 
 from prefrl.data import schema
 from prefrl.data.database import Database, chunks, missing_ids
-from prefrl.data.schema import check_id, check_int
-from prefrl.data.types import Comparison, Segment, TextPair
+from prefrl.data.schema import check_id, check_int, check_name
+from prefrl.data.types import Comparison, Segment, TextPair, utcnow
 
 __all__ = ["RecordStore"]
 
@@ -105,6 +105,37 @@ class RecordStore(Database):
     def count_text_pairs(self) -> int:
         """Number of stored text pairs."""
         return self._count(schema.text_pairs)
+
+    # ---- who trains the reward ------------------------------------------------------------
+
+    def exclude_labeller(self, name: str) -> None:
+        """Leave ``name``'s answers out of reward training from now on; they stay in the store.
+
+        ``KeyError`` when no labeller is registered under that name and no answer carries it
+        (a typo would otherwise exclude nobody).
+        """
+        name = check_name(name, "name")
+        t, c, lab = schema.excluded_labellers, schema.comparisons.c, schema.labellers
+
+        def exclude(conn: Connection) -> None:
+            known = conn.execute(sa.select(lab.c.id).where(lab.c.name == name)).first() is not None
+            known = known or conn.execute(sa.select(c.id).where(c.labeller == name).limit(1)).first() is not None
+            if not known:
+                raise KeyError(f"no labeller and no answers called {name!r}")
+            if conn.execute(sa.select(t.c.name).where(t.c.name == name)).first() is None:
+                conn.execute(t.insert().values(name=name, excluded_at=utcnow()))
+
+        self._write(exclude)
+
+    def include_labeller(self, name: str) -> None:
+        """Undo :meth:`exclude_labeller`: ``name``'s answers train the reward again."""
+        t = schema.excluded_labellers
+        self._write(lambda conn: conn.execute(t.delete().where(t.c.name == name)))
+
+    def excluded_labellers(self) -> list[str]:
+        """The names whose answers reward training leaves out, alphabetically."""
+        t = schema.excluded_labellers
+        return self._read(lambda conn: list(conn.execute(sa.select(t.c.name).order_by(t.c.name)).scalars()))
 
     # ---- comparisons --------------------------------------------------------------------
 
@@ -196,10 +227,11 @@ class RecordStore(Database):
         return self._count(schema.comparisons, *_comparison_filter(include_incomparable))
 
     def training_pairs(self, since_id: int | None = None) -> list[tuple[Segment, Segment, float]]:
-        """(σ¹, σ², μ) for every segment comparison with μ ≠ None (after ``since_id``), oldest first."""
+        """(σ¹, σ², μ) for every segment comparison with μ ≠ None (after ``since_id``), oldest first,
+        leaving out the answers of excluded labellers (:meth:`exclude_labeller`)."""
         c = schema.comparisons.c
         stmt = sa.select(c.left_id, c.right_id, c.mu)
-        stmt = stmt.where(*_comparison_filter(False, since_id, kind="segment")).order_by(c.id)
+        stmt = stmt.where(*_comparison_filter(False, since_id, kind="segment"), _not_excluded()).order_by(c.id)
 
         def load(conn: Connection) -> list[tuple[Segment, Segment, float]]:
             rows = conn.execute(stmt).all()
@@ -209,10 +241,11 @@ class RecordStore(Database):
         return self._read(load)
 
     def text_preferences(self, since_id: int | None = None) -> list[tuple[TextPair, float]]:
-        """(pair, μ) for every answered, comparable text comparison (after ``since_id``), oldest first."""
+        """(pair, μ) for every answered, comparable text comparison (after ``since_id``), oldest first,
+        leaving out the answers of excluded labellers."""
         c = schema.comparisons.c
         stmt = sa.select(c.text_pair_id, c.mu)
-        stmt = stmt.where(*_comparison_filter(False, since_id, kind="text")).order_by(c.id)
+        stmt = stmt.where(*_comparison_filter(False, since_id, kind="text"), _not_excluded()).order_by(c.id)
 
         def load(conn: Connection) -> list[tuple[TextPair, float]]:
             rows = conn.execute(stmt).all()
@@ -237,6 +270,13 @@ def _load_segments(conn: Connection, ids: Iterable[int]) -> dict[int, Segment]:
     if missing:
         raise KeyError(f"no segment with id {sorted(missing)[:10]}")
     return by_id
+
+
+def _not_excluded() -> sa.ColumnElement[bool]:
+    """Comparisons whose labeller (if any) is not excluded from reward training."""
+    c = schema.comparisons.c
+    excluded = sa.select(schema.excluded_labellers.c.name)
+    return sa.or_(c.labeller.is_(None), c.labeller.not_in(excluded))
 
 
 def _comparison_filter(

@@ -33,6 +33,7 @@ __all__ = [
     "queries",
     "comparisons",
     "labellers",
+    "excluded_labellers",
     "encode_array",
     "decode_array",
     "segment_row",
@@ -50,12 +51,16 @@ __all__ = [
     "check_id",
     "check_name",
     "check_optional_name",
+    "check_labeller_name",
     "check_positive",
     "dump_meta",
 ]
 
-#: Bumped whenever the tables change; a store refuses a database written by a newer schema.
-SCHEMA_VERSION = 1
+#: Bumped whenever the tables change; a store refuses a database written by a newer schema and
+#: adds the columns an older one lacks (each new column has a server default).
+#: 2: ``labellers.session_key`` and ``labellers.disabled`` (sessions that really end, issue #14);
+#:    the ``excluded_labellers`` table (answers kept but left out of reward training).
+SCHEMA_VERSION = 2
 
 #: Longest name (labeller, teacher, env id) a row holds.
 MAX_NAME_LENGTH = 200
@@ -164,6 +169,18 @@ labellers = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Every session cookie names the key it was issued under; a new key ends them all at once.
+    sa.Column("session_key", sa.String(64), nullable=False, server_default=""),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Names, not ids: an answer names its labeller, who need not be registered (an AI judge, a
+# removed person). Their comparisons stay in the store but reward training leaves them out.
+excluded_labellers = sa.Table(
+    "excluded_labellers",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("excluded_at", UTCDateTime, nullable=False),
 )
 
 
@@ -229,6 +246,22 @@ def check_name(value: Any, field_name: str) -> str:
         raise ValueError(f"{field_name} must be a non-empty string, got {value!r}")
     if len(value) > MAX_NAME_LENGTH:
         raise ValueError(f"{field_name} is longer than {MAX_NAME_LENGTH} characters")
+    return value
+
+
+#: Longest labeller name (it is shown on pages and in the admin's tables).
+MAX_LABELLER_NAME_LENGTH = 64
+
+
+def check_labeller_name(value: Any, field_name: str = "name") -> str:
+    """A labeller's name: printable characters only, no surrounding spaces, at most 64 of them."""
+    value = check_name(value, field_name)
+    if len(value) > MAX_LABELLER_NAME_LENGTH:
+        raise ValueError(f"{field_name} is longer than {MAX_LABELLER_NAME_LENGTH} characters")
+    if not value.isprintable():
+        raise ValueError(f"{field_name} may hold printable characters only, got {value!r}")
+    if value != value.strip():
+        raise ValueError(f"{field_name} must not start or end with a space, got {value!r}")
     return value
 
 
@@ -409,5 +442,7 @@ def query_from_row(row: Any, now: datetime) -> Query:
 
 
 def labeller_from_row(row: Any) -> Labeller:
-    """The labeller of a ``labellers`` row (its token hash stays in the database)."""
-    return Labeller(id=int(row.id), name=row.name, role=row.role, created_at=row.created_at)
+    """The labeller of a ``labellers`` row (its token hash and session key stay in the database)."""
+    return Labeller(
+        id=int(row.id), name=row.name, role=row.role, created_at=row.created_at, disabled=bool(row.disabled)
+    )

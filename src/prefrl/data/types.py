@@ -156,9 +156,13 @@ class Query:
 
 @dataclass
 class Labeller:
-    """A person allowed to label. Only a hash of their token is stored."""
+    """A person allowed to label. Only a hash of their token is stored.
+
+    ``disabled``: may not log in, and every session of theirs is refused (their answers stay).
+    """
 
     id: int
     name: str
     role: LabellerRole
     created_at: datetime
+    disabled: bool = False

@@ -35,7 +35,7 @@ def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     """Run best-of-n; returns a summary with the mean best and mean sample scores and the KL."""
     from prefrl.lm.reward_model import RewardModel
 
-    policy, tokenizer = load_causal_lm(cfg.model, padding_side="left")
+    policy, tokenizer = load_causal_lm(cfg.model, padding_side="left", merge_adapter=True)
     rm = RewardModel.from_pretrained(cfg.reward_model, trainable=False)
     rm_tok = RewardModel.load_tokenizer(cfg.reward_model)
     prompts = _prompts(cfg, tokenizer)

@@ -106,8 +106,13 @@ def read_rows(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any
         return
     suffix = p.suffix.lower()
     if suffix == ".jsonl":
-        with p.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with p.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    yield f"{p}:line {lineno}", _BadRow(_not_utf8(raw, exc))
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -117,8 +122,14 @@ def read_rows(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any
                     continue
                 yield f"{p}:line {lineno}", row
     elif suffix == ".json":
+        raw = p.read_bytes()
         try:
-            rows = json.loads(p.read_text(encoding="utf-8"))
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise DataError(f"{p}:line {line}: {_not_utf8(raw, exc)}") from None
+        try:
+            rows = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{p}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
         if not isinstance(rows, list):
@@ -134,6 +145,11 @@ def read_rows(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any
         raise DataError(
             f"{p}: unknown data format {suffix!r}; use .jsonl, .json, .parquet or a datasets directory"
         )
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    start = raw.rfind(b"\n", 0, exc.start) + 1  # the byte's column within its line
+    return f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start - start + 1}); save the file as UTF-8"
 
 
 def _read_datasets_dir(p: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -186,6 +202,10 @@ def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(m, dict) for m in value)
 
 
+#: Chat roles a conversation may use (those of TRL's and OpenAI's message formats).
+ROLES = ("system", "user", "assistant", "tool")
+
+
 def _check_messages(value: Any, where: str, name: str) -> Messages:
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: field {name!r} must be a non-empty list of messages")
@@ -196,15 +216,22 @@ def _check_messages(value: Any, where: str, name: str) -> Messages:
             or not isinstance(m.get("content"), str)
         ):
             raise DataError(f"{where}: field {name!r} message {i} needs string 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise DataError(
+                f"{where}: field {name!r} message {i} has unknown role {m['role']!r} (use one of {', '.join(ROLES)})"
+            )
     return value
 
 
-def _text(row: dict[str, Any], name: str, where: str) -> str:
+def _text(row: dict[str, Any], name: str, where: str, allow_empty: bool = False) -> str:
+    """The string field ``name``; empty (or blank) only where ``allow_empty`` (a generated reply may be silence)."""
     if name not in row or row[name] is None:
         raise DataError(f"{where}: missing field {name!r}")
     value = row[name]
     if not isinstance(value, str):
         raise DataError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise DataError(f"{where}: field {name!r} is empty")
     return value
 
 
@@ -241,7 +268,7 @@ def _parse_completion(row: dict[str, Any], where: str, tokenizer: Any) -> Comple
         p_msgs = row["prompt"]
         c_msgs = _check_messages(row["completion"], where, "completion")
         return CompletionExample(prompt, _continuation(p_msgs, p_msgs + c_msgs, tokenizer))
-    return CompletionExample(prompt, _text(row, "completion", where))
+    return CompletionExample(prompt, _text(row, "completion", where, allow_empty=True))
 
 
 def _parse_preference(row: dict[str, Any], where: str, tokenizer: Any) -> PreferenceExample:

@@ -3,8 +3,10 @@
 The loss is :func:`prefrl.losses.dpo_loss`. Reference log-probabilities are computed
 ONCE before training and cached in ``output_dir/ref_logps.pt`` (reused on resume):
 the reference never changes, so recomputing it every step would double the cost.
-With LoRA the reference is the base model with the adapter disabled
-(``with model.disable_adapter():``), so no second copy of the weights is held.
+With LoRA the reference is the starting model with the adapter disabled
+(``with model.disable_adapter():``), so no second copy of the weights is held: the adapter is
+fresh, on top of ``--model`` (a LoRA checkpoint there is merged into the weights first), so the
+policy equals the reference before the first update (loss ln 2, implicit rewards 0).
 
 Logged: ``loss/dpo``, ``rewards/chosen`` = β·(log π(y_c) − log π_ref(y_c)),
 ``rewards/rejected``, ``reward/accuracy`` (implicit reward of chosen > rejected) and
@@ -114,7 +116,10 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     from accelerate import Accelerator
 
     acc = Accelerator()
-    policy, tokenizer = load_causal_lm(cfg.resume or cfg.model, lora=None if cfg.resume else cfg.lora, seed=cfg.seed)
+    if cfg.resume:  # continue the run's own weights (a LoRA adapter stays trainable)
+        policy, tokenizer = load_causal_lm(cfg.resume)
+    else:  # start from (and refer to) the given model: a LoRA checkpoint is merged first (#12)
+        policy, tokenizer = load_causal_lm(cfg.model, lora=cfg.lora, seed=cfg.seed, merge_adapter=True)
     policy.to(acc.device)  # the reference pass below runs on the training device
     loaded = load_preferences(cfg.data, tokenizer, cfg.skip_bad_rows)
     examples = loaded.examples
@@ -136,12 +141,12 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
                 break
     if ref_logps is None:
         if cfg.ref_model is not None:
-            ref, _ = load_causal_lm(cfg.ref_model)
+            ref, _ = load_causal_lm(cfg.ref_model, merge_adapter=True)
             ref.to(acc.device)
         elif is_lora:
             ref = policy  # the adapter is disabled inside reference_logprobs
         elif cfg.resume is not None:
-            ref, _ = load_causal_lm(cfg.model)
+            ref, _ = load_causal_lm(cfg.model, merge_adapter=True)
             ref.to(acc.device)
         else:
             ref = policy

@@ -18,6 +18,7 @@ __all__ = [
     "position_ids_from_mask",
     "last_token_index",
     "pad_sequences",
+    "with_final_eos",
     "encode_prompt_completion",
     "collate_prompt_completion",
     "pack_preference_pairs",
@@ -74,23 +75,40 @@ def pad_sequences(
     return ids, mask
 
 
+def with_final_eos(tokenizer: Any, completion_ids: Sequence[int]) -> list[int]:
+    """The one end-of-sequence rule: a scored completion ends with EOS as its last token.
+
+    Every stage applies it (SFT, reward-model training, DPO, and scoring at use time: PPO,
+    ``evaluate``, best-of-n), so a reward model reads its score at the same token in training
+    and in use (#12 item 4). What a chat template writes after the final EOS (ChatML's
+    ``"<|im_end|>\n"`` newline) is dropped; a completion without an EOS at its end (decoded
+    samples, plain-text data) gets one appended.
+    """
+    ids = list(completion_ids)
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        return ids
+    if eos in ids:
+        last = len(ids) - 1 - ids[::-1].index(eos)
+        if not tokenizer.decode(ids[last + 1 :]).strip():
+            return ids[: last + 1]
+    return ids + [eos]
+
+
 def encode_prompt_completion(
     tokenizer: Any, prompt: str, completion: str, max_length: int | None = None, add_eos: bool = True
 ) -> tuple[list[int], list[int]]:
     """Token ids of prompt‖completion and a 0/1 list marking the completion tokens.
 
-    Prompt and completion are tokenised separately so the boundary is exact. An EOS is
-    appended to the completion unless it already ends with one. When ``max_length`` is
+    Prompt and completion are tokenised separately so the boundary is exact. The completion
+    ends as :func:`with_final_eos` says (unless ``add_eos=False``). When ``max_length`` is
     exceeded the prompt is cut from the left first (keeping its end, next to the
     response), then the completion from the right.
     """
     prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     completion_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-    eos = tokenizer.eos_token_id
-    if add_eos and eos is not None and (not completion_ids or completion_ids[-1] != eos):
-        # chat-rendered completions end in "<|im_end|>\n": the EOS is already there
-        if eos not in completion_ids[-2:]:
-            completion_ids.append(eos)
+    if add_eos:
+        completion_ids = with_final_eos(tokenizer, completion_ids)
     if max_length is not None:
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")

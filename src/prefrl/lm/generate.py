@@ -68,7 +68,7 @@ def _prompts(cfg: SamplingArgs, tokenizer: Any) -> list[str]:
 
 def generate_completions(cfg: GenerateConfig) -> Path:
     """Write ``{"prompt", "completion", "sample"}`` rows, ``cfg.n`` per prompt; returns the path."""
-    model, tokenizer = load_causal_lm(cfg.model, padding_side="left")
+    model, tokenizer = load_causal_lm(cfg.model, padding_side="left", merge_adapter=True)
     prompts = _prompts(cfg, tokenizer)
     g = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
@@ -143,7 +143,7 @@ def push_pairs(cfg: PairsConfig) -> list[int]:
     from prefrl.data.store import PreferenceStore
     from prefrl.data.types import TextPair
 
-    model, tokenizer = load_causal_lm(cfg.model, padding_side="left")
+    model, tokenizer = load_causal_lm(cfg.model, padding_side="left", merge_adapter=True)
     prompts = _prompts(cfg, tokenizer)
     g = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():

@@ -36,6 +36,7 @@ __all__ = [
     "freeze_all_but_top_layers",
     "is_peft",
     "add_lora",
+    "base_reference",
 ]
 
 #: End-of-turn token of SmolLM2 and of the tiny test tokenizer; also their pad token.
@@ -195,14 +196,23 @@ def load_causal_lm(
     lora: LoraSpec | None = None,
     padding_side: Literal["left", "right"] = "right",
     seed: int = 0,
+    merge_adapter: bool = False,
 ) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)``; with ``lora`` the model is a trainable ``peft`` model.
+    """Load ``(model, tokenizer)``; with ``lora`` the model gets fresh, trainable LoRA adapters.
 
-    ``seed`` seeds the fresh LoRA adapters' initialisation (:func:`add_lora`).
+    A directory holding ``adapter_config.json`` (a LoRA checkpoint written by the stages) is
+    its base model plus the adapter:
 
-    A directory holding ``adapter_config.json`` (a LoRA checkpoint written by the
-    stages) is loaded as its base model plus the trainable adapter; ``lora`` is then
-    ignored.
+    - by default the adapter stays a trainable ``peft`` adapter (to resume the run that wrote
+      it; ``lora`` is then ignored);
+    - with ``merge_adapter=True`` it is merged into the weights, so the model *is* the
+      checkpoint's policy as plain weights: the starting point of a new stage, and its
+      reference (#12: with the adapter kept, "adapter disabled" would be the pre-SFT base).
+      ``lora`` then puts a fresh adapter on top, whose "disabled" state is this policy.
+
+    A fresh adapter records where its base came from as an absolute path (or ``"tiny"`` /
+    ``"smollm2"``), so the checkpoint loads from any working directory; a base that is itself
+    a LoRA checkpoint is merged on load. ``seed`` seeds the fresh adapters (:func:`add_lora`).
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -219,17 +229,20 @@ def load_causal_lm(
             from peft import PeftModel
 
             base_path = json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
-            base, _ = load_causal_lm(base_path, dtype=dtype)
-            model = PeftModel.from_pretrained(base, path, is_trainable=True)
+            base, _ = load_causal_lm(base_path, dtype=dtype, merge_adapter=True)
+            model = PeftModel.from_pretrained(base, path, is_trainable=not merge_adapter)
             tokenizer = load_tokenizer(path if (Path(path) / "tokenizer_config.json").exists() else base_path)
-            tokenizer.padding_side = padding_side
-            return model, tokenizer
-        if not Path(path).exists():
+            if not merge_adapter:
+                tokenizer.padding_side = padding_side
+                return model, tokenizer
+            model = model.merge_and_unload().requires_grad_(True)  # PEFT had frozen the base weights
+        elif not Path(path).exists():
             raise FileNotFoundError(
                 f"model {name!r} is neither a directory nor a known name ('smollm2', 'tiny')"
             )
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tokenizer = load_tokenizer(path)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            tokenizer = load_tokenizer(path)
     _set_special_tokens(tokenizer)
     tokenizer.padding_side = padding_side
     if model.config.pad_token_id is None:
@@ -238,23 +251,42 @@ def load_causal_lm(
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
     if lora is not None:
-        model = add_lora(model, lora, "CAUSAL_LM", seed=seed)
+        model = add_lora(model, lora, "CAUSAL_LM", seed=seed, base_name_or_path=name)
     return model, tokenizer
 
 
-def add_lora(model: torch.nn.Module, lora: LoraSpec, task_type: str | None = "CAUSAL_LM", seed: int = 0) -> Any:
+def base_reference(name_or_path: str | os.PathLike[str]) -> str:
+    """How an adapter names its base: ``"tiny"``/``"smollm2"`` as is, a directory as an absolute path."""
+    name = str(name_or_path)
+    if name == "tiny" or name.lower() in ("smollm2", "smollm2-135m-instruct"):
+        return name
+    return os.path.abspath(name)  # not resolve(): run/policy stays the run's current policy
+
+
+def add_lora(
+    model: torch.nn.Module,
+    lora: LoraSpec,
+    task_type: str | None = "CAUSAL_LM",
+    seed: int = 0,
+    base_name_or_path: str | os.PathLike[str] | None = None,
+) -> Any:
     """``model`` wrapped with fresh, trainable LoRA adapters (``peft.get_peft_model``).
 
     PEFT initialises the adapters from the global torch RNG; they are drawn here from a
     block seeded with ``seed``, so the same call gives the same adapters and the caller's
-    global RNG is left as it was.
+    global RNG is left as it was. ``base_name_or_path`` (where ``model`` was loaded from) is
+    recorded in ``adapter_config.json`` as :func:`base_reference` writes it.
     """
     from peft import get_peft_model
 
     from prefrl.utils.rng import seeded_global_rng
 
     with seeded_global_rng(seed):
-        return get_peft_model(model, lora.to_peft(task_type))
+        peft_model = get_peft_model(model, lora.to_peft(task_type))
+    if base_name_or_path is not None:
+        for adapter in peft_model.peft_config.values():
+            adapter.base_model_name_or_path = base_reference(base_name_or_path)
+    return peft_model
 
 
 def is_peft(model: torch.nn.Module) -> bool:

@@ -362,13 +362,15 @@ class LMPPOTrainer:
         stop: Callable[[dict[str, float]], bool] | None = None,
         tensorboard_dir: str | Path | None = None,
         progress: bool = True,
+        keep_checkpoints: int = 3,
     ) -> list[dict[str, float]]:
         """Run PPO steps until ``global_step == total_steps`` (so a resumed run continues).
 
         Each step's metrics go to ``callback`` (which may add entries), then to one
         :class:`~prefrl.utils.metrics.MetricsSink` (JSONL ``log_path``, TensorBoard, progress
         bar); ``stop(metrics)`` returning True ends the run after that step. Every
-        ``save_every`` steps and at the end a checkpoint is written to ``checkpoint_dir``.
+        ``save_every`` steps and at the end a checkpoint is written to ``checkpoint_dir``
+        (atomically; the last ``keep_checkpoints`` are kept).
         Returns the metrics of the steps run.
         """
         if total_steps < 0:
@@ -394,17 +396,18 @@ class LMPPOTrainer:
                 if stop is not None and stop(metrics):
                     break
                 if checkpoint_dir is not None and save_every and self.global_step % save_every == 0:
-                    self.save_checkpoint(checkpoint_dir)
+                    self.save_checkpoint(checkpoint_dir, keep_checkpoints)
         finally:
             sink.close()
         if checkpoint_dir is not None:
-            self.save_checkpoint(checkpoint_dir)
+            self.save_checkpoint(checkpoint_dir, keep_checkpoints)
         return history
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, directory: str | Path) -> Path:
-        """Write a resumable checkpoint to ``directory`` (:func:`prefrl.lm.ppo_checkpoint.save_ppo_checkpoint`)."""
-        return save_ppo_checkpoint(self, directory)
+    def save_checkpoint(self, directory: str | Path, keep_last: int = 3) -> Path:
+        """Save a resumable checkpoint into run directory ``directory``, atomically, keeping the last
+        ``keep_last`` (:func:`prefrl.lm.ppo_checkpoint.save_ppo_checkpoint`); returns its directory."""
+        return save_ppo_checkpoint(self, directory, keep_last=keep_last)
 
     def load_checkpoint(self, directory: str | Path, load_models: bool = True) -> None:
         """Restore :meth:`save_checkpoint`'s checkpoint (:func:`prefrl.lm.ppo_checkpoint.load_ppo_checkpoint`)."""
@@ -418,7 +421,8 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
     """``prefrl lm ppo``: build policy, reference, critic and reward model from paths, train, save.
 
     The reference is always the *starting* policy (``cfg.policy``), also when resuming;
-    with LoRA it is the policy with its adapter disabled. The critic starts from
+    with LoRA it is the policy with its adapter disabled: a fresh adapter on ``cfg.policy``
+    with any LoRA checkpoint there merged into the weights first. The critic starts from
     ``cfg.critic`` or, by default, from the reward model (InstructGPT).
     """
     from prefrl.lm.data import load_prompts
@@ -436,11 +440,12 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
                     f"resume: the checkpoint was trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}"
                 )
     lora = LoraSpec(cfg.lora_r, cfg.lora_alpha, 0.0) if cfg.lora_r and resume is None else None
-    policy, tokenizer = load_causal_lm(
-        resume / "policy" if resume else cfg.policy, lora=lora, padding_side="left", seed=cfg.seed
-    )
+    if resume is not None:  # the run's own weights (a LoRA adapter stays trainable)
+        policy, tokenizer = load_causal_lm(resume / "policy", padding_side="left")
+    else:  # a LoRA checkpoint is merged first, so "adapter disabled" is this policy (#12)
+        policy, tokenizer = load_causal_lm(cfg.policy, lora=lora, padding_side="left", seed=cfg.seed, merge_adapter=True)
     is_lora = is_peft(policy)
-    ref_policy = None if is_lora else load_causal_lm(cfg.policy)[0]
+    ref_policy = None if is_lora else load_causal_lm(cfg.policy, merge_adapter=True)[0]
     critic = RewardModel.from_pretrained(resume / "critic" if resume else (cfg.critic or cfg.reward_model))
     reward_model = RewardModel.from_pretrained(cfg.reward_model, trainable=False)
     reward_fn = RewardModelScorer(reward_model, RewardModel.load_tokenizer(cfg.reward_model))
@@ -463,6 +468,7 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
         tensorboard_dir=out / "tensorboard",
         checkpoint_dir=out,
         save_every=cfg.save_every,
+        keep_checkpoints=cfg.keep_checkpoints,
     )
     elapsed = time.perf_counter() - t0
     return {

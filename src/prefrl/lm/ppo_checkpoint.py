@@ -1,41 +1,124 @@
 """Checkpoints of LM PPO: policy, critic, both optimisers, KL controller, counters, generator.
 
-A checkpoint directory holds ``policy/`` (HF format + tokenizer; a LoRA policy as its
-adapter), ``critic/`` (:meth:`~prefrl.lm.reward_model.RewardModel.save_pretrained`),
-``trainer_state.pt`` and ``ppo_config.json``. The global torch RNG is never saved: the
+One checkpoint holds ``policy/`` (HF format + tokenizer; a LoRA policy as its adapter),
+``critic/`` (:meth:`~prefrl.lm.reward_model.RewardModel.save_pretrained`), ``trainer_state.pt``
+and ``ppo_config.json``. A run directory keeps them atomically (#12 item 6)::
+
+    run/checkpoints/step-00000040/   one complete checkpoint per save (the last N are kept)
+    run/current -> checkpoints/step-00000040
+    run/policy, run/critic, run/trainer_state.pt, run/ppo_config.json -> current/…
+
+Each save is written to a fresh ``checkpoints/.tmp-*`` directory, renamed to its step name
+once complete, and then ``current`` is switched by replacing one symlink (``os.replace``), so
+weights, optimiser state and counters always change together: a run killed during a save
+resumes from the previous checkpoint, and the partial directory is removed by the next save.
+``run/policy`` stays a loadable HF model directory. The global torch RNG is never saved: the
 trainer draws only from its own generator.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from prefrl.lm.models import is_peft
-from prefrl.utils.files import atomic_write
+from prefrl.utils.files import fsync_dir
 
-__all__ = ["save_ppo_checkpoint", "load_ppo_checkpoint", "TRAINER_STATE_FILE"]
+__all__ = ["save_ppo_checkpoint", "load_ppo_checkpoint", "checkpoint_dir_of", "TRAINER_STATE_FILE"]
 
 TRAINER_STATE_FILE = "trainer_state.pt"
+CHECKPOINTS = "checkpoints"
+CURRENT = "current"
+#: Entries of a run directory that point into ``current``.
+LINKED = ("policy", "critic", TRAINER_STATE_FILE, "ppo_config.json")
 
 
-def save_ppo_checkpoint(trainer: Any, directory: str | Path) -> Path:
-    """Write ``trainer``'s (an :class:`~prefrl.lm.ppo.LMPPOTrainer`) checkpoint into ``directory``.
+def save_ppo_checkpoint(trainer: Any, directory: str | Path, keep_last: int = 3) -> Path:
+    """Save ``trainer`` (an :class:`~prefrl.lm.ppo.LMPPOTrainer`) into run directory ``directory``.
 
-    The policy directory loads with ``AutoModelForCausalLM.from_pretrained`` (or, for a LoRA
-    policy, ``PeftModel.from_pretrained`` on the base).
+    Writes ``checkpoints/step-NNNNNNNN`` atomically, switches ``current`` to it and keeps the
+    last ``keep_last`` step checkpoints. Returns the new checkpoint's directory. The policy
+    directory loads with ``AutoModelForCausalLM.from_pretrained`` (or, for a LoRA policy,
+    ``PeftModel.from_pretrained`` on its base).
     """
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be ≥ 1, got {keep_last}")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    root = directory / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    for partial in root.glob(".tmp-*"):  # left by a save that was killed
+        shutil.rmtree(partial, ignore_errors=True)
+    name = f"step-{trainer.global_step:08d}"
+    final = root / name
+    if not final.is_dir():  # the same step saved twice (save_every hits the last step): nothing new
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        _write(trainer, tmp)
+        _fsync_tree(tmp)
+        os.rename(tmp, final)
+        fsync_dir(root)
+    _switch_current(directory, final)
+    _prune(root, keep_last, final)
+    return final
+
+
+def checkpoint_dir_of(directory: str | Path) -> Path:
+    """The checkpoint a path stands for: a run directory's ``current`` one, or the path itself."""
+    directory = Path(directory)
+    return directory / CURRENT if (directory / CURRENT).is_dir() else directory
+
+
+def _switch_current(directory: Path, final: Path) -> None:
+    link = directory / f".{CURRENT}.tmp"
+    link.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(final, directory), link)
+    os.replace(link, directory / CURRENT)  # the one atomic step of a save
+    for entry in LINKED:
+        path, target = directory / entry, os.path.join(CURRENT, entry)
+        if path.is_symlink() and os.readlink(path) == target:
+            continue
+        if path.is_dir() and not path.is_symlink():  # a checkpoint written in place by an older prefrl
+            shutil.rmtree(path)
+        tmp = directory / f".{entry}.link.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+    fsync_dir(directory)
+
+
+def _prune(root: Path, keep_last: int, current: Path) -> None:
+    steps = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    for old in steps[:-keep_last]:
+        if old == current:
+            continue
+        doomed = root / f".tmp-delete-{old.name}"
+        os.rename(old, doomed)  # atomic: a kill mid-delete leaves a .tmp-* the next save removes
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for sub in [directory, *(p for p in directory.rglob("*") if p.is_dir())]:
+        fsync_dir(sub)
+
+
+def _write(trainer: Any, directory: Path) -> None:
+    """One checkpoint's files into ``directory``."""
     trainer.policy.save_pretrained(directory / "policy")
     trainer.tokenizer.save_pretrained(directory / "policy")
     if hasattr(trainer.critic, "save_pretrained"):
         trainer.critic.save_pretrained(directory / "critic")
     else:
-        atomic_write(directory / "critic" / "critic.pt", lambda tmp: torch.save(trainer.critic.state_dict(), tmp))
+        (directory / "critic").mkdir()
+        torch.save(trainer.critic.state_dict(), directory / "critic" / "critic.pt")
     state = {
         "policy_optimizer": trainer.policy_optimizer.state_dict(),
         "critic_optimizer": trainer.critic_optimizer.state_dict(),
@@ -45,19 +128,19 @@ def save_ppo_checkpoint(trainer: Any, directory: str | Path) -> Path:
         "generator": trainer.generator.get_state(),
         "config": trainer.cfg.to_dict(),
     }
-    atomic_write(directory / TRAINER_STATE_FILE, lambda tmp: torch.save(state, tmp))
-    atomic_write(directory / "ppo_config.json", json.dumps(trainer.cfg.to_dict(), indent=2))
-    return directory
+    torch.save(state, directory / TRAINER_STATE_FILE)
+    (directory / "ppo_config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2))
 
 
 def load_ppo_checkpoint(trainer: Any, directory: str | Path, load_models: bool = True) -> None:
     """Restore a checkpoint written by :func:`save_ppo_checkpoint` into ``trainer``.
 
-    With ``load_models=False`` only the optimisers, KL controller, counters and generator are
+    ``directory`` is a run directory (its ``current`` checkpoint is read), one checkpoint
+    directory, or a checkpoint an older prefrl wrote in place. With ``load_models=False`` only the optimisers, KL controller, counters and generator are
     restored (when the caller already built the policy and critic from the checkpoint's
     ``policy/`` and ``critic/`` directories).
     """
-    directory = Path(directory)
+    directory = checkpoint_dir_of(directory)
     state_path = directory / TRAINER_STATE_FILE
     if not state_path.is_file():
         raise FileNotFoundError(f"no {TRAINER_STATE_FILE} in {directory}")

@@ -196,12 +196,18 @@ class PPORunConfig(LMPPOConfig):
         "Prompt file (JSONL/JSON/Parquet or datasets directory with a 'prompt' column).", default=""
     )
     output_dir: str = doc(
-        "Where the checkpoint (policy/, critic/, trainer_state.pt) and metrics.jsonl go.", default="runs/ppo"
+        "Where checkpoints (checkpoints/step-N, with policy/, critic/, trainer_state.pt reachable at the top) "
+        "and metrics.jsonl go.",
+        default="runs/ppo",
     )
     total_steps: int = doc(
         "PPO steps (batches of rollouts) to run in total, counting resumed ones.", default=100
     )
     save_every: int = doc("Write a resumable checkpoint every this many steps; 0 only at the end.", default=0)
+    keep_checkpoints: int = doc(
+        "Step checkpoints kept under output_dir/checkpoints (the newest; output_dir/current points at the last).",
+        default=3,
+    )
     resume: str | None = doc(
         "Checkpoint directory to resume from (models, optimisers, KL controller, counters, RNG).",
         default=None,
@@ -222,6 +228,8 @@ class PPORunConfig(LMPPOConfig):
             raise ValueError("reward_model: give a reward-model directory")
         if not self.prompts:
             raise ValueError("prompts: give a prompt file")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be ≥ 1, got {self.keep_checkpoints}")
         for name in ("total_steps", "save_every", "lora_r", "train_top_layers", "max_prompts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")

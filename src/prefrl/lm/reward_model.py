@@ -12,6 +12,7 @@ token (``per_token_scores``).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 
 from prefrl.lm.encoding import additive_attention_mask, last_token_index, position_ids_from_mask
 from prefrl.lm.models import LoraSpec, load_tokenizer
+from prefrl.utils.files import atomic_write
 from prefrl.utils.rng import seeded_global_rng
 
 __all__ = ["RewardModel", "HEAD_FILE", "CONFIG_FILE"]
@@ -62,14 +64,23 @@ class RewardModel(nn.Module):
 
     @classmethod
     def from_causal_lm(
-        cls, model: nn.Module, n_heads: int = 1, lora: LoraSpec | None = None, seed: int = 0
+        cls,
+        model: nn.Module,
+        n_heads: int = 1,
+        lora: LoraSpec | None = None,
+        seed: int = 0,
+        base_name_or_path: str | os.PathLike[str] | None = None,
     ) -> RewardModel:
-        """Take the base model (the causal LM without its LM head) as backbone."""
+        """Take the base model (the causal LM without its LM head) as backbone.
+
+        With ``lora`` the backbone gets fresh adapters; ``base_name_or_path`` (where ``model``
+        came from) is what their ``adapter_config.json`` names as base.
+        """
         backbone = model.base_model if hasattr(model, "base_model") else model
         if lora is not None:
             from prefrl.lm.models import add_lora
 
-            backbone = add_lora(backbone, lora, task_type=None, seed=seed)
+            backbone = add_lora(backbone, lora, task_type=None, seed=seed, base_name_or_path=base_name_or_path)
         return cls(backbone, hidden_size=int(model.config.hidden_size), n_heads=n_heads, seed=seed)
 
     @classmethod
@@ -84,8 +95,8 @@ class RewardModel(nn.Module):
         """A fresh reward model on the backbone of a causal-LM checkpoint (or ``"smollm2"``/``"tiny"``)."""
         from prefrl.lm.models import load_causal_lm
 
-        lm, _ = load_causal_lm(name_or_path, dtype=dtype)
-        return cls.from_causal_lm(lm, n_heads=n_heads, lora=lora, seed=seed)
+        lm, _ = load_causal_lm(name_or_path, dtype=dtype, merge_adapter=True)  # a LoRA checkpoint is merged
+        return cls.from_causal_lm(lm, n_heads=n_heads, lora=lora, seed=seed, base_name_or_path=name_or_path)
 
     @property
     def config(self) -> Any:
@@ -197,25 +208,77 @@ class RewardModel(nn.Module):
     # ------------------------------------------------------------ persistence
 
     def save_pretrained(self, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
-        """Backbone in HF format (or its LoRA adapter), heads + normalisation, optional tokenizer."""
-        from safetensors.torch import save_file
+        """Write a standard Hugging Face sequence classifier plus what prefrl needs to resume.
+
+        ``AutoModelForSequenceClassification.from_pretrained(directory)`` loads it (``config.json``
+        with ``num_labels = 1`` and a pad token that is not EOS, ``model.safetensors`` with the
+        backbone and ``score.weight``, the normalised ensemble-mean head; a LoRA backbone as its
+        base weights plus ``adapter_config.json`` / ``adapter_model.safetensors``, which
+        transformers applies on load) and scores a sequence at its last non-pad token as prefrl
+        does: its logit + ``score_offset`` (in ``config.json``) is :meth:`forward`'s score. The
+        offset is (b − μ)/σ averaged over the heads, which a bias-free HF score head cannot hold;
+        Bradley-Terry margins, rankings and best-of-n picks are the HF logits' own. prefrl's own
+        files: ``reward_head.safetensors`` (every head, bias and normalisation),
+        ``reward_model.json`` and, for LoRA, ``adapter/`` (the adapter as PEFT saved it).
+        """
+        from safetensors.torch import load_file, save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(d)
+        pad_id = _export_pad_id(tokenizer, self.config)
+        weight, offset = self.exported_head()
+        base = self.backbone
+        state = {}
+        if hasattr(self.backbone, "peft_config"):
+            self.backbone.save_pretrained(d / "adapter")
+            base = self.backbone.get_base_model()
+            # the same adapter for transformers, its keys under the sequence classifier's "model."
+            adapter = load_file(str(d / "adapter" / "adapter_model.safetensors"))
+            hf_adapter = {k.replace("base_model.model.", "base_model.model.model.", 1): v for k, v in adapter.items()}
+            atomic_write(d / "adapter_model.safetensors", lambda tmp: save_file(hf_adapter, str(tmp), metadata={"format": "pt"}))
+            atomic_write(d / "adapter_config.json", (d / "adapter" / "adapter_config.json").read_text())
+        for k, v in base.state_dict().items():
+            if "lora_" not in k:
+                state["model." + k.replace(".base_layer", "")] = v.detach().cpu().contiguous()
+        config = copy.deepcopy(base.config)
+        config.architectures = [_sequence_classifier_name(config)]
+        config.num_labels = 1
+        config.id2label, config.label2id = {0: "score"}, {"score": 0}
+        config.pad_token_id = pad_id
+        config.score_offset = offset
+        config.save_pretrained(d)
+        state["score.weight"] = weight.contiguous()
+        atomic_write(d / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
         head_state = {
             "weight": self.head.weight.detach().cpu().contiguous(),
             "bias": self.head.bias.detach().cpu().contiguous(),
             "score_mean": self.score_mean.cpu(),
             "score_std": self.score_std.cpu(),
         }
-        save_file(head_state, str(d / HEAD_FILE))
-        (d / CONFIG_FILE).write_text(
-            json.dumps({"n_heads": self.n_heads, "hidden_size": self.hidden_size, "format": 1}, indent=2)
-        )
+        atomic_write(d / HEAD_FILE, lambda tmp: save_file(head_state, str(tmp)))
+        meta = {
+            "n_heads": self.n_heads,
+            "hidden_size": self.hidden_size,
+            "format": 2,
+            "score_offset": offset,
+            # config.json's pad is the export's; the backbone keeps its own (embedding padding_idx)
+            "backbone_pad_token_id": base.config.pad_token_id,
+        }
+        atomic_write(d / CONFIG_FILE, json.dumps(meta, indent=2))
         if tokenizer is not None:
+            tokenizer = copy.deepcopy(tokenizer)
+            if pad_id is not None and pad_id != tokenizer.pad_token_id:
+                tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
             tokenizer.save_pretrained(d)
         return d
+
+    @torch.no_grad()
+    def exported_head(self) -> tuple[torch.Tensor, float]:
+        """``(w (1, H), c)`` with w·h + c = the normalised ensemble-mean score of hidden state h."""
+        scale = 1.0 / self.score_std.detach().cpu()  # (M,)
+        w = (self.head.weight.detach().cpu() * scale[:, None]).mean(0, keepdim=True)  # (1, H)
+        c = ((self.head.bias.detach().cpu() - self.score_mean.detach().cpu()) * scale).mean()
+        return w.float(), float(c)
 
     @classmethod
     def from_pretrained(
@@ -223,23 +286,28 @@ class RewardModel(nn.Module):
     ) -> RewardModel:
         """Load what :meth:`save_pretrained` wrote (a LoRA backbone is rebuilt on its base)."""
         from safetensors.torch import load_file
-        from transformers import AutoModel
 
         d = Path(directory)
         if not (d / CONFIG_FILE).exists():
             raise FileNotFoundError(f"{d} is not a reward model directory (no {CONFIG_FILE})")
         meta = json.loads((d / CONFIG_FILE).read_text())
-        adapter_cfg = d / "adapter_config.json"
-        if adapter_cfg.exists():
+        adapter_dir = d / "adapter"
+        if (adapter_dir / "adapter_config.json").exists() or not (d / "config.json").exists():
+            # LoRA: the base weights beside it (format 2), or the base it names (format 1)
             from peft import PeftModel
 
-            from prefrl.lm.models import resolve_model_path
+            if not (adapter_dir / "adapter_config.json").exists():
+                adapter_dir = d
+            if (d / "config.json").exists():
+                base = _load_backbone(d, dtype, meta)
+            else:
+                from prefrl.lm.models import load_causal_lm
 
-            base_path = resolve_model_path(json.loads(adapter_cfg.read_text())["base_model_name_or_path"])
-            base = AutoModel.from_pretrained(base_path, dtype=dtype)
-            backbone: nn.Module = PeftModel.from_pretrained(base, str(d), is_trainable=trainable)
+                base_path = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+                base = load_causal_lm(base_path, dtype=dtype, merge_adapter=True)[0].base_model
+            backbone: nn.Module = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
         else:
-            backbone = AutoModel.from_pretrained(str(d), dtype=dtype)
+            backbone = _load_backbone(d, dtype, meta)
         model = cls(backbone, hidden_size=int(meta["hidden_size"]), n_heads=int(meta["n_heads"]))
         state = load_file(str(d / HEAD_FILE))
         with torch.no_grad():
@@ -253,3 +321,46 @@ class RewardModel(nn.Module):
     def load_tokenizer(directory: str | os.PathLike[str], padding_side: str = "right") -> Any:
         """The tokenizer saved next to a reward model."""
         return load_tokenizer(directory, padding_side=padding_side)  # type: ignore[arg-type]
+
+
+def _load_backbone(d: Path, dtype: torch.dtype, meta: dict[str, Any]) -> nn.Module:
+    """The backbone (no head) from an RM directory's ``model.safetensors``, as it was trained."""
+    import transformers
+    from transformers import AutoModel
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the sequence classifier's score.weight is ours to load
+    try:
+        backbone = AutoModel.from_pretrained(str(d), dtype=dtype)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if "backbone_pad_token_id" in meta:  # config.json's pad is the export's; training used its own
+        pad = meta["backbone_pad_token_id"]
+        backbone.config.pad_token_id = pad
+        backbone.get_input_embeddings().padding_idx = pad
+    return backbone
+
+
+def _sequence_classifier_name(config: Any) -> str:
+    """``LlamaForSequenceClassification`` for a Llama config, and so on."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification._model_mapping[type(config)].__name__
+
+
+def _export_pad_id(tokenizer: Any, config: Any) -> int | None:
+    """A pad token id that is not EOS, for Hugging Face's "last non-pad token" rule.
+
+    HF sequence classifiers score the rightmost token that is not ``pad_token_id``; with
+    SmolLM2's pad = EOS that would be the token *before* the EOS, where prefrl reads the score
+    at the EOS itself. So the exported pad is another special token that never ends a scored
+    sequence (``<|endoftext|>`` or unk where the vocabulary has one, else BOS).
+    """
+    if tokenizer is None:
+        return config.pad_token_id
+    eos = tokenizer.eos_token_id
+    vocab = tokenizer.get_vocab()
+    for token in ("<|endoftext|>", tokenizer.unk_token, tokenizer.bos_token, "<|im_start|>"):
+        if token is not None and token in vocab and vocab[token] != eos:
+            return int(vocab[token])
+    return tokenizer.pad_token_id

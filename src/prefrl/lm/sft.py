@@ -31,7 +31,10 @@ def sft_labels(
 
 def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``cfg.data``; the checkpoint is written to ``cfg.output_dir``."""
-    model, tokenizer = load_causal_lm(cfg.resume or cfg.model, lora=None if cfg.resume else cfg.lora, seed=cfg.seed)
+    if cfg.resume:  # continue the run's own weights (a LoRA adapter stays trainable)
+        model, tokenizer = load_causal_lm(cfg.resume)
+    else:  # start from (and refer to) the given model: a LoRA checkpoint is merged first (#12)
+        model, tokenizer = load_causal_lm(cfg.model, lora=cfg.lora, seed=cfg.seed, merge_adapter=True)
     examples = load_completions(cfg.data, tokenizer, cfg.skip_bad_rows)
 
     def loss_fn(m: Any, idx: list[int], device: Any) -> tuple[torch.Tensor, dict[str, float]]:

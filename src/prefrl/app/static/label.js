@@ -41,14 +41,43 @@
     el.hidden = !msg;
   }
 
-  function setVideo(el, url) {
-    if (el.getAttribute("src") !== url) {
-      el.parentElement.classList.add("loading");   // first view of a clip renders it: say so
-      el.parentElement.classList.remove("failed");
-      el.setAttribute("src", url);
-    }
+  // A clip is fetched, not pointed at: the server answers 202 while the render worker is still
+  // rendering it, and the page asks again after Retry-After; the video plays from memory.
+  function clearVideo(el) {
+    const old = el.getAttribute("src");
+    if (old && old.startsWith("blob:")) { URL.revokeObjectURL(old); }
+    el.removeAttribute("src");
+    delete el.dataset.clip;
+  }
+
+  async function setVideo(el, url) {
     el.hidden = false;
-    const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
+    if (el.dataset.clip === url) {
+      const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
+      return;
+    }
+    clearVideo(el);
+    el.dataset.clip = url;
+    el.parentElement.classList.add("loading");
+    el.parentElement.classList.remove("failed");
+    for (let attempt = 0; attempt < 300; attempt++) {
+      let res = null;
+      try { res = await fetch(url, { credentials: "same-origin" }); } catch (e) { res = null; }
+      if (el.dataset.clip !== url) return;            // another pair is shown by now
+      if (res && res.status === 200) {
+        const blob = await res.blob();
+        if (el.dataset.clip !== url) return;
+        el.setAttribute("src", URL.createObjectURL(blob));
+        const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
+        return;
+      }
+      if (res && res.status === 401) { window.location.href = "/"; return; }
+      if (res && res.status !== 202) break;           // a real failure: say so, don't spin
+      const wait = 1000 * Number((res && res.headers.get("Retry-After")) || 1);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(Math.max(wait, 250), 2000)));
+    }
+    el.parentElement.classList.remove("loading");
+    el.parentElement.classList.add("failed");
   }
 
   function render(query) {
@@ -65,7 +94,7 @@
     for (const side of ["left", "right"]) {
       const video = $("video-" + side), text = $("text-" + side);
       if (query.kind === "text") {
-        video.hidden = true; video.removeAttribute("src");
+        video.hidden = true; clearVideo(video);
         video.parentElement.classList.remove("loading", "failed");
         text.textContent = query[side].text; text.hidden = false;
       } else {
