@@ -147,3 +147,53 @@ def test_label_five_pairs_by_keyboard_and_mouse(store, browser, tmp_path):
         query = store.get_query(qid)
         expect[(query.left_id, query.right_id, query.text_pair_id)] = (mu, "ann")
     assert got == expect and store.count_comparisons() == 5
+
+
+def test_a_clip_that_is_not_ready_yet_plays_once_rendered(store, browser, tmp_path):
+    """The page asks again after a 202 (the render worker is still busy) and plays the clip when it is there."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from prefrl.app.server import AppConfig, create_app
+
+    gate = threading.Event()
+
+    def late_clip(segment, path: Path) -> None:
+        gate.wait(30)
+        moving_dot_clip(segment, path)
+
+    left, right = store.add_segments([make_segment(1.0), make_segment(2.0)])
+    store.add_query(left_id=left, right_id=right)
+    token = store.add_labeller("ann")
+    app = create_app(store, AppConfig(clips_dir=tmp_path / "clips", clip_wait_seconds=0.2), renderer=late_clip)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        page = browser.new_page(bypass_csp=True)
+        statuses = []
+        page.on("response", lambda r: statuses.append(r.status) if "/clips/" in r.url else None)
+        page.goto(f"{base}/login?token={token}")
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{base}/")
+        page.wait_for_function("document.getElementById('app').dataset.queryId > 0")
+        page.wait_for_timeout(1500)  # the page has been told "not ready" and is asking again
+        assert 202 in statuses and page.locator(".side.loading").count() == 2
+        gate.set()
+        page.wait_for_function("[...document.querySelectorAll('video')].every(v => v.readyState >= 2)",
+                               timeout=20_000)
+        assert statuses.count(200) == 2 and page.locator(".side.failed").count() == 0
+    finally:
+        gate.set()
+        server.should_exit = True
+        thread.join(timeout=10)
+        app.state.render_worker.stop()
+        sock.close()
