@@ -19,6 +19,7 @@ return of the deterministic (mean-action) and of the stochastic (sampled-action)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -26,11 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.control.config import ControlConfig, control_ppo_config
+from prefrl.control.baseline import train_true_reward_ppo
+from prefrl.control.config import ControlConfig
 from prefrl.control.envs import make_vec_env
-from prefrl.control.loop import PreferenceLoop, train_true_reward_ppo
+from prefrl.control.loop import PreferenceLoop
 from prefrl.control.optimizer import PPOAgent
-from prefrl.reward.trainer import RewardTrainerConfig
+
+#: Every knob not given on the command line is ControlConfig's default (the measured best).
+DEFAULTS = ControlConfig()
 
 
 def make_config(args: argparse.Namespace, labels: int, seed: int, run_dir: Path) -> ControlConfig:
@@ -40,14 +44,8 @@ def make_config(args: argparse.Namespace, labels: int, seed: int, run_dir: Path)
         steps=args.steps,
         teacher=args.teacher,
         n_envs=args.n_envs,
-        ppo=control_ppo_config(
-            num_steps=args.n_steps,
-            num_minibatches=32,
-            clip_vloss=args.clip_vloss,
-            anneal_lr=args.anneal_lr,
-            total_steps=args.steps,
-        ),
-        reward=RewardTrainerConfig(epochs=args.reward_epochs),
+        ppo=dataclasses.replace(DEFAULTS.ppo, num_steps=args.n_steps, clip_vloss=args.clip_vloss, anneal_lr=args.anneal_lr),
+        reward=dataclasses.replace(DEFAULTS.reward, epochs=args.reward_epochs),
         run_dir=str(run_dir),
         seed=seed,
         fixed_horizon=args.fixed_horizon,
@@ -161,9 +159,9 @@ def main() -> None:
     p.add_argument("--labels", type=int, nargs="+", default=[350, 700, 1400])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=1_000_000)
-    p.add_argument("--n-envs", type=int, default=4)
-    p.add_argument("--n-steps", type=int, default=512)
-    p.add_argument("--reward-epochs", type=int, default=3,
+    p.add_argument("--n-envs", type=int, default=DEFAULTS.n_envs)
+    p.add_argument("--n-steps", type=int, default=DEFAULTS.rollout_steps)
+    p.add_argument("--reward-epochs", type=int, default=DEFAULTS.reward.epochs,
                    help="reward-model epochs per round (3: the demo's, and imitation's per iteration)")
     p.add_argument("--clip-vloss", action="store_true", help="PPO: clip the value change to ±0.2 (cleanrl; see control_ppo_config)")
     p.add_argument("--anneal-lr", action="store_true", help="PPO: anneal the lr to 0 over the run (cleanrl; see control_ppo_config)")

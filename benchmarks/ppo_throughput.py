@@ -106,7 +106,8 @@ def bench_loop(steps: int) -> tuple[float, float, float]:
     import dataclasses
     import tempfile
 
-    from prefrl.control.loop import demo_config, train
+    from prefrl.control.loop import train
+    from prefrl.control.presets import demo_config
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = demo_config(run_dir=str(Path(tmp) / "run"), progress=False)

@@ -305,7 +305,7 @@ def start_dpo(model_name: str, pairs: Path, b: Budget, out: Path, seed: int) -> 
         "8",
     ]
     args += ["--epochs", str(b.dpo_epochs), "--max-length", "128", "--seed", str(seed)]
-    args += ["--label-smoothing", str(b.dpo_label_smoothing)]
+    args += ["--label-smoothing", str(b.dpo_label_smoothing), "--overwrite"]  # a rerun restarts an unfinished DPO
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log("dpo: started in a second process (log: dpo.log)")
     return subprocess.Popen(args, stdout=open(out / "dpo.log", "w"), stderr=subprocess.STDOUT, env=env)

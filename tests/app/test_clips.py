@@ -134,3 +134,19 @@ def test_a_burst_of_clip_requests_does_not_slow_other_routes(store, tmp_path):
         thread.join(timeout=10)
         app.state.render_worker.stop()
         sock.close()
+
+
+def test_the_worker_renders_ahead_of_each_labeller(make_app, store, renderer):
+    """ann's queue holds the highest priorities; bob's next pairs are rendered too once he is at work."""
+    app = make_app(prerender_queries=2)
+    ann_q = add_segment_queries(store, [(1, 0)] * 4, priority=10.0, labeller="ann")
+    bob_q = add_segment_queries(store, [(0, 1)] * 4, priority=1.0, labeller="bob")
+    segs = {qid: (store.get_query(qid).left_id, store.get_query(qid).right_id) for qid in ann_q + bob_q}
+    with TestClient(app):
+        bob = login(app, store, "bob")
+        assert bob.next()["id"] == bob_q[0]
+        # bob's pair on screen and his next two, whatever the global order says
+        wanted = {i for qid in bob_q[:3] for i in segs[qid]}
+        wait_until(lambda: wanted <= set(renderer.rendered))
+    assert not {i for i in segs[bob_q[3]]} & set(renderer.rendered)  # not more than asked ahead
+    assert {i for qid in ann_q[:2] for i in segs[qid]} <= set(renderer.rendered)  # the global top two

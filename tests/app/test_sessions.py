@@ -153,3 +153,8 @@ def test_cli_disable_enable_remove(store):
     assert store.labellers() == []
     r = run(cli_app, ["label", "remove-labeller", "ann", "--store", store.url])
     assert r.exit_code == 2 and "no labeller" in r.output
+
+
+def test_serve_on_every_interface_needs_the_host_names(store):
+    r = CliRunner().invoke(cli_app, ["label", "serve", "--store", store.url, "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "--allowed-host" in r.output

@@ -16,7 +16,7 @@ from prefrl.cli import app
 runner = CliRunner()
 
 TINY = [
-    "--env", go_right_env.ENV_ID, "--labels", "30", "--steps", str(128 * 8), "--n-steps", "128",
+    "--env", go_right_env.ENV_ID, "--labels", "30", "--steps", str(128 * 8), "--n-envs", "1", "--n-steps", "128",
     "--n-minibatches", "4", "--lr", "0.003", "--segment-steps", "10", "--reward-epochs", "3", "--no-progress",
 ]
 
@@ -103,7 +103,7 @@ def test_atari_pong_runs_end_to_end_with_the_cnn_reward_model(tmp_path):
     import ale_py  # noqa: F401 - a declared dependency: missing is a failure, not a skip
     run = tmp_path / "pong"
     result = runner.invoke(app, [
-        "control", "train", "--env", "ALE/Pong-v5", "--labels", "6", "--steps", "256", "--n-steps", "128",
+        "control", "train", "--env", "ALE/Pong-v5", "--labels", "6", "--steps", "256", "--n-envs", "1", "--n-steps", "128",
         "--n-minibatches", "4", "--reward-epochs", "2", "--no-progress", "--run-dir", str(run),
     ])
     assert result.exit_code == 0, _output(result)

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 
 from prefrl.control.config import ControlConfig, control_ppo_config
-from prefrl.control.loop import demo_config
+from prefrl.control.presets import demo_config
 from prefrl.rl.ppo import PPOConfig
 
 
@@ -57,7 +57,7 @@ def _cartpole_returns(act, n_episodes: int = 8, seed: int = 100) -> np.ndarray:
 
 
 def test_train_true_reward_ppo_returns_a_trained_agent(tmp_path):
-    from prefrl.control.loop import train_true_reward_ppo
+    from prefrl.control.baseline import train_true_reward_ppo
 
     cfg = ControlConfig(
         env_id="CartPole-v1",

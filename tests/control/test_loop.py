@@ -13,12 +13,14 @@ import pytest
 
 from prefrl.control.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from prefrl.control.config import ControlConfig
-from prefrl.control.loop import EpisodeTracker, PreferenceLoop, drain_queries
+from prefrl.control.loop import PreferenceLoop
+from prefrl.control.run_state import EpisodeTracker
 from prefrl.control.segments import SegmentPool, cut_segments, resolve_segment_steps
 from prefrl.data.store import PreferenceStore
 from prefrl.data.types import Segment
 from prefrl.reward.trainer import RewardTrainerConfig
 from prefrl.rl.ppo import PPOConfig
+from prefrl.teachers.queue import answer_queries
 from prefrl.teachers.synthetic import make_teacher
 
 
@@ -30,6 +32,7 @@ def toy_config(tmp_path, **overrides) -> ControlConfig:
         steps=128 * 16,
         teacher="rational",
         segment_steps=10,
+        n_envs=1,
         pool_size=128,
         reward=RewardTrainerConfig(epochs=5, lr=3e-3),
         ppo=PPOConfig(num_steps=128, num_minibatches=4, update_epochs=10, learning_rate=3e-3),
@@ -160,11 +163,11 @@ def test_synthetic_teacher_answers_through_the_query_queue(tmp_path):
     ids = store.add_segments(segs)
     for i in range(0, 6, 2):
         store.add_query(left_id=ids[i + 1], right_id=ids[i])  # left always has the larger return
-    n = drain_queries(store, make_teacher("rational", rng), "synthetic-rational", env_id="e")
+    n = answer_queries(store, make_teacher("rational", rng), env_id="e")
     assert n == 3
     assert store.count_queries(status="answered") == 3
     assert [mu for _, _, mu in store.training_pairs()] == [1.0, 1.0, 1.0]
-    assert drain_queries(store, make_teacher("rational", rng), "synthetic-rational") == 0
+    assert answer_queries(store, make_teacher("rational", rng)) == 0
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -20,7 +20,7 @@ from prefrl.data.store import PreferenceStore
 HERE = Path(__file__).parent
 LABELS, N_STEPS, ROLLOUTS = 30, 128, 16
 ARGS = [
-    "--env", go_right_env.ENV_ID, "--labels", str(LABELS), "--steps", str(N_STEPS * ROLLOUTS),
+    "--env", go_right_env.ENV_ID, "--labels", str(LABELS), "--steps", str(N_STEPS * ROLLOUTS), "--n-envs", "1",
     "--n-steps", str(N_STEPS), "--n-minibatches", "4", "--lr", "0.003", "--segment-steps", "10",
     "--reward-epochs", "3", "--no-progress",
 ]

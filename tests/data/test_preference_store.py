@@ -562,3 +562,12 @@ def test_excluded_labellers_answers_stay_but_do_not_train(store: PreferenceStore
         store.exclude_labeller("nobody")
     store.include_labeller("ai_judge")
     assert len(store.training_pairs()) == 3 and len(store.text_preferences()) == 1
+
+
+def test_queries_of_one_labellers_queue(store: PreferenceStore, two_segments) -> None:
+    a, b = two_segments
+    mine = store.add_query(a, b, priority=1.0, labeller="ann")
+    anyone = store.add_query(b, a, priority=2.0)
+    store.add_query(a, b, priority=3.0, labeller="bob")
+    assert [q.id for q in store.queries("pending", labeller="ann")] == [anyone, mine]
+    assert store.lease_query("ann").id == anyone  # the same order as leasing

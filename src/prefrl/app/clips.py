@@ -2,8 +2,9 @@
 ahead of time and off the request path.
 
 A :class:`RenderWorker` thread renders, in this order, the clips someone asked for, those of
-queries being labelled now, and those of the next pending queries (highest priority first), so
-that a pair is usually ready before anyone opens it. The web route never renders: it serves a
+queries being labelled now, those next in the queue of each labeller at work, and those of the
+next pending queries (highest priority first), so that a pair is usually ready before anyone
+opens it. The web route never renders: it serves a
 cached file, waits asynchronously (holding no thread) for a render in flight, or answers
 202 "not ready" with ``Retry-After``.
 """
@@ -260,11 +261,17 @@ class RenderWorker:
         return None
 
     def _ahead(self) -> list[int]:
-        """Segments of the queries being labelled now, then of the next pending ones."""
+        """Segments of the queries being labelled now, then of the next few in the queue of each
+        labeller labelling now, then of the next pending ones for anyone."""
         if self.prerender <= 0:
             return []
-        queries = self.store.queries("leased") + self.store.queries("pending", limit=self.prerender)
-        return [i for q in queries if q.left_id is not None for i in (int(q.left_id), int(q.right_id))]
+        leased = self.store.queries("leased")
+        queries = list(leased)
+        for name in dict.fromkeys(q.leased_to for q in leased if q.leased_to):
+            queries += self.store.queries("pending", limit=self.prerender, labeller=name)
+        queries += self.store.queries("pending", limit=self.prerender)
+        ids = [i for q in queries if q.left_id is not None for i in (int(q.left_id), int(q.right_id))]
+        return list(dict.fromkeys(ids))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -16,7 +16,8 @@ class AppConfig:
     clips_dir: Path = Path("clips")
     """Where rendered MP4 clips are cached, one file per segment id."""
     prerender_queries: int = 8
-    """How many pending queries ahead the render worker renders (besides those being labelled)."""
+    """How many pending queries ahead the render worker renders, for anyone and for each labeller at
+    work (besides those being labelled); 0 renders only clips asked for."""
     clip_wait_seconds: float = 1.0
     """How long a clip request waits (holding no thread) for a render in flight before 202."""
     lease_seconds: float = 300.0

@@ -1,19 +1,25 @@
 """`prefrl control …` commands: train from preferences, evaluate a run, the demo.
 
-Heavy imports (torch, gymnasium, the loop) happen inside the commands so `--help` is instant.
+``train``'s options are generated from ``ControlConfig``'s fields (``prefrl.cli.options``): each
+default and its help live once, on the field. Heavy imports (torch, gymnasium, the loop) happen
+inside the commands so `--help` is instant (``prefrl.control.config`` is torch-free).
 Bad input ends with a one-line message and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
+from prefrl.cli.options import as_json, command_from_config
+from prefrl.control.config import ControlConfig
+
 app = typer.Typer(no_args_is_help=True)
 
-TEACHER_HELP = "rational | stochastic | myopic | skip | equal | mistake (synthetic, on the hidden reward) | human (web app)"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -21,83 +27,48 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _parse_teacher_args(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--teacher-arg must be KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            out[key.strip()] = None if value.strip().lower() == "none" else value
-    return out
+def set_threads(threads: int | None) -> None:
+    """The entry point's choice of torch intra-op threads (``ControlConfig.threads``; 0 or None: torch's default)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
 
 
-@app.command()
-def train(
-    env: str = typer.Option("HalfCheetah-v5", "--env", help="Gymnasium env id (HalfCheetah-v5, Hopper-v5, ALE/Pong-v5 …)."),
-    labels: int = typer.Option(700, "--labels", help="Total comparisons to ask over the run (≥ 1)."),
-    steps: int = typer.Option(1_000_000, "--steps", help="Total env steps of the preference run."),
-    teacher: str = typer.Option("rational", "--teacher", help=TEACHER_HELP),
-    teacher_arg: list[str] = typer.Option([], "--teacher-arg", help="Synthetic teacher parameter KEY=VALUE (beta, gamma, epsilon, …); repeatable."),
-    store: str | None = typer.Option(None, "--store", help="Preference store URL or path (default: RUN_DIR/preferences.sqlite)."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="Output directory (default: runs/<env>-s<seed>-<time>)."),
-    resume: Path | None = typer.Option(None, "--resume", help="Continue the checkpointed run in this directory (other options ignored)."),
-    baseline: bool = typer.Option(False, "--baseline", help="Also run PPO on the true reward with the same steps, for the report."),
-    n_envs: int = typer.Option(1, "--n-envs", help="Parallel envs."),
-    n_steps: int = typer.Option(2048, "--n-steps", help="PPO rollout length per env (T)."),
-    n_minibatches: int = typer.Option(32, "--n-minibatches", help="PPO minibatches per epoch."),
-    lr: float = typer.Option(3e-4, "--lr", help="PPO learning rate (constant; no value clipping either: see docs/benchmarks_control.md)."),
-    segment_steps: int | None = typer.Option(None, "--segment-steps", help="Steps per segment (default: 1.5 s of env time, clamped to [25, 60]; 25 without dt)."),
-    selector: str = typer.Option("disagreement", "--selector", help="Query selection: disagreement | entropy | uniform."),
-    reward_epochs: int = typer.Option(50, "--reward-epochs", help="Reward-model epochs per training round."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
-    asynchronous: bool = typer.Option(False, "--async/--sync", help="Train the reward model and answer queries in background threads."),
-    fixed_horizon: int | None = typer.Option(None, "--fixed-horizon", help="Make every episode exactly this long (termination becomes a penalty)."),
-    drop_ctrl_cost: bool = typer.Option(False, "--drop-ctrl-cost", help="MuJoCo: env reward without the control cost."),
-    checkpoint_minutes: float = typer.Option(10.0, "--checkpoint-minutes", help="Minutes between checkpoints."),
-    human_wait: float = typer.Option(0.0, "--human-wait", help="With --teacher human: seconds to wait at the end for outstanding answers."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
-) -> None:
-    """Train an agent from comparisons (Christiano et al. 2017) and write RUN_DIR/report.html."""
+def _train(cfg: Any, resume: Path | None = None) -> dict[str, Any]:
     from prefrl.control.checkpoint import CheckpointError
-    from prefrl.control.config import ControlConfig, control_ppo_config
     from prefrl.control.loop import PreferenceLoop
-    from prefrl.reward.trainer import RewardTrainerConfig
 
+    set_threads(cfg.threads)  # a setting of this process, also on --resume (not of the run)
     try:
-        if resume is not None:
-            loop = PreferenceLoop.resume(resume, progress=progress)
-        else:
-            ppo = control_ppo_config(num_steps=n_steps, num_minibatches=n_minibatches, learning_rate=lr, total_steps=max(steps, 1))
-            cfg = ControlConfig(
-                env_id=env,
-                labels=labels,
-                steps=steps,
-                teacher=teacher,  # type: ignore[arg-type]
-                teacher_kwargs=_parse_teacher_args(teacher_arg),
-                store=store,
-                run_dir=str(run_dir) if run_dir is not None else None,
-                n_envs=n_envs,
-                segment_steps=segment_steps,
-                selector=selector,  # type: ignore[arg-type]
-                reward=RewardTrainerConfig(epochs=reward_epochs),
-                ppo=ppo,
-                seed=seed,
-                asynchronous=asynchronous,
-                fixed_horizon=fixed_horizon,
-                drop_ctrl_cost=drop_ctrl_cost,
-                true_reward_baseline=baseline,
-                checkpoint_minutes=checkpoint_minutes,
-                human_wait_seconds=human_wait,
-                progress=progress,
-            )
-            loop = PreferenceLoop(cfg)
+        loop = PreferenceLoop.resume(resume, progress=cfg.progress) if resume is not None else PreferenceLoop(cfg)
     except (ValueError, CheckpointError) as e:
         raise _fail(str(e)) from None
-    out = loop.run()
-    typer.echo(f"report: {out / 'report.html'}")
+    return run_summary(loop.run())
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """The one-line JSON summary ``control train`` prints (like every ``lm`` command): the report's numbers.
+
+    A run that trained no reward model gets a warning line on stderr first.
+    """
+    from prefrl.control.report import NO_REWARD_MODEL
+
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    if summary.get("reward_rounds") == 0:
+        typer.secho(f"Warning: {NO_REWARD_MODEL}.", err=True, fg=typer.colors.YELLOW)
+    return {"run_dir": str(run_dir), "report": str(run_dir / "report.html"), **summary}
+
+
+_RESUME = inspect.Parameter(
+    "resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],  # noqa: UP045 - Typer reads it at runtime
+    default=typer.Option(None, "--resume", help="Continue the checkpointed run in this directory (other options ignored)."),
+)
+command_from_config(
+    app, "train", ControlConfig, _train,
+    "Train an agent from comparisons (Christiano et al. 2017) and write RUN_DIR/report.html.",
+    extra=(_RESUME,), fail=_fail,
+)  # fmt: skip
 
 
 @app.command("eval")
@@ -109,14 +80,18 @@ def evaluate(
 ) -> None:
     """True return of a run's policy over N episodes (mean ± std), optionally an MP4 of one."""
     from prefrl.control.checkpoint import CheckpointError
-    from prefrl.control.loop import load_agent
+    from prefrl.control.run_state import load_agent
 
     if episodes < 1:
         raise _fail(f"--episodes must be ≥ 1, got {episodes}")
     try:
         agent, cfg = load_agent(run_dir)
+        if video is not None:
+            from prefrl.control.render import check_renderable
+
+            check_renderable(cfg.env_id)  # before the evaluation, not after it
     except (ValueError, CheckpointError) as e:
-        raise _fail(str(e)) from None
+        raise _fail(f"--video: {e}" if video is not None and "render" in str(e) else str(e)) from None
     import numpy as np
 
     returns = agent.evaluate(cfg.env_id, episodes, seed=seed, fixed_horizon=cfg.fixed_horizon, drop_ctrl_cost=cfg.drop_ctrl_cost)
@@ -136,10 +111,12 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """A preference-only run that finishes in ≤ 15 minutes on 2 CPU cores and writes a report."""
-    from prefrl.control.loop import PreferenceLoop, demo_config
+    from prefrl.control.loop import PreferenceLoop
+    from prefrl.control.presets import demo_config
 
     try:
         cfg = demo_config(run_dir=str(run_dir) if run_dir else None, seed=seed, baseline=baseline, progress=progress)
+        set_threads(cfg.threads)
         loop = PreferenceLoop(cfg)
     except ValueError as e:
         raise _fail(str(e)) from None
@@ -147,5 +124,4 @@ def demo(
         f"demo: {cfg.env_id}, {cfg.steps} steps, {cfg.labels} labels from a synthetic '{cfg.teacher}' teacher "
         f"(the agent never sees the env reward) → {loop.run_dir}"
     )
-    out = loop.run()
-    typer.echo(f"report: {out / 'report.html'}")
+    typer.echo(as_json(run_summary(loop.run())))

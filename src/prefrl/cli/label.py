@@ -252,7 +252,8 @@ def ai_judge(
     limit: int | None = typer.Option(None, min=0, help="Answer at most this many queries."),
 ) -> None:
     """RLAIF: answer the store's text-pair queries with an LLM judge asked in both orders."""
-    from prefrl.teachers.ai_judge import AIJudgeTeacher, HTTPJudge, LocalLMJudge, answer_text_queries
+    from prefrl.teachers.ai_judge import AIJudgeTeacher, HTTPJudge, LocalLMJudge
+    from prefrl.teachers.queue import answer_queries
 
     if (url is None) == (model_path is None):
         raise typer.BadParameter("give exactly one of --url or --model-path")
@@ -268,7 +269,7 @@ def ai_judge(
     except (ValueError, OSError) as e:
         raise typer.BadParameter(str(e)) from None
     pref_store = _open_store(store)
-    n = answer_text_queries(pref_store, AIJudgeTeacher(judge), labeller=labeller, limit=limit)
+    n = answer_queries(pref_store, AIJudgeTeacher(judge, lease_as=labeller), limit=limit)
     typer.echo(f"{labeller} answered {n} text queries in {pref_store.url}.")
 
 

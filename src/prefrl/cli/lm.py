@@ -3,11 +3,14 @@
 Each command's options and their ``--help`` are generated from the fields of the
 stage's config dataclass (``prefrl.lm.<stage>_config``, torch-free), so the documentation lives
 in one place. Stage modules (torch, transformers) are imported only when a command runs.
-Multi-process: ``accelerate launch --num_processes 2 -m prefrl.cli lm sft …``.
+Multi-process (SFT, RM, DPO): ``accelerate launch --multi_gpu --num_processes 2 -m prefrl lm sft …``
+(:mod:`prefrl.lm.launch`); the other commands run in one process and refuse such a launch.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -16,6 +19,7 @@ from prefrl.cli.options import command_from_config
 from prefrl.lm.best_of_n_config import BestOfNConfig
 from prefrl.lm.dpo_config import DPOConfig
 from prefrl.lm.generate_config import EvaluateConfig, GenerateConfig, PairsConfig
+from prefrl.lm.launch import require_single_process
 from prefrl.lm.ppo_config import PPORunConfig
 from prefrl.lm.reward_model_config import RMConfig
 from prefrl.lm.sft_config import SFTConfig
@@ -25,43 +29,67 @@ app = typer.Typer(no_args_is_help=True)
 __all__ = ["app", "command_from_config"]
 
 
+def _fresh_or_resumed(cfg: Any) -> None:
+    """A run into a non-empty output_dir must be a --resume or say --overwrite (which empties it)."""
+    out = Path(cfg.output_dir)
+    if cfg.resume is not None or not out.is_dir() or not any(out.iterdir()):
+        return
+    if not cfg.overwrite:
+        raise typer.BadParameter(
+            f"output_dir {out} is not empty: pass --resume {out} to continue that run, "
+            "or --overwrite to delete its contents and start afresh"
+        )
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def _sft(cfg: SFTConfig) -> Any:
+    _fresh_or_resumed(cfg)
     from prefrl.lm.sft import train_sft
 
     return train_sft(cfg)
 
 
 def _rm(cfg: RMConfig) -> Any:
+    _fresh_or_resumed(cfg)
     from prefrl.lm.reward_model_trainer import train_reward_model
 
     return train_reward_model(cfg)
 
 
 def _dpo(cfg: DPOConfig) -> Any:
+    _fresh_or_resumed(cfg)
     from prefrl.lm.dpo import train_dpo
 
     return train_dpo(cfg)
 
 
 def _generate(cfg: GenerateConfig) -> Any:
+    require_single_process("prefrl lm generate")
     from prefrl.lm.generate import generate_completions
 
     return generate_completions(cfg)
 
 
 def _evaluate(cfg: EvaluateConfig) -> Any:
+    require_single_process("prefrl lm evaluate")
     from prefrl.lm.generate import evaluate
 
     return evaluate(cfg)
 
 
 def _best_of_n(cfg: BestOfNConfig) -> Any:
+    require_single_process("prefrl lm best-of-n")
     from prefrl.lm.best_of_n import best_of_n
 
     return best_of_n(cfg)
 
 
 def _pairs(cfg: PairsConfig) -> Any:
+    require_single_process("prefrl lm pairs")
     from prefrl.lm.generate import push_pairs
 
     ids = push_pairs(cfg)
@@ -104,6 +132,7 @@ command_from_config(
 
 
 def _ppo(cfg: PPORunConfig) -> Any:
+    _fresh_or_resumed(cfg)
     from prefrl.lm.ppo import run_ppo
 
     return run_ppo(cfg)

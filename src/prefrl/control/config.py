@@ -6,14 +6,21 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
-TeacherName = Literal["rational", "stochastic", "myopic", "skip", "equal", "mistake", "human"]
-SelectorName = Literal["disagreement", "entropy", "uniform"]
+from prefrl.names import OptimizerName, SelectorName, TeacherName
 
 TEACHER_NAMES: tuple[str, ...] = get_args(TeacherName)
 SYNTHETIC_TEACHERS: tuple[str, ...] = tuple(t for t in TEACHER_NAMES if t != "human")
 SELECTOR_NAMES: tuple[str, ...] = get_args(SelectorName)
+OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
+
+#: The measured best rollout and reward-round sizes (``benchmarks/label_efficiency.py``,
+#: docs/benchmarks_control.md): 4 envs × 512 steps and 3 reward epochs per round run ≈ 5× faster
+#: than 1 × 2,048 and 50 epochs on Walker2d, at the same return. Defaults of ``ControlConfig``.
+DEFAULT_N_ENVS = 4
+DEFAULT_ROLLOUT_STEPS = 512
+DEFAULT_REWARD_EPOCHS = 3
 
 
 def _ppo_config_cls() -> type:
@@ -39,9 +46,17 @@ def control_ppo_config(**overrides: Any) -> Any:
 
 
 def _reward_config_cls() -> type:
-    from prefrl.reward.trainer import RewardTrainerConfig
+    from prefrl.reward.trainer_config import RewardTrainerConfig
 
     return RewardTrainerConfig
+
+
+def _default_ppo() -> Any:
+    return control_ppo_config(num_steps=DEFAULT_ROLLOUT_STEPS)
+
+
+def _default_reward() -> Any:
+    return _reward_config_cls()(epochs=DEFAULT_REWARD_EPOCHS)
 
 
 def rollout_length(ppo: Any) -> int:
@@ -57,7 +72,7 @@ def rollout_length(ppo: Any) -> int:
 class ControlConfig:
     """One run of Christiano et al. 2017: collect → ask → learn, for a Gymnasium agent."""
 
-    env_id: str = "HalfCheetah-v5"
+    env_id: str = field(default="HalfCheetah-v5", metadata={"aliases": ("--env",)})
     """Gymnasium id (MuJoCo ``HalfCheetah-v5``, ``Hopper-v5``; Atari ``ALE/Pong-v5``)."""
     labels: int = 700
     """Total number of queries asked over the run (the paper: 700 for MuJoCo)."""
@@ -65,9 +80,13 @@ class ControlConfig:
     """Total env steps of the preference run (all envs together)."""
     teacher: TeacherName = "rational"
     """Who answers: a synthetic B-Pref teacher on the hidden env reward, or ``human`` (web app)."""
-    teacher_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra arguments to ``make_teacher`` (e.g. ``beta`` of the stochastic teacher)."""
-    n_envs: int = 1
+    teacher_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"key_value": True, "option": ("--teacher-arg",)}
+    )
+    """Synthetic teacher parameter KEY=VALUE (beta, gamma, epsilon, skip_spread, equal_spread, skip_threshold, equal_threshold); repeatable."""
+    optimizer: OptimizerName = "ppo"
+    """Policy optimiser: our PPO, or a Stable-Baselines3 algorithm (``sb3-ppo``, ``sb3-sac`` …; needs stable-baselines3)."""
+    n_envs: int = DEFAULT_N_ENVS
     """Vectorised envs collecting in lockstep."""
     segment_steps: int | None = None
     """Steps per segment; ``None`` = ``segment_seconds`` of env time (clamped to [25, 60]) or 25."""
@@ -83,11 +102,18 @@ class ControlConfig:
     """Most recent segments kept in memory as candidates (saved to the store only when queried)."""
     reward_members: int = 3
     """Members of the reward ensemble."""
-    reward_hidden: tuple[int, ...] = (64, 64)
+    reward_hidden: tuple[int, ...] = field(default=(64, 64), metadata={"cli": False})
     """Hidden sizes of each reward member's MLP (image observations use the CNN)."""
-    reward: Any = field(default_factory=lambda: _reward_config_cls()())
+    reward: Any = field(default_factory=_default_reward, metadata={"flatten": "reward_"})
     """``RewardTrainerConfig`` of the reward trainer (epochs, lr, bootstrap, validation share, L2)."""
-    ppo: Any = field(default_factory=control_ppo_config)
+    ppo: Any = field(
+        default_factory=_default_ppo,
+        metadata={
+            "flatten": "",
+            "flatten_exclude": ("total_steps",),
+            "flatten_aliases": {"num_steps": ("--n-steps",), "num_minibatches": ("--n-minibatches",), "learning_rate": ("--lr",)},
+        },
+    )
     """``PPOConfig`` of the policy optimiser (rollout length, lr, clip, GAE, epochs …); see ``control_ppo_config``."""
     store: str | None = None
     """Store URL or path; ``None`` = SQLite file ``RUN_DIR/preferences.sqlite``."""
@@ -95,32 +121,38 @@ class ControlConfig:
     """Output directory; ``None`` = ``runs/<env>-<seed>-<time>``."""
     seed: int = 0
     """Seeds the envs, the networks and the loop's rng."""
-    asynchronous: bool = False
+    asynchronous: bool = field(default=False, metadata={"option": ("--async/--sync",)})
     """Reward training and the teacher run in background threads while the policy collects."""
     fixed_horizon: int | None = None
     """Every episode lasts exactly this many steps (termination hidden), per the paper's App. A."""
     drop_ctrl_cost: bool = False
     """Teacher sees the env reward without the control cost (the paper's MuJoCo teacher)."""
-    true_reward_baseline: bool = False
+    true_reward_baseline: bool = field(default=False, metadata={"option": ("--baseline/--no-baseline",)})
     """Also run PPO on the true env reward with the same steps, for the report."""
     checkpoint_minutes: float = 10.0
     """Minutes between checkpoints (one is always written at the end)."""
     lease_seconds: float = 60.0
     """How long the synthetic labeller holds a query before another labeller may take it."""
-    human_wait_seconds: float = 0.0
+    human_wait_seconds: float = field(default=0.0, metadata={"aliases": ("--human-wait",)})
     """With ``teacher=human``: how long the loop waits at the end for outstanding answers."""
-    progress: bool = True
+    progress: bool = field(default=True, metadata={"option": ("--progress/--no-progress",)})
     """Show a progress bar."""
+    threads: int | None = 1
+    """torch intra-op threads of the process (``torch.set_num_threads``, set by the CLI); 1: the policy and reward MLPs are too small to gain from more, and extra threads fight the env stepping and other processes for the cores (docs/benchmarks_control.md); 0 = torch's default (one per core)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.env_id, str) or not self.env_id.strip():
             raise ValueError("env_id must be a non-empty Gymnasium id")
+        if self.steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {self.steps}")
         if self.labels < 1:
             raise ValueError(f"labels must be ≥ 1 (a preference run needs comparisons), got {self.labels}")
         if self.teacher not in TEACHER_NAMES:
             raise ValueError(f"unknown teacher {self.teacher!r}; choose one of {', '.join(TEACHER_NAMES)}")
         if self.selector not in SELECTOR_NAMES:
             raise ValueError(f"unknown selector {self.selector!r}; choose one of {', '.join(SELECTOR_NAMES)}")
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZER_NAMES)}")
         if self.n_envs < 1:
             raise ValueError(f"n_envs must be ≥ 1, got {self.n_envs}")
         if self.segment_steps is not None and self.segment_steps < 2:
@@ -144,6 +176,8 @@ class ControlConfig:
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if self.lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, got {self.lease_seconds}")
+        if self.threads is not None and self.threads < 0:
+            raise ValueError(f"threads must be ≥ 0 (0 = torch's default), got {self.threads}")
         if self.human_wait_seconds < 0:
             raise ValueError(f"human_wait_seconds must be ≥ 0, got {self.human_wait_seconds}")
         if self.teacher == "human" and self.teacher_kwargs:
@@ -172,6 +206,11 @@ class ControlConfig:
     def steps_per_rollout(self) -> int:
         """Env steps of one rollout over all envs (T × N)."""
         return rollout_length(self.ppo) * self.n_envs
+
+    @property
+    def rollout_steps(self) -> int:
+        """Env steps per env of one rollout (T, ``ppo.num_steps``); SB3 optimisers use it too."""
+        return rollout_length(self.ppo)
 
     @property
     def n_rollouts(self) -> int:

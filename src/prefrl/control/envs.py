@@ -18,12 +18,14 @@ Wrappers:
 - :class:`SimStateWrapper` — puts the simulator state (MuJoCo qpos‖qvel, or a classic-control
   env's ``state``) into ``info["sim_state"]`` after every ``reset`` and ``step``, so a clip
   can be re-rendered later with :func:`restore`.
-- ``LearnedRewardVecEnv`` — an SB3 ``VecEnvWrapper`` replacing the reward by a learned one
-  (defined in :mod:`prefrl.control.sb3`; imported lazily because SB3 is optional).
+
+The SB3 ``VecEnvWrapper`` that replaces the reward by a learned one, ``LearnedRewardVecEnv``,
+lives in :mod:`prefrl.control.sb3` (SB3 is optional).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -43,16 +45,9 @@ __all__ = [
     "SimStateWrapper",
     "sim_state_supported",
     "restore",
+    "env_dt",
+    "resolve_env_id",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # SB3 is optional: LearnedRewardVecEnv subclasses its VecEnvWrapper, so import on demand.
-    if name == "LearnedRewardVecEnv":
-        from prefrl.control.sb3 import LearnedRewardVecEnv
-
-        return LearnedRewardVecEnv
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- simulator state
@@ -168,14 +163,34 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/") or "NoFrameskip" in env_id
 
 
-def _check_registered(env_id: str) -> gym.envs.registration.EnvSpec:
-    if is_atari(env_id):
-        import ale_py
+def resolve_env_id(env_id: str) -> str:
+    """The registered id of ``env_id``, importing the module of Gymnasium's ``module:EnvId`` form first.
 
+    ``pointgoal:PointGoal-v0`` imports ``pointgoal`` (which registers ``PointGoal-v0``) and returns
+    ``PointGoal-v0``; a run stores the full form in its config, so eval and resume import it too.
+    ``ALE/…`` ids register ale-py. ``ValueError`` naming the problem otherwise.
+    """
+    module, _, name = env_id.rpartition(":") if ":" in env_id else ("", "", env_id)
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"environment {env_id!r}: cannot import module {module!r} ({e}); is it on PYTHONPATH?") from None
+        if name not in gym.registry:
+            raise ValueError(f"environment {env_id!r}: importing {module!r} did not register {name!r}")
+    if is_atari(name):
+        try:
+            import ale_py
+        except ImportError:
+            raise ValueError(f"environment {env_id!r} needs ale-py, which is not installed (pip install 'gymnasium[atari]')") from None
         gym.register_envs(ale_py)
-    if env_id not in gym.registry:
+    if name not in gym.registry:
         raise ValueError(f"unknown environment {env_id!r}")
-    return gym.spec(env_id)
+    return name
+
+
+def _check_registered(env_id: str) -> gym.envs.registration.EnvSpec:
+    return gym.spec(resolve_env_id(env_id))
 
 
 def _accepts_ctrl_cost_weight(spec: gym.envs.registration.EnvSpec) -> bool:
@@ -235,7 +250,10 @@ def make_env(
         kwargs["max_episode_steps"] = fixed_horizon
     if is_atari(env_id):
         kwargs["frameskip"] = 1  # AtariPreprocessing does the skipping (and max-pools the last 2 frames)
-    env = gym.make(env_id, **kwargs)
+    try:
+        env = gym.make(spec.id, **kwargs)
+    except gym.error.DependencyNotInstalled as e:  # e.g. Box2D for CarRacing: gymnasium names the extra
+        raise ValueError(f"environment {env_id!r} needs a package that is not installed: {e}") from None
     if is_atari(env_id):
         env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
         env = gym.wrappers.FrameStackObservation(env, 4)
@@ -291,3 +309,15 @@ def make_vec_env(
     if async_:
         return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def env_dt(envs: Any) -> float | None:
+    """The physical time step of a vector env's first sub-env (MuJoCo ``dt``), or None (gymnasium or SB3 vector envs)."""
+    for getter in (lambda: envs.get_attr("dt")[0], lambda: envs.envs[0].unwrapped.dt):
+        try:
+            dt = getter()
+        except Exception:  # noqa: BLE001 - envs without dt (Atari, toy envs)
+            continue
+        if dt is not None:
+            return float(dt)
+    return None

@@ -68,11 +68,32 @@ def make_render_env(env_id: str, width: int = WIDTH, height: int = HEIGHT) -> An
         return make_env(env_id, seed=0, render_mode="rgb_array")
     import gymnasium as gym
 
+    from prefrl.control.envs import resolve_env_id
+
+    name = resolve_env_id(env_id)
     try:
-        env = gym.make(env_id, render_mode="rgb_array", width=width, height=height)
-    except TypeError:  # not a MuJoCo env: no width/height kwargs
-        env = gym.make(env_id, render_mode="rgb_array")
+        try:
+            env = gym.make(name, render_mode="rgb_array", width=width, height=height)
+        except TypeError:  # not a MuJoCo env: no width/height kwargs
+            env = gym.make(name, render_mode="rgb_array")
+    except gym.error.DependencyNotInstalled as e:  # classic control renders with pygame
+        raise ValueError(f"environment {env_id!r} cannot render: {e}") from None
     return env
+
+
+def check_renderable(env_id: str) -> None:
+    """``ValueError`` naming the problem unless ``env_id`` renders ``rgb_array`` frames here (before a long run)."""
+    env = make_render_env(env_id)
+    try:
+        env.reset(seed=0)
+        try:
+            frame = env.render()
+        except Exception as e:  # noqa: BLE001 - a GL or display backend that fails to start
+            raise ValueError(f"environment {env_id!r} cannot render: {type(e).__name__}: {e}") from None
+        if frame is None or np.asarray(frame).ndim not in (2, 3):
+            raise ValueError(f"environment {env_id!r} renders no rgb_array frames")
+    finally:
+        env.close()
 
 
 def segment_frames(segment: Segment, env: Any = None) -> list[np.ndarray]:

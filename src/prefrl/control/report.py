@@ -37,8 +37,11 @@ def smooth(values: Sequence[float], window: int = 10) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def summary(history: Any, counters: Any, n_last: int = 10) -> dict[str, float | int | None]:
-    """Headline numbers: true return at the start and the end, baseline, labels, accuracy, correlation."""
+def summary(history: Any, counters: Any, n_last: int = 10, answers: dict[str, int] | None = None) -> dict[str, float | int | None]:
+    """Headline numbers: true return at the start and the end, baseline, labels, accuracy, correlation.
+
+    ``answers``: the store's answer counts (``run_state.answer_counts``); without them, the last logged row's.
+    """
 
     def mean_of(pairs: Sequence[tuple[int, float]], first: bool) -> float | None:
         if not pairs:
@@ -57,7 +60,10 @@ def summary(history: Any, counters: Any, n_last: int = 10) -> dict[str, float | 
         "env_steps": int(counters.global_step),
         "ppo_iterations": int(counters.iteration),
         "labels_asked": int(counters.queries_posted),
-        "labels_answered": int(last.get("labels/answered", 0)) if last else None,
+        "labels_answered": answers["answered"] if answers else (int(last.get("labels/answered", 0)) if last else None),
+        "labels_equal": answers["equal"] if answers else (int(last.get("labels/equal", 0)) if last else None),
+        "labels_incomparable": answers["incomparable"] if answers else (int(last.get("labels/incomparable", 0)) if last else None),
+        "reward_rounds": int(counters.reward_rounds),
         "episodes": len(history.episodes),
         "true_return_first": mean_of(history.episodes, first=True),
         "true_return_last": mean_of(history.episodes, first=False),
@@ -157,12 +163,20 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_report(run_dir: str | Path, cfg: Any, history: Any, counters: Any) -> Path:
+#: Said in the report, the CLI and a warning when a run ends without a single reward round.
+NO_REWARD_MODEL = (
+    "no reward model was trained: the teacher gave no comparable answer (all skipped, can't tell or unanswered), "
+    "so the policy optimised an untrained reward"
+)
+
+
+def write_report(run_dir: str | Path, cfg: Any, history: Any, counters: Any, answers: dict[str, int] | None = None) -> Path:
     """Write the PNGs, ``summary.json`` and ``report.html`` into ``run_dir``; returns the HTML path."""
     run_dir = Path(run_dir)
     title = f"{cfg.env_id} · {cfg.teacher} teacher · {cfg.labels} labels"
     paths = plot_all(run_dir, history, cfg.env_id)
-    numbers = summary(history, counters)
+    numbers = summary(history, counters, answers=answers)
+    warning = f'<p style="color:#b00;font-weight:bold">Warning: {NO_REWARD_MODEL}.</p>' if not counters.reward_rounds else ""
     (run_dir / "summary.json").write_text(json.dumps(numbers, indent=2))
     rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in numbers.items())
     figures = []
@@ -186,7 +200,7 @@ pre {{ background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }}
 the teacher compares pairs of segments, a reward ensemble is fitted to the comparisons, and PPO
 optimises the learned reward. The true return below is measured with the hidden env reward.</p>
 <h2>Summary</h2>
-<table>{rows}</table>
+{warning}<table>{rows}</table>
 <h2>Charts</h2>
 {"".join(figures)}
 <h2>Configuration</h2>

@@ -86,14 +86,21 @@ class QueryQueue(RecordStore):
         """The query with this id; ``KeyError`` if there is none."""
         return schema.query_from_row(self._get(schema.queries, query_id, "query_id", "query"), utcnow())
 
-    def queries(self, status: QueryStatus | None = None, *, limit: int | None = None) -> list[Query]:
+    def queries(
+        self, status: QueryStatus | None = None, *, limit: int | None = None, labeller: str | None = None
+    ) -> list[Query]:
         """Queries (optionally only those with this status now), highest priority first.
 
         A query whose lease has lapsed is reported (and counted) as "pending": anyone may lease it.
+        With ``labeller``, only the queries that labeller may lease (unrestricted or theirs):
+        ``queries("pending", labeller=name)`` is their queue, in the order they will get it.
         """
         now = utcnow()
         q = schema.queries.c
-        stmt = sa.select(schema.queries).where(*_status_filter(status, now)).order_by(q.priority.desc(), q.id)
+        where = _status_filter(status, now)
+        if labeller is not None:
+            where.append(sa.or_(q.labeller.is_(None), q.labeller == check_name(labeller, "labeller")))
+        stmt = sa.select(schema.queries).where(*where).order_by(q.priority.desc(), q.id)
         if limit is not None:
             stmt = stmt.limit(check_int(limit, "limit"))
         return self._read(lambda conn: [schema.query_from_row(r, now) for r in conn.execute(stmt)])

@@ -23,6 +23,7 @@ import torch
 from prefrl.lm.data import PreferenceExample, load_preferences
 from prefrl.lm.dpo_config import DPOConfig
 from prefrl.lm.encoding import collate_prompt_completion, pack_preference_pairs
+from prefrl.lm.launch import make_accelerator
 from prefrl.lm.logprobs import completion_logprobs, packed_pair_logprobs
 from prefrl.lm.models import load_causal_lm
 from prefrl.lm.training import run_training
@@ -113,9 +114,7 @@ def dpo_batch_metrics(
 
 def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     """Run DPO from ``cfg.model`` (or ``cfg.resume``); the checkpoint goes to ``cfg.output_dir``."""
-    from accelerate import Accelerator
-
-    acc = Accelerator()
+    acc = make_accelerator()
     if cfg.resume:  # continue the run's own weights (a LoRA adapter stays trainable)
         policy, tokenizer = load_causal_lm(cfg.resume)
     else:  # start from (and refer to) the given model: a LoRA checkpoint is merged first (#12)

@@ -30,6 +30,7 @@ import torch
 from prefrl.diagnostics.degenerate import degenerate_report
 from prefrl.diagnostics.kl_profile import kl_summary
 from prefrl.diagnostics.overoptimisation import GoldProxyMonitor
+from prefrl.lm.launch import require_single_process
 from prefrl.lm.logprobs import response_logprobs
 from prefrl.lm.models import freeze_all_but_top_layers, is_peft
 from prefrl.lm.ppo_checkpoint import load_ppo_checkpoint, save_ppo_checkpoint
@@ -427,9 +428,10 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
     """
     from prefrl.lm.data import load_prompts
     from prefrl.lm.models import LoraSpec, load_causal_lm
-    from prefrl.lm.reward_functions import RewardModelScorer
+    from prefrl.lm.reward_functions import RewardModelScorer, gold_reward
     from prefrl.lm.reward_model import RewardModel
 
+    require_single_process("prefrl lm ppo")
     out = Path(cfg.output_dir)
     resume = Path(cfg.resume) if cfg.resume else None
     if resume is not None:
@@ -456,7 +458,7 @@ def run_ppo(cfg: PPORunConfig) -> dict[str, Any]:
     prompts = [p.prompt for p in load_prompts(cfg.prompts, tokenizer)]
     if cfg.max_prompts:
         prompts = prompts[: cfg.max_prompts]
-    trainer = LMPPOTrainer(policy, ref_policy, critic, reward_fn, tokenizer, cfg)
+    trainer = LMPPOTrainer(policy, ref_policy, critic, reward_fn, tokenizer, cfg, gold_fn=gold_reward(cfg.gold))
     if resume is not None:
         trainer.load_checkpoint(resume, load_models=False)
     out.mkdir(parents=True, exist_ok=True)

@@ -212,6 +212,16 @@ class PPORunConfig(LMPPOConfig):
         "Checkpoint directory to resume from (models, optimisers, KL controller, counters, RNG).",
         default=None,
     )
+    overwrite: bool = doc(
+        "Delete what a non-empty output_dir holds and start afresh (without it such a run is refused, "
+        "unless it is a --resume).",
+        default=False,
+    )
+    gold: str | None = doc(
+        "A gold reward logged beside the proxy as objective/gold (with a gold-vs-proxy divergence warning): "
+        "'vader' (VADER sentiment of the response) or 'module:function', fn(prompts, responses) -> scores.",
+        default=None,
+    )
     lora_r: int = doc(
         "LoRA rank of the policy; 0 trains the weights (the reference is then a frozen copy).", default=0
     )
@@ -228,6 +238,8 @@ class PPORunConfig(LMPPOConfig):
             raise ValueError("reward_model: give a reward-model directory")
         if not self.prompts:
             raise ValueError("prompts: give a prompt file")
+        if self.gold is not None and self.gold != "vader" and not _is_import_spec(self.gold):
+            raise ValueError(f"gold must be 'vader' or 'module:function', got {self.gold!r}")
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be ≥ 1, got {self.keep_checkpoints}")
         for name in ("total_steps", "save_every", "lora_r", "train_top_layers", "max_prompts"):
@@ -239,3 +251,8 @@ class PPORunConfig(LMPPOConfig):
     def trainer_config(self) -> LMPPOConfig:
         """The trainer's hyper-parameters alone."""
         return LMPPOConfig(**{k: getattr(self, k) for k in LMPPOConfig.__dataclass_fields__})
+
+
+def _is_import_spec(spec: str) -> bool:
+    module, sep, name = spec.partition(":")
+    return bool(sep and module and name and all(part.isidentifier() for part in [*module.split("."), *name.split(".")]))

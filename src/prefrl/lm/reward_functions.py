@@ -43,6 +43,7 @@ __all__ = [
     "VaderScorer",
     "TextReward",
     "TokenFrequencyReward",
+    "gold_reward",
 ]
 
 Span = tuple[int, int, float]
@@ -262,3 +263,26 @@ class TokenFrequencyReward:
         if self.granularity == "token":
             return self.value * hits
         return self.value * hits.sum(1) / batch.response_mask.float().sum(1).clamp(min=1.0)
+
+
+def gold_reward(spec: str | None) -> RewardFn | None:
+    """The reward ``--gold`` names: ``"vader"`` (:class:`VaderScorer`) or ``"module:function"``, a
+    ``function(prompts, responses) -> scores`` (:class:`TextReward`); None for None."""
+    if spec is None:
+        return None
+    if spec == "vader":
+        return VaderScorer()
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"gold: cannot import module {module_name!r} ({exc})") from None
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise ValueError(f"gold: module {module_name!r} has no {attr!r}")
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise ValueError(f"gold: {spec} is not callable")
+    return TextReward(fn)

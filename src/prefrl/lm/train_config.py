@@ -51,6 +51,11 @@ class TrainArgs:
     resume: str | None = doc(
         "Checkpoint directory to resume from (model, optimizer, scheduler, step, RNG).", default=None
     )
+    overwrite: bool = doc(
+        "Delete what a non-empty output_dir holds and start afresh (without it such a run is refused, "
+        "unless it is a --resume).",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_length", "log_every"):

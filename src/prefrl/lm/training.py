@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from prefrl.lm.launch import make_accelerator
 from prefrl.lm.train_config import TrainArgs, config_to_dict
 from prefrl.utils.files import atomic_write
 from prefrl.utils.metrics import MetricsSink, mean_metrics
@@ -250,9 +251,7 @@ def run_training(
 
     Returns ``{"step", "history", "output_dir"}``.
     """
-    from accelerate import Accelerator
-
-    acc = accelerator if accelerator is not None else Accelerator()
+    acc = accelerator if accelerator is not None else make_accelerator()
     out = Path(cfg.output_dir)
     total = cfg.total_steps(n_examples)
     if cfg.resume is not None:
@@ -289,14 +288,17 @@ def run_training(
     step = start
     t0 = time.perf_counter()
     window: list[dict[str, float]] = []
+    shard_rows: list[list[int]] = []  # the example indices this process trained on, per step
     for step in range(start + 1, total + 1):
         model.train()
         # free last step's gradients before the forward, not after it: otherwise they are
         # alive next to the activations and the peak memory grows by their size
         optimizer.zero_grad(set_to_none=True)
         release_free_memory()  # the freed gradients' pages, before the activations fill their holes
+        rows = next(batches)
+        shard_rows.append(rows)
         with dropout_rng.active():
-            loss, metrics = loss_fn(model, next(batches), acc.device)
+            loss, metrics = loss_fn(model, rows, acc.device)
             acc.backward(loss)
         if cfg.max_grad_norm > 0:
             metrics["charts/grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
@@ -322,4 +324,12 @@ def run_training(
             checkpoint(out / f"checkpoint-{step}", step, final=False)
     sink.close()
     checkpoint(out, step, final=True)
-    return {"step": step, "history": sink.history, "output_dir": out}
+    result = {"step": step, "history": sink.history, "output_dir": out, "num_processes": acc.num_processes}
+    if acc.num_processes > 1:  # evidence that the processes formed one run: shards and synchronised weights
+        from accelerate.utils import gather_object
+
+        checksum = float(sum(p.detach().double().sum() for p in acc.unwrap_model(model).parameters()))
+        per_rank = gather_object([(checksum, shard_rows)])
+        result["rank_param_checksums"] = [c for c, _ in per_rank]
+        result["rank_rows"] = [r for _, r in per_rank]
+    return result

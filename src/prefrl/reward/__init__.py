@@ -1,18 +1,30 @@
-"""prefrl.reward: the learned reward ensemble, its trainer, query selection and the label schedule."""
+"""prefrl.reward: the learned reward ensemble, its trainer, query selection and the label schedule.
 
-from prefrl.reward.ensemble import RewardEnsemble, stack_segments
-from prefrl.reward.schedule import LabelSchedule
-from prefrl.reward.select import DisagreementSelector, EntropySelector, UniformSelector, make_selector
-from prefrl.reward.trainer import RewardTrainer, RewardTrainerConfig
+Names are imported on first use, so that ``prefrl.reward.trainer_config`` (torch-free) can be
+imported without torch.
+"""
 
-__all__ = [
-    "RewardEnsemble",
-    "RewardTrainer",
-    "RewardTrainerConfig",
-    "LabelSchedule",
-    "UniformSelector",
-    "DisagreementSelector",
-    "EntropySelector",
-    "make_selector",
-    "stack_segments",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "RewardEnsemble": "ensemble",
+    "stack_segments": "ensemble",
+    "LabelSchedule": "schedule",
+    "UniformSelector": "select",
+    "DisagreementSelector": "select",
+    "EntropySelector": "select",
+    "make_selector": "select",
+    "RewardTrainer": "trainer",
+    "RewardTrainerConfig": "trainer_config",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"prefrl.reward.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,6 +128,14 @@ class RewardEnsemble(nn.Module):
 
     norm_offset: torch.Tensor
     norm_scale: torch.Tensor
+
+    @classmethod
+    def for_spaces(cls, obs_space: Any, action_space: Any, n_members: int = 3, hidden: Sequence[int] = (64, 64),
+                   seed: int | None = None, **kwargs: Any) -> RewardEnsemble:
+        """An ensemble for a Gymnasium env's observation and action spaces (Discrete actions one-hot)."""
+        action_dim = int(action_space.n) if hasattr(action_space, "n") else None
+        return cls(obs_shape=tuple(obs_space.shape), act_shape=tuple(action_space.shape), n_members=n_members,
+                   hidden=hidden, action_dim=action_dim, seed=seed, **kwargs)
 
     def __init__(
         self,

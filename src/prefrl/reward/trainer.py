@@ -23,66 +23,11 @@ from scipy.stats import spearmanr
 from prefrl.data.types import Segment, check_mu
 from prefrl.losses import bradley_terry_loss
 from prefrl.reward.ensemble import RewardEnsemble, stack_segments
+from prefrl.reward.trainer_config import RewardTrainerConfig
 
 __all__ = ["RewardTrainerConfig", "RewardTrainer", "stack_segments"]
 
 Pair = tuple[Segment, Segment, float]
-
-
-@dataclass
-class RewardTrainerConfig:
-    """Hyperparameters of the reward trainer (defaults from Christiano et al. 2017, App. A)."""
-
-    lr: float = 3e-4
-    """Adam learning rate."""
-    epochs: int = 50
-    """Passes over each member's bootstrap resample per call of ``train`` (one round)."""
-    batch_size: int = 64
-    """Comparisons per minibatch and member."""
-    val_fraction: float = 1.0 / math.e
-    """Fraction of the comparisons held out for validation (the paper: 1/e), shared by all members."""
-    l2: float = 1e-4
-    """Initial L2 coefficient on the networks' weights (sum of squares, added to each member's loss)."""
-    adaptive_l2: bool = True
-    """Adapt the L2 coefficient after each epoch to keep val loss within [l2_ratio_low, l2_ratio_high] × train loss."""
-    l2_ratio_low: float = 1.1
-    """Below this val/train loss ratio the model underfits: L2 is divided by ``l2_factor``."""
-    l2_ratio_high: float = 1.5
-    """Above this val/train loss ratio the model overfits: L2 is multiplied by ``l2_factor``."""
-    l2_factor: float = 1.5
-    """Multiplicative step of the adaptive L2 coefficient."""
-    l2_min: float = 1e-8
-    """Lower bound of the adaptive L2 coefficient."""
-    l2_max: float = 1.0
-    """Upper bound of the adaptive L2 coefficient."""
-    random_response: float = 0.1
-    """ε: the teacher answers uniformly at random with this probability (the paper: 0.1)."""
-    bootstrap: bool = True
-    """Train each member on its own bootstrap resample (with replacement) of the training split."""
-    eval_every: int = 5
-    """Evaluate train/val loss (and adapt L2, report progress) every this many epochs and after the last."""
-    normalisation_segments: int = 1000
-    """After training, renormalise the members over the steps of the last this-many segments (0: don't)."""
-    seed: int = 0
-    """Seeds the trainer's numpy generator when none is passed (splits, bootstrap, shuffling)."""
-
-    def __post_init__(self) -> None:
-        checks = {
-            "lr": self.lr > 0,
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "val_fraction": 0.0 <= self.val_fraction < 1.0,
-            "l2": self.l2 >= 0,
-            "l2_ratio_low": 0 < self.l2_ratio_low < self.l2_ratio_high,
-            "l2_factor": self.l2_factor > 1.0,
-            "l2_min": 0 <= self.l2_min <= self.l2_max,
-            "random_response": 0.0 <= self.random_response < 1.0,
-            "normalisation_segments": self.normalisation_segments >= 0,
-            "eval_every": self.eval_every >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"invalid RewardTrainerConfig.{name} = {getattr(self, name)!r}")
 
 
 @dataclass

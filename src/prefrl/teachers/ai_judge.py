@@ -192,12 +192,16 @@ class AIJudgeTeacher:
     judge gave no usable answer in one of the orders.
     """
 
-    def __init__(self, judge: Judge, name: str = "ai_judge", margin: float = 0.0) -> None:
+    compares = "text"
+
+    def __init__(self, judge: Judge, name: str = "ai_judge", margin: float = 0.0, lease_as: str | None = None) -> None:
         if not (margin >= 0.0 and math.isfinite(margin)):
             raise ValueError(f"margin must be a finite number ≥ 0, got {margin}")
         self.judge = judge
         self.name = name
         self.margin = margin
+        self.lease_as = lease_as or name
+        """The labeller it leases the store's queries as (default: its name)."""
 
     def _vote(self, score: float | None) -> int | None:
         """+1 first preferred, −1 second, 0 undecided, None no answer."""
@@ -227,23 +231,8 @@ class AIJudgeTeacher:
 
 def answer_text_queries(store: Any, teacher: AIJudgeTeacher, labeller: str = "ai_judge", *,
                         lease_seconds: float = 120.0, limit: int | None = None) -> int:
-    """Answer the store's text-pair queries as ``labeller`` with an AI teacher (RLAIF labelling).
+    """Deprecated: :func:`prefrl.teachers.queue.answer_queries` pumps any teacher (``teacher.lease_as``)."""
+    from prefrl.teachers.queue import answer_queries
 
-    Takes the same path as people in the web app: ``lease_query`` → judge → ``answer_query``
-    (teacher name recorded), one query at a time. A segment query at the head of the queue
-    is released untouched and ends the run. Returns the number of answers stored.
-    """
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be ≥ 0, got {limit}")
-    done = 0
-    while limit is None or done < limit:
-        query = store.lease_query(labeller, lease_seconds=lease_seconds)
-        if query is None:
-            break
-        if query.text_pair_id is None:
-            store.release_query(query.id, labeller)
-            break
-        (mu,) = teacher.answer([store.get_text_pair(query.text_pair_id)])
-        store.answer_query(query.id, labeller, mu, teacher=teacher.name)
-        done += 1
-    return done
+    teacher.lease_as = labeller
+    return answer_queries(store, teacher, lease_seconds=lease_seconds, limit=limit)

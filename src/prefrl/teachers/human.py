@@ -19,9 +19,12 @@ query's answer is reported exactly once.
 for drop-in use: it posts the pairs, waits up to ``timeout`` seconds for answers, and
 returns ``None`` for pairs not answered by then (indistinguishable from *can't tell*, and
 the unanswered queries stay in the queue — their later answers come from ``collect``).
-Training loops should prefer ``post`` / ``collect``. ``prefrl.control.loop`` with
-``teacher="human"`` instead posts queries to the store itself and trains on
-``store.training_pairs()``; both read the same store, so both ways work with the app.
+
+In the control loop (``--teacher human``) this teacher is the loop's teacher like any other:
+the loop posts queries to the store and pumps the queue through its teacher
+(:func:`~prefrl.teachers.queue.answer_queries`); ``lease_as`` is ``None`` because people lease
+their own queries in the web app, so the pump leaves the queue to them, and the loop trains on
+whatever they have answered so far (``store.training_pairs()``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class HumanTeacher:
     """
 
     name = "human"
+    lease_as = None
+    """People lease their own queries in the web app; a pump takes nothing for them."""
+    compares = None
 
     def __init__(self, store: PreferenceStore, labeller: str | None = None, settle_seconds: float = 30.0,
                  poll_seconds: float = 0.5) -> None:

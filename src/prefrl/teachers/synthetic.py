@@ -11,6 +11,14 @@ mistakes). Following B-Pref's ``get_label``, an answer is decided in this order:
 3. *mistake*: the choice flipped with probability ε (0.5 stays 0.5);
 4. *equal*: |R¹ − R²| < ``equal_threshold`` on the undiscounted returns → 0.5.
 
+B-Pref scales the skip and equal thresholds to the env's returns. A fixed number cannot fit every
+env (a skip threshold of 0 is above every Pendulum segment return, so that teacher skipped every
+query, issue #13), so the ``skip`` and ``equal`` presets give them relative to the spread of the
+segment returns the teacher has seen so far (running mean m and standard deviation s over both
+sides of every pair it was asked): skip when both returns are below m + ``skip_spread``·s, equal
+when |R¹ − R²| < ``equal_spread``·s. An absolute ``skip_threshold`` / ``equal_threshold`` given
+to :func:`make_teacher` replaces the preset's relative one.
+
 ``answer_returns`` works on returns alone, so text pairs with a gold score use the same
 code (a myopic discount needs per-step rewards and so applies in ``answer`` only).
 """
@@ -20,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,10 +55,28 @@ class SyntheticTeacher:
     """Skip (answer ``None``) when both returns are below this; ``None`` never skips."""
     equal_threshold: float = 0.0
     """Answer 0.5 when |R¹ − R²| < this; 0 leaves only exact ties (rational) as equal."""
+    skip_spread: float | None = None
+    """Skip when both returns are below m + this·s (running mean and std of the returns seen); ``None``: off."""
+    equal_spread: float | None = None
+    """Answer 0.5 when |R¹ − R²| < this·s (running std of the returns seen); ``None``: off."""
+    _stats: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], init=False, repr=False, compare=False)
+    """Running count, mean and sum of squared deviations of the segment returns seen (Welford)."""
+
+    compares: ClassVar[str] = "segments"
+    """Answers segment pairs (text pairs with gold scores go through :meth:`answer_returns`)."""
+
+    @property
+    def lease_as(self) -> str:
+        """The labeller it answers the store's queue as: ``synthetic-<name>``."""
+        return f"synthetic-{self.name}"
 
     def __post_init__(self) -> None:
         if not isinstance(self.rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy Generator, got {type(self.rng).__name__}")
+        for name in ("beta", "gamma", "epsilon", "skip_threshold", "equal_threshold", "skip_spread", "equal_spread"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         if self.beta is not None and not (self.beta > 0 and math.isfinite(self.beta)):
             raise ValueError(f"beta must be a positive finite number or None (rational), got {self.beta}")
         if not 0.0 < self.gamma <= 1.0:
@@ -93,6 +119,7 @@ class SyntheticTeacher:
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} contains NaN or infinite values")
         n = r_l.shape[0]
+        skip_threshold, equal_threshold = self._thresholds(np.concatenate([r_l, r_r]))
         delta = choice_l - choice_r  # (n,)
         if self.beta is None:
             mu = np.where(delta > 0, 1.0, np.where(delta < 0, 0.0, 0.5))
@@ -103,13 +130,38 @@ class SyntheticTeacher:
         if self.epsilon > 0:
             flip = self.rng.random(n) < self.epsilon
             mu = np.where(flip, 1.0 - mu, mu)  # 0.5 stays 0.5
-        if self.equal_threshold > 0:
-            mu = np.where(np.abs(r_l - r_r) < self.equal_threshold, 0.5, mu)
+        if equal_threshold > 0:
+            mu = np.where(np.abs(r_l - r_r) < equal_threshold, 0.5, mu)
         answers: list[float | None] = [float(m) for m in mu]
-        if self.skip_threshold is not None:
-            skip = np.maximum(r_l, r_r) < self.skip_threshold
+        if skip_threshold is not None:
+            skip = np.maximum(r_l, r_r) < skip_threshold
             answers = [None if s else a for s, a in zip(skip, answers)]
         return answers
+
+    def _thresholds(self, returns: np.ndarray) -> tuple[float | None, float]:
+        """(skip, equal) thresholds for this batch: absolute, or relative to the returns seen (this batch included)."""
+        count, mean, m2 = self._stats
+        for x in returns.astype(np.float64):  # Welford: exact and stable over a long run
+            count += 1.0
+            d = x - mean
+            mean += d / count
+            m2 += d * (x - mean)
+        self._stats = [count, mean, m2]
+        spread = math.sqrt(m2 / count) if count > 0 else 0.0
+        skip = self.skip_threshold
+        if skip is None and self.skip_spread is not None:
+            skip = mean + self.skip_spread * spread
+        equal = self.equal_threshold
+        if equal <= 0 and self.equal_spread is not None:
+            equal = self.equal_spread * spread
+        return skip, equal
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running return statistics (the rng is saved by its owner)."""
+        return {"stats": list(self._stats)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._stats = [float(x) for x in state["stats"]]
 
 
 def segment_true_rewards(segment: Segment, side: str = "segment") -> np.ndarray:
@@ -129,14 +181,15 @@ def _discounted_sum(rewards: np.ndarray, gamma: float) -> float:
 
 
 #: The B-Pref kinds and their default parameters (Lee et al. 2021, §4 uses β = 1, γ = 0.9, ε = 0.1).
-#: The skip and equal thresholds are absolute returns; B-Pref sets them relative to the
-#: average segment return, so pass values fitted to your reward scale.
+#: Skip and equal are relative to the spread of the returns seen: for independent segments with
+#: normal returns about 10 % of the queries are skipped (both below m − s/2) and 14 % are equal
+#: (|ΔR| < s/4), whatever the env's reward scale.
 TEACHER_PRESETS: dict[str, dict[str, Any]] = {
     "rational": {},
     "stochastic": {"beta": 1.0},
     "myopic": {"gamma": 0.9},
-    "skip": {"skip_threshold": 0.0},
-    "equal": {"equal_threshold": 1.0},
+    "skip": {"skip_spread": -0.5},
+    "equal": {"equal_spread": 0.25},
     "mistake": {"epsilon": 0.1},
 }
 
@@ -148,9 +201,12 @@ def make_teacher(name: str, rng: np.random.Generator, **kwargs: Any) -> Syntheti
     """
     if name not in TEACHER_PRESETS:
         raise ValueError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHER_PRESETS)}")
-    allowed = {"beta", "gamma", "epsilon", "skip_threshold", "equal_threshold"}
+    allowed = {"beta", "gamma", "epsilon", "skip_threshold", "equal_threshold", "skip_spread", "equal_spread"}
     unknown = set(kwargs) - allowed
     if unknown:
         raise ValueError(f"unknown teacher parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     params = {**TEACHER_PRESETS[name], **kwargs}
+    for absolute, relative in (("skip_threshold", "skip_spread"), ("equal_threshold", "equal_spread")):
+        if absolute in kwargs and relative not in kwargs:
+            params.pop(relative, None)  # an absolute threshold replaces the preset's relative one
     return SyntheticTeacher(rng=rng, name=name, **params)

@@ -1,0 +1,69 @@
+"""The loop's learned reward: the ensemble the policy reads, the copy the trainer fits, and their locks.
+
+In synchronous runs both are one object. With ``asynchronous=True`` the trainer fits its own copy
+in a background thread (holding ``train_lock`` for a whole round) and copies the weights over to
+the policy's ensemble under ``lock`` when the round ends, so the policy never reads half a round.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+import numpy as np
+
+from prefrl.control.gold_vs_proxy import proxy_vs_true, segment_return_scatter
+from prefrl.control.rollout import Rollout
+
+__all__ = ["LearnedReward"]
+
+
+class LearnedReward:
+    """Reward ensemble + trainer of one run, built from its ``ControlConfig`` and env spaces."""
+
+    def __init__(self, cfg: Any, obs_space: Any, action_space: Any) -> None:
+        from prefrl.reward.ensemble import RewardEnsemble
+        from prefrl.reward.trainer import RewardTrainer
+
+        self.ensemble = RewardEnsemble.for_spaces(obs_space, action_space, cfg.reward_members, cfg.reward_hidden, seed=cfg.seed)
+        self.train_ensemble = copy.deepcopy(self.ensemble) if cfg.asynchronous else self.ensemble
+        self.trainer = RewardTrainer(self.train_ensemble, cfg.reward, np.random.default_rng(cfg.seed + 1))
+        self.lock = threading.Lock()  # guards the policy's ensemble
+        self.train_lock = threading.Lock()  # held for a whole reward round (trainer + its ensemble)
+        self.n_trained_pairs = -1
+
+    def train(self, pairs: list[Any], counters: Any) -> dict[str, float]:
+        """One round on ``pairs``; copies the weights to the policy's ensemble and counts the round."""
+        with self.train_lock:
+            metrics = self.trainer.train(pairs)
+            self.n_trained_pairs = len(pairs)
+            if self.train_ensemble is not self.ensemble:
+                weights = copy.deepcopy(self.train_ensemble.state_dict())
+                with self.lock:
+                    self.ensemble.load_state_dict(weights)
+            counters.reward_rounds += 1
+        return {k: float(v) for k, v in metrics.items()}
+
+    def predict(self, rollout: Rollout) -> tuple[np.ndarray, dict[str, float]]:
+        """r̂ for every step of the rollout in one batched call, (T, N), and its gold-vs-proxy metrics."""
+        obs, actions = np.asarray(rollout.obs), np.asarray(rollout.actions)
+        t_len, n_envs = obs.shape[:2]
+        flat_obs = obs.reshape(t_len * n_envs, *obs.shape[2:])  # (T·N, *obs_shape)
+        flat_act = actions.reshape(t_len * n_envs, *actions.shape[2:])  # (T·N, *act_shape)
+        # The trainer already normalised the ensemble (mean 0, std 1 per member) over recent labelled
+        # segments; re-normalising per rollout would erase progress between rollouts.
+        with self.lock:
+            members = self.ensemble.predict_members(flat_obs, flat_act)  # (M, T·N)
+        rewards = np.asarray(members.mean(axis=0), dtype=np.float32).reshape(t_len, n_envs)
+        return rewards, proxy_vs_true(members, np.asarray(rollout.true_rewards).reshape(-1))
+
+    def select(self, selector: Any, candidates: list[Any], n: int) -> list[int]:
+        """The selector's choice of ``n`` among ``candidates``, scored by the policy's ensemble."""
+        with self.lock:
+            return list(selector.select(candidates, n, self.ensemble))[:n]
+
+    def segment_returns(self, segments: list[Any]) -> list[tuple[float, float]]:
+        """(predicted, true) returns of recent segments, for the report."""
+        with self.lock:
+            return segment_return_scatter(self.ensemble, segments)

@@ -1,0 +1,159 @@
+"""Control tried as a new user would (#13 items 3 and 4): teachers that silently skip, one-line errors, resume hygiene."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import go_right_env
+import pytest
+from typer.testing import CliRunner
+
+from prefrl.cli import app
+
+runner = CliRunner()
+TOY = ["--env", go_right_env.ENV_ID, "--labels", "20", "--steps", str(128 * 4), "--n-envs", "1", "--num-steps", "128",
+       "--segment-steps", "10", "--reward-epochs", "2", "--no-progress"]  # fmt: skip
+
+
+def _output(result) -> str:
+    return result.output + (getattr(result, "stderr", "") or "")
+
+
+def _summary(result) -> dict:
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- item 3: teachers that skip
+
+
+@pytest.mark.parametrize(("teacher", "count"), [("skip", "labels_incomparable"), ("equal", "labels_equal")])
+def test_skip_and_equal_teachers_on_pendulum_give_a_mix_and_the_run_reports_it(tmp_path, teacher, count):
+    run = tmp_path / "run"
+    args = ["--env", "Pendulum-v1", "--teacher", teacher, "--labels", "40", "--steps", "2048", "--n-envs", "1",
+            "--num-steps", "256", "--segment-steps", "25", "--reward-epochs", "2", "--no-progress", "--run-dir", str(run)]  # fmt: skip
+    result = runner.invoke(app, ["control", "train", *args])
+    assert result.exit_code == 0, _output(result)
+    summary = _summary(result)
+    assert summary["labels_answered"] == 40
+    assert 0 < summary[count] < 40, summary  # thresholds relative to the returns seen: neither all nor none
+    assert summary["reward_rounds"] > 0
+    assert json.loads((run / "summary.json").read_text())[count] == summary[count]
+    assert count in (run / "report.html").read_text()
+    rows = json.loads((run / "history.json").read_text())["iterations"]
+    assert rows[-1]["labels/" + count.split("_")[1]] == summary[count]
+
+
+def test_a_run_that_trained_no_reward_model_says_so_loudly(tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["control", "train", *TOY, "--teacher", "skip", "--teacher-arg", "skip_threshold=1e9",
+                                 "--run-dir", str(run)])  # fmt: skip
+    assert result.exit_code == 0, _output(result)
+    assert "no reward model was trained" in _output(result)
+    assert _summary(result)["labels_incomparable"] == 20 and _summary(result)["reward_rounds"] == 0
+    assert "no reward model was trained" in (run / "report.html").read_text()
+
+
+# ----------------------------------------------------------------------------- item 4: one-line errors
+
+
+def _has_box2d() -> bool:
+    try:
+        import Box2D  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--teacher", "stochastic", "--teacher-arg", "beta=abc"], "beta must be a number, got 'abc'"),
+        (["--steps", "-5"], "--steps must be ≥ 1, got -5"),
+        (["--labels", "100000", "--steps", "4096"], "labels (100000) exceed the segments this run collects"),
+        pytest.param(["--env", "CarRacing-v3"], "gymnasium[box2d]",
+                     marks=pytest.mark.skipif(_has_box2d(), reason="Box2D is installed")),  # fmt: skip
+    ],
+)
+def test_bad_input_is_one_line_naming_the_problem(tmp_path, args, message):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["control", "train", *TOY, "--run-dir", str(run), *args])
+    out = _output(result)
+    assert result.exit_code != 0
+    assert message in out, out
+    assert "Traceback" not in out and len({line for line in out.splitlines() if line.startswith("Error:")}) == 1
+    assert not run.exists()
+
+
+def _has_pygame() -> bool:
+    try:
+        import pygame  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_has_pygame(), reason="pygame is installed: CartPole renders")
+def test_eval_video_without_pygame_fails_before_evaluating(tmp_path):
+    run = tmp_path / "run"
+    args = ["--env", "CartPole-v1", "--labels", "8", "--steps", "256", "--n-envs", "1", "--num-steps", "128",
+            "--segment-steps", "10", "--reward-epochs", "1", "--no-progress", "--run-dir", str(run)]  # fmt: skip
+    assert runner.invoke(app, ["control", "train", *args]).exit_code == 0
+    result = runner.invoke(app, ["control", "eval", str(run), "--episodes", "1", "--video", str(tmp_path / "v.mp4")])
+    out = _output(result)
+    assert result.exit_code != 0 and "pygame" in out and "--video" in out, out
+    assert "Traceback" not in out and "true return" not in out
+
+
+# ----------------------------------------------------------------------------- item 4: resume hygiene
+
+
+def _digest(run: Path) -> dict[str, str]:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resume_with_a_corrupted_store_is_one_line_and_destroys_nothing(tmp_path):
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["control", "train", *TOY, "--run-dir", str(run)]).exit_code == 0
+    for extra in run.glob("preferences.sqlite-*"):
+        extra.unlink()
+    (run / "preferences.sqlite").write_bytes(b"this is not a database" * 100)
+    before = _digest(run)
+    result = runner.invoke(app, ["control", "train", "--resume", str(run)])
+    out = _output(result)
+    assert result.exit_code != 0
+    assert "preferences.sqlite" in out and "corrupted" in out and "Traceback" not in out, out
+    assert _digest(run) == before
+
+
+def test_resume_cleans_the_stale_tmp_file_of_a_killed_checkpoint_write(tmp_path):
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["control", "train", *TOY, "--run-dir", str(run)]).exit_code == 0
+    stale = run / ".checkpoint.pt.k1ll3d.tmp"  # what atomic_write leaves when killed mid-write
+    stale.write_bytes(b"half a checkpoint")
+    result = runner.invoke(app, ["control", "train", "--resume", str(run)])
+    assert result.exit_code == 0, _output(result)
+    assert not stale.exists()
+    assert (run / "checkpoint.pt").is_file()
+
+
+# ----------------------------------------------------------------------------- item 2: threads
+
+
+def test_threads_option_sets_torch_intra_op_threads_with_one_as_the_default(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        result = runner.invoke(app, ["control", "train", *TOY, "--run-dir", str(tmp_path / "a")])
+        assert result.exit_code == 0, _output(result)
+        assert torch.get_num_threads() == 1  # the deliberate default: small MLPs gain nothing from more
+        result = runner.invoke(app, ["control", "train", *TOY, "--threads", "2", "--run-dir", str(tmp_path / "b")])
+        assert result.exit_code == 0, _output(result)
+        assert torch.get_num_threads() == 2
+        result = runner.invoke(app, ["control", "train", *TOY, "--threads", "-1", "--run-dir", str(tmp_path / "c")])
+        assert result.exit_code != 0 and "--threads must be ≥ 0" in _output(result)
+    finally:
+        torch.set_num_threads(before)
