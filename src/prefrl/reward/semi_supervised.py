@@ -23,7 +23,7 @@ from prefrl.data.types import Segment
 from prefrl.losses import preference_probability
 
 __all__ = ["pseudo_labels", "ensemble_preference_probability", "pseudo_label_pairs", "crop_segment",
-           "temporal_crop"]
+           "temporal_crop", "surf_pairs"]
 
 Pair = tuple[Segment, Segment, float]
 
@@ -102,3 +102,26 @@ def temporal_crop(
         k1 = int(rng.integers(lo, hi + 1)) if lo <= hi else int(rng.integers(0, len(right) - length + 1))
         out.append((crop_segment(left, k0, length), crop_segment(right, k1, length), mu))
     return out
+
+
+def surf_pairs(
+    labelled: Sequence[Pair],
+    unlabelled: Sequence[tuple[Segment, Segment]],
+    ensemble: SegmentScorer,
+    rng: np.random.Generator,
+    threshold: float | None = None,
+    crop_fraction: float | None = None,
+) -> list[Pair]:
+    """The extra pairs of one SURF reward round: pseudo-labels (τ = ``threshold``) and crops of the labelled pairs.
+
+    Crops are between ``crop_fraction`` of the shorter segment and all of it, with the two starts at
+    most a tenth of a segment apart. Either part is off when its argument is None.
+    """
+    extra: list[Pair] = []
+    if threshold is not None and unlabelled:
+        extra += pseudo_label_pairs(ensemble, unlabelled, threshold)
+    if crop_fraction is not None and labelled:
+        shortest = min(min(len(a), len(b)) for a, b, _ in labelled)
+        min_len = max(1, int(np.ceil(crop_fraction * shortest)))
+        extra += temporal_crop(labelled, min_len, shortest, rng, max_shift=max(1, shortest // 10))
+    return extra
