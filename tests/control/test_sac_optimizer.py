@@ -108,6 +108,7 @@ def test_pretraining_and_surf_run_end_to_end(tmp_path) -> None:
         pairs, counters, extra)
     loop.run()
     assert updates == [64, 128, 192]  # the unsupervised phase, before any label was asked
+    assert loop.agent.pretrained and loop.agent.critic_reset  # learned-reward updates began with fresh critics
     assert loop.agent.agent.n_updates > 0
     assert loop.store.count_comparisons() == cfg.labels
     # every round fitted SURF's extra pairs too: one crop per labelled pair (μ kept), plus pseudo-labels

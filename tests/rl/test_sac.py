@@ -113,3 +113,14 @@ def test_sac_solves_pendulum_with_the_true_reward() -> None:
             total, done = total + float(reward), terminated or truncated
         returns.append(total)
     assert np.mean(returns) >= -250.0, returns
+
+
+def test_reset_critic_gives_fresh_q_networks_and_keeps_the_policy() -> None:
+    agent = SACAgent(3, np.array([-2.0]), np.array([2.0]), small_config(), seed=0)
+    actor = [p.detach().clone() for p in agent.actor.parameters()]
+    q1 = agent.q1
+    agent.reset_critic(seed=5)
+    assert agent.q1 is not q1 and all(torch.equal(a, b) for a, b in zip(agent.q1.parameters(), agent.q1_target.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(agent.q1.parameters(), q1.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(actor, agent.actor.parameters()))
+    assert agent.q_optimizer.param_groups[0]["params"][0] is next(agent.q1.parameters())

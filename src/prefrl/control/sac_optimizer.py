@@ -44,7 +44,8 @@ class SACOptimizer:
         self.n_envs = int(envs.num_envs)
         self.agent = SACAgent(int(self.obs_space.shape[0]), self.action_space.low, self.action_space.high, cfg, seed)
         self.buffer = ReplayBuffer(cfg.buffer_size, self.obs_space.shape, self.action_space.shape)
-        self.rng = np.random.default_rng(seed)
+        self.rng, self.seed = np.random.default_rng(seed), seed
+        self.pretrained = self.critic_reset = False
         self.global_step = 0
         self._slots: np.ndarray | None = None
         self._next_episode_id = 0
@@ -119,11 +120,18 @@ class SACOptimizer:
             raise ValueError("update() needs a collect() first")
         self.buffer.rewards[self._slots] = r.reshape(-1)
         self._slots = None
+        if self.pretrained and not self.critic_reset:
+            self.agent.reset_critic(seed=self.seed + 7)
+            self.critic_reset = True
         return self._train(r.size)
 
     def pretrain_update(self, rollout: Rollout) -> dict[str, float]:
-        """PEBBLE's unsupervised update: SAC steps on the state-entropy reward of each minibatch."""
+        """PEBBLE's unsupervised update: SAC steps on the state-entropy reward of each minibatch.
+
+        The first learned-reward :meth:`update` after it starts from fresh Q networks, as PEBBLE does.
+        """
         self._slots = None
+        self.pretrained = True
         return self._train(rollout.true_rewards.size, StateEntropyReward(self.buffer, self.rng))
 
     def relabel(self, reward_fn: RewardFn) -> None:
@@ -152,7 +160,8 @@ class SACOptimizer:
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers, counters, rng and the replay buffer (so a resumed run keeps its data)."""
         return {"agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "global_step": self.global_step,
-                "next_episode_id": self._next_episode_id, "rng": self.rng.bit_generator.state}  # fmt: skip
+                "next_episode_id": self._next_episode_id, "rng": self.rng.bit_generator.state,
+                "pretrained": self.pretrained, "critic_reset": self.critic_reset}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
@@ -160,4 +169,5 @@ class SACOptimizer:
         self.global_step = int(state["global_step"])
         self._next_episode_id = int(state["next_episode_id"])
         self.rng.bit_generator.state = state["rng"]
+        self.pretrained, self.critic_reset = bool(state["pretrained"]), bool(state["critic_reset"])
         self._new_episodes(np.arange(self.n_envs))

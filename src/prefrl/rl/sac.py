@@ -124,6 +124,18 @@ class SACAgent:
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.n_updates = 0
 
+    def reset_critic(self, seed: int = 0) -> None:
+        """Fresh Q networks, targets and critic optimiser (PEBBLE does this when its unsupervised phase ends:
+        the Q values learnt for the intrinsic reward mean nothing under the learned one)."""
+        obs_dim = self.q1.net[0].in_features - self.actor.mean.out_features
+        act_dim = self.actor.mean.out_features
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.q1 = QNetwork(obs_dim, act_dim, self.cfg.hidden).to(self.device)
+            self.q2 = QNetwork(obs_dim, act_dim, self.cfg.hidden).to(self.device)
+        self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
+        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=self.cfg.q_lr)
+
     @property
     def alpha(self) -> float:
         return self.log_alpha.detach().exp().item()
