@@ -118,3 +118,28 @@ def test_pretraining_and_surf_run_end_to_end(tmp_path) -> None:
         crops = [p for p in extra if "crop_start" in p[0].meta]
         assert len(crops) == n and all(6 <= len(a) == len(b) <= 10 for a, b, _ in crops)
     assert loop.reward.n_trained_pairs == cfg.labels  # the labelled ones
+
+
+def test_cli_train_with_sac_pretraining_and_surf_then_eval(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from prefrl.cli import app
+
+    runner, run = CliRunner(), tmp_path / "run"
+    args = ["control", "train", "--env", go_right_env.ENV_ID, "--labels", "20", "--steps", str(64 * 7), "--n-envs", "1",
+            "--n-steps", "64", "--segment-steps", "10", "--reward-epochs", "3", "--no-progress", "--optimizer", "sac",
+            "--sac-learning-starts", "64", "--sac-batch-size", "32", "--pretrain-steps", "128",
+            "--pseudo-label-threshold", "0.95", "--crop-fraction", "0.8", "--run-dir", str(run)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = ControlConfig.from_dict(__import__("json").loads((run / "config.json").read_text()))
+    assert (cfg.optimizer, cfg.pretrain_steps, cfg.sac.batch_size, cfg.crop_fraction) == ("sac", 128, 32, 0.8)
+    # the checkpoint restores SAC with its replay buffer
+    from prefrl.control.run_state import load_agent
+
+    agent, _ = load_agent(run)
+    assert isinstance(agent, SACOptimizer) and len(agent.buffer) == 64 * 7 and agent.agent.n_updates > 0
+    result = runner.invoke(app, ["control", "eval", str(run), "--episodes", "2"])
+    assert result.exit_code == 0, result.output
+    bad = runner.invoke(app, [*args[:-1], str(tmp_path / "other"), "--optimizer", "ppo"])
+    assert bad.exit_code != 0 and "--pretrain-steps needs optimizer 'sac'" in bad.output
