@@ -571,3 +571,30 @@ def test_queries_of_one_labellers_queue(store: PreferenceStore, two_segments) ->
     store.add_query(a, b, priority=3.0, labeller="bob")
     assert [q.id for q in store.queries("pending", labeller="ann")] == [anyone, mine]
     assert store.lease_query("ann").id == anyone  # the same order as leasing
+
+
+def test_answer_and_undo_with_the_next_lease_are_one_transaction(store: PreferenceStore, two_segments,
+                                                                  monkeypatch) -> None:
+    from prefrl.data import queue
+
+    a, b = two_segments
+    q1, q2 = store.add_query(a, b, priority=2.0), store.add_query(b, a, priority=1.0)
+    assert store.lease_query("alice").id == q1
+    comp, nxt = store.answer_and_lease_next(q1, "alice", 1.0, lease_seconds=60)
+    assert comp.id is not None and comp.mu == 1.0 and nxt.id == q2 and nxt.leased_to == "alice"
+    assert store.undo_and_lease_next(comp.id, "alice", release_query_id=q2).id == q1  # the undone pair again
+    assert store.count_comparisons() == 0 and store.get_query(q2).status == "pending"
+
+    def broken_lease(*args):
+        raise RuntimeError("lease failed")
+
+    monkeypatch.setattr(queue, "_lease", broken_lease)
+    with pytest.raises(RuntimeError, match="lease failed"):
+        store.answer_and_lease_next(q1, "alice", 0.0)
+    assert store.count_comparisons() == 0 and store.get_query(q1).leased_to == "alice"  # nothing stored
+    monkeypatch.undo()
+    comp = store.answer_query(q1, "alice", 0.0)
+    monkeypatch.setattr(queue, "_lease", broken_lease)
+    with pytest.raises(RuntimeError, match="lease failed"):
+        store.undo_and_lease_next(comp.id, "alice")
+    assert [c.id for c in store.comparisons()] == [comp.id] and store.get_query(q1).status == "answered"

@@ -174,7 +174,9 @@ def create_app(
             raise HTTPException(404, f"unknown query {query_id}") from None
 
     def lease_next(session: Session) -> dict | None:
-        query = store.lease_query(session.labeller, lease_seconds=cfg.lease_seconds)
+        return next_json(store.lease_query(session.labeller, lease_seconds=cfg.lease_seconds), session)
+
+    def next_json(query: Query | None, session: Session) -> dict | None:
         if query is None:
             return None
         if query.left_id is not None and cfg.prerender_queries > 0:
@@ -300,13 +302,13 @@ def create_app(
         return await run_in_threadpool(_answer, session, query_id, mu)
 
     def _answer(session: Session, query_id: int, mu: float | None) -> dict:
-        try:
-            comparison = store.answer_query(query_id, session.labeller, mu)
+        try:  # one transaction: the answer is stored and the next pair leased, or neither
+            comparison, query = store.answer_and_lease_next(query_id, session.labeller, mu, cfg.lease_seconds)
         except LeaseError as e:
             _raise_unknown_query(query_id)
             raise HTTPException(409, f"query {query_id} cannot be answered: {e}") from None
         return {"comparison": comparison_json(comparison), "undo_seconds": cfg.undo_window_seconds,
-                "next": lease_next(session)}
+                "next": next_json(query, session)}
 
     @app.post("/api/undo")
     async def api_undo(request: Request) -> dict:
@@ -318,16 +320,16 @@ def create_app(
         def run() -> dict:
             if current is not None:
                 _raise_unknown_query(current)
-            try:  # one transaction: the displayed pair is given back so the undone one returns first
-                store.undo_answer(comparison_id, session.labeller, window_seconds=cfg.undo_window_seconds,
-                                  release_query_id=current)
+            try:  # one transaction: undone, the displayed pair given back, the next pair (the undone one) leased
+                query = store.undo_and_lease_next(comparison_id, session.labeller, cfg.undo_window_seconds,
+                                                  cfg.lease_seconds, release_query_id=current)
             except LeaseError as e:
                 try:
                     store.get_comparison(comparison_id)
                 except KeyError:
                     raise HTTPException(404, f"unknown comparison {comparison_id}") from None
                 raise HTTPException(409, f"cannot undo comparison {comparison_id}: {e}") from None
-            return {"undone": comparison_id, "next": lease_next(session)}
+            return {"undone": comparison_id, "next": next_json(query, session)}
 
         return await run_in_threadpool(run)
 

@@ -11,7 +11,7 @@ from typing import Any, get_args
 from prefrl.names import OptimizerName, SelectorName, TeacherName
 
 TEACHER_NAMES: tuple[str, ...] = get_args(TeacherName)
-SYNTHETIC_TEACHERS: tuple[str, ...] = tuple(t for t in TEACHER_NAMES if t != "human")
+SYNTHETIC_TEACHERS: tuple[str, ...] = tuple(t for t in TEACHER_NAMES if t not in ("human", "judge"))
 SELECTOR_NAMES: tuple[str, ...] = get_args(SelectorName)
 OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
 
@@ -89,11 +89,13 @@ class ControlConfig:
     steps: int = 1_000_000
     """Total env steps of the preference run (all envs together)."""
     teacher: TeacherName = "rational"
-    """Who answers: a synthetic B-Pref teacher on the hidden env reward, or ``human`` (web app)."""
+    """Who answers: a synthetic B-Pref teacher on the hidden env reward, ``human`` (web app), or ``judge`` (your ``--judge`` function)."""
+    judge: str | None = None
+    """With ``teacher=judge``: MODULE:FUNCTION (or FILE.py:FUNCTION) scoring a segment (obs, actions, sim_states) → a number or (T,) per-step scores; ``--teacher-arg kind=mistake`` etc. apply a B-Pref kind on top."""
     teacher_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"key_value": True, "option": ("--teacher-arg",)}
     )
-    """Synthetic teacher parameter KEY=VALUE (beta, gamma, epsilon, skip_spread, equal_spread, skip_threshold, equal_threshold); repeatable."""
+    """Synthetic teacher parameter KEY=VALUE (beta, gamma, epsilon, skip_spread, equal_spread, skip_threshold, equal_threshold; with teacher=judge also kind=stochastic/mistake/…); repeatable."""
     optimizer: OptimizerName = "ppo"
     """Policy optimiser: our PPO, our SAC (PEBBLE: replay rewards relabelled after every reward round), or a Stable-Baselines3 algorithm (``sb3-ppo``, ``sb3-sac`` …; needs stable-baselines3)."""
     sac: Any = field(default_factory=_default_sac, metadata={"flatten": "sac_", "flatten_exclude": ("hidden",)})
@@ -213,9 +215,12 @@ class ControlConfig:
         if self.teacher != "human":
             import numpy as np
 
-            from prefrl.teachers.synthetic import make_teacher
+            from prefrl.teachers.factory import build_teacher
 
-            make_teacher(self.teacher, np.random.default_rng(0), **self.teacher_kwargs)  # checks the kwargs
+            # checks the kwargs (and imports the judge function, so a bad MODULE:FUNCTION fails now)
+            build_teacher(self.teacher, np.random.default_rng(0), judge=self.judge, **self.teacher_kwargs)
+        elif self.judge is not None:
+            raise ValueError("--judge applies to teacher=judge only, not to teacher=human")
         if getattr(self.ppo, "total_steps", self.steps) != self.steps:
             # lr annealing runs over the preference run's steps (derived, never set by hand).
             self.ppo = dataclasses.replace(self.ppo, total_steps=self.steps)

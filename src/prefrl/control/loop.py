@@ -75,7 +75,9 @@ class PreferenceLoop:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir, self.cfg.run_dir = run_dir, str(run_dir)
         self.store = run_state.open_store(PreferenceStore, cfg.store or str(run_dir / run_state.STORE_NAME))
-        self.teacher = teacher or build_teacher(cfg.teacher, np.random.default_rng(cfg.seed + 3), self.store, **cfg.teacher_kwargs)
+        self.teacher = teacher or build_teacher(
+            cfg.teacher, np.random.default_rng(cfg.seed + 3), self.store, judge=cfg.judge, **cfg.teacher_kwargs
+        )
         if not resuming:
             (run_dir / run_state.CONFIG_NAME).write_text(cfg.to_json())
 

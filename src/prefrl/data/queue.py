@@ -119,41 +119,7 @@ class QueryQueue(RecordStore):
         """
         labeller = check_name(labeller, "labeller")
         lease_seconds = check_positive(lease_seconds, "lease_seconds", MAX_SECONDS)
-        q = schema.queries.c
-
-        def lease(conn: Connection) -> Query | None:
-            now = utcnow()
-            held = conn.execute(
-                sa.select(schema.queries)
-                .where(q.status == "leased", q.leased_to == labeller, q.lease_expires_at > now)
-                .order_by(q.priority.desc(), q.id)
-                .limit(1)
-            ).first()
-            if held is not None:
-                return schema.query_from_row(held, now)
-            for _ in range(1000):  # each miss means another labeller just took that query
-                candidate = conn.execute(
-                    sa.select(q.id)
-                    .where(_free(now), sa.or_(q.labeller.is_(None), q.labeller == labeller))
-                    .order_by(q.priority.desc(), q.id)
-                    .limit(1)
-                ).scalar()
-                if candidate is None:
-                    return None
-                taken = conn.execute(
-                    schema.queries.update()
-                    .where(q.id == candidate, _free(now))
-                    .values(
-                        status="leased",
-                        leased_to=labeller,
-                        lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    )
-                )
-                if taken.rowcount == 1:
-                    return schema.query_from_row(row_by_id(conn, schema.queries, candidate), now)
-            raise RuntimeError("lease_query: too much contention, gave up")
-
-        return self._write(lease)
+        return self._write(lambda conn: _lease(conn, labeller, lease_seconds, utcnow()))
 
     def answer_query(
         self, query_id: int, labeller: str, mu: float | None, teacher: str = "human"
@@ -169,26 +135,25 @@ class QueryQueue(RecordStore):
         mu = check_mu(mu)
         teacher = check_name(teacher, "teacher")
 
-        def answer(conn: Connection) -> Comparison:
-            now = utcnow()
-            _end_lease(conn, query_id, labeller, now, status="answered", leased_to=labeller)
-            row = row_by_id(conn, schema.queries, query_id)
-            comparison = Comparison(
-                mu=mu,
-                teacher=teacher,
-                left_id=row.left_id,
-                right_id=row.right_id,
-                text_pair_id=row.text_pair_id,
-                created_at=now,
-                labeller=labeller,
-            )
-            values = {**schema.comparison_row(comparison), "query_id": query_id}
-            comparison.id = int(
-                conn.execute(schema.comparisons.insert().values(**values)).inserted_primary_key[0]
-            )
-            return comparison
+        return self._write(lambda conn: _answer(conn, query_id, labeller, mu, teacher, utcnow()))
 
-        return self._write(answer)
+    def answer_and_lease_next(
+        self, query_id: int, labeller: str, mu: float | None, lease_seconds: float = 300.0, teacher: str = "human"
+    ) -> tuple[Comparison, Query | None]:
+        """:meth:`answer_query`, then :meth:`lease_query` for the same labeller, in one transaction:
+        the answer is stored and the next pair leased together, or neither happens."""
+        query_id = check_id(query_id, "query_id")
+        labeller = check_name(labeller, "labeller")
+        mu = check_mu(mu)
+        teacher = check_name(teacher, "teacher")
+        lease_seconds = check_positive(lease_seconds, "lease_seconds", MAX_SECONDS)
+
+        def answer_then_lease(conn: Connection) -> tuple[Comparison, Query | None]:
+            now = utcnow()
+            comparison = _answer(conn, query_id, labeller, mu, teacher, now)
+            return comparison, _lease(conn, labeller, lease_seconds, now)
+
+        return self._write(answer_then_lease)
 
     def release_query(self, query_id: int, labeller: str) -> None:
         """Give back a live lease unanswered (e.g. the labeller skipped it); ``LeaseError`` if not held."""
@@ -218,42 +183,35 @@ class QueryQueue(RecordStore):
         window_seconds = check_positive(window_seconds, "window_seconds", MAX_SECONDS)
         if release_query_id is not None:
             release_query_id = check_id(release_query_id, "release_query_id")
-        c, q = schema.comparisons.c, schema.queries.c
+        return self._write(
+            lambda conn: _undo(conn, comparison_id, labeller, window_seconds, release_query_id, utcnow())
+        )
 
-        def undo(conn: Connection) -> Query | None:
+
+    def undo_and_lease_next(
+        self,
+        comparison_id: int,
+        labeller: str,
+        window_seconds: float = 30.0,
+        lease_seconds: float = 300.0,
+        *,
+        release_query_id: int | None = None,
+    ) -> Query | None:
+        """:meth:`undo_answer`, then :meth:`lease_query` for the same labeller, in one transaction;
+        returns the query now leased to them (usually the undone one)."""
+        comparison_id = check_id(comparison_id, "comparison_id")
+        labeller = check_name(labeller, "labeller")
+        window_seconds = check_positive(window_seconds, "window_seconds", MAX_SECONDS)
+        lease_seconds = check_positive(lease_seconds, "lease_seconds", MAX_SECONDS)
+        if release_query_id is not None:
+            release_query_id = check_id(release_query_id, "release_query_id")
+
+        def undo_then_lease(conn: Connection) -> Query | None:
             now = utcnow()
-            row = row_by_id(conn, schema.comparisons, comparison_id)
-            if row is None:
-                raise LeaseError(f"comparison_id: no comparison with id {comparison_id}")
-            if row.labeller != labeller:
-                raise LeaseError(f"comparison {comparison_id} was not made by {labeller!r}")
-            if release_query_id is not None and row_by_id(conn, schema.queries, release_query_id) is None:
-                raise LeaseError(f"release_query_id: no query with id {release_query_id}")
-            cutoff = now - timedelta(seconds=window_seconds)
-            deleted = conn.execute(
-                schema.comparisons.delete().where(
-                    c.id == comparison_id, c.labeller == labeller, c.created_at >= cutoff
-                )
-            )
-            if deleted.rowcount != 1:
-                raise LeaseError(
-                    f"comparison {comparison_id} is older than the undo window of {window_seconds} s"
-                )
-            if release_query_id is not None:
-                try:
-                    _end_lease(conn, release_query_id, labeller, now, status="pending", leased_to=None)
-                except LeaseError:
-                    pass  # lapsed or never held: nothing to give back
-            if row.query_id is None:
-                return None
-            conn.execute(
-                schema.queries.update()
-                .where(q.id == row.query_id, q.status == "answered")
-                .values(status="pending", leased_to=None, lease_expires_at=None)
-            )
-            return schema.query_from_row(row_by_id(conn, schema.queries, row.query_id), now)
+            _undo(conn, comparison_id, labeller, window_seconds, release_query_id, now)
+            return _lease(conn, labeller, lease_seconds, now)
 
-        return self._write(undo)
+        return self._write(undo_then_lease)
 
 
 def _free(now: datetime) -> sa.ColumnElement[bool]:
@@ -296,3 +254,101 @@ def _end_lease(
     if row.status == "pending" or row.leased_to != labeller:
         raise LeaseError(f"query {query_id} is not leased to {labeller!r}")
     raise LeaseError(f"the lease of {labeller!r} on query {query_id} expired at {row.lease_expires_at}")
+
+
+def _lease(conn: Connection, labeller: str, lease_seconds: float, now: datetime) -> Query | None:
+    """The body of :meth:`QueryQueue.lease_query`, inside the caller's transaction."""
+    q = schema.queries.c
+    held = conn.execute(
+        sa.select(schema.queries)
+        .where(q.status == "leased", q.leased_to == labeller, q.lease_expires_at > now)
+        .order_by(q.priority.desc(), q.id)
+        .limit(1)
+    ).first()
+    if held is not None:
+        return schema.query_from_row(held, now)
+    for _ in range(1000):  # each miss means another labeller just took that query
+        candidate = conn.execute(
+            sa.select(q.id)
+            .where(_free(now), sa.or_(q.labeller.is_(None), q.labeller == labeller))
+            .order_by(q.priority.desc(), q.id)
+            .limit(1)
+        ).scalar()
+        if candidate is None:
+            return None
+        taken = conn.execute(
+            schema.queries.update()
+            .where(q.id == candidate, _free(now))
+            .values(
+                status="leased",
+                leased_to=labeller,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+            )
+        )
+        if taken.rowcount == 1:
+            return schema.query_from_row(row_by_id(conn, schema.queries, candidate), now)
+    raise RuntimeError("lease_query: too much contention, gave up")
+
+
+def _answer(
+    conn: Connection, query_id: int, labeller: str, mu: float | None, teacher: str, now: datetime
+) -> Comparison:
+    """The body of :meth:`QueryQueue.answer_query`, inside the caller's transaction."""
+    _end_lease(conn, query_id, labeller, now, status="answered", leased_to=labeller)
+    row = row_by_id(conn, schema.queries, query_id)
+    comparison = Comparison(
+        mu=mu,
+        teacher=teacher,
+        left_id=row.left_id,
+        right_id=row.right_id,
+        text_pair_id=row.text_pair_id,
+        created_at=now,
+        labeller=labeller,
+    )
+    values = {**schema.comparison_row(comparison), "query_id": query_id}
+    comparison.id = int(
+        conn.execute(schema.comparisons.insert().values(**values)).inserted_primary_key[0]
+    )
+    return comparison
+
+
+def _undo(
+    conn: Connection,
+    comparison_id: int,
+    labeller: str,
+    window_seconds: float,
+    release_query_id: int | None,
+    now: datetime,
+) -> Query | None:
+    """The body of :meth:`QueryQueue.undo_answer`, inside the caller's transaction."""
+    c, q = schema.comparisons.c, schema.queries.c
+    row = row_by_id(conn, schema.comparisons, comparison_id)
+    if row is None:
+        raise LeaseError(f"comparison_id: no comparison with id {comparison_id}")
+    if row.labeller != labeller:
+        raise LeaseError(f"comparison {comparison_id} was not made by {labeller!r}")
+    if release_query_id is not None and row_by_id(conn, schema.queries, release_query_id) is None:
+        raise LeaseError(f"release_query_id: no query with id {release_query_id}")
+    cutoff = now - timedelta(seconds=window_seconds)
+    deleted = conn.execute(
+        schema.comparisons.delete().where(
+            c.id == comparison_id, c.labeller == labeller, c.created_at >= cutoff
+        )
+    )
+    if deleted.rowcount != 1:
+        raise LeaseError(
+            f"comparison {comparison_id} is older than the undo window of {window_seconds} s"
+        )
+    if release_query_id is not None:
+        try:
+            _end_lease(conn, release_query_id, labeller, now, status="pending", leased_to=None)
+        except LeaseError:
+            pass  # lapsed or never held: nothing to give back
+    if row.query_id is None:
+        return None
+    conn.execute(
+        schema.queries.update()
+        .where(q.id == row.query_id, q.status == "answered")
+        .values(status="pending", leased_to=None, lease_expires_at=None)
+    )
+    return schema.query_from_row(row_by_id(conn, schema.queries, row.query_id), now)
