@@ -32,10 +32,10 @@ DPOLossType = Literal["sigmoid", "ipo"]
 """DPO's loss: ``sigmoid`` (Rafailov et al. 2023; cDPO with label smoothing) or ``ipo`` (Azar et al. 2023)."""
 SelectorName = Literal["disagreement", "entropy", "uniform"]
 """How queries are chosen from candidate pairs."""
-TeacherName = Literal["rational", "stochastic", "myopic", "skip", "equal", "mistake", "human"]
-"""Who answers: a B-Pref synthetic teacher kind, or people in the web app."""
-OptimizerName = Literal["ppo", "sb3-ppo", "sb3-a2c", "sb3-sac", "sb3-td3", "sb3-ddpg"]
-"""The control loop's policy optimiser: our PPO, or a Stable-Baselines3 algorithm (``sb3-<algo>``)."""
+TeacherName = Literal["rational", "stochastic", "myopic", "skip", "equal", "mistake", "human", "judge"]
+"""Who answers: a B-Pref synthetic teacher kind, people in the web app, or the user's ``judge`` function."""
+OptimizerName = Literal["ppo", "sac", "sb3-ppo", "sb3-a2c", "sb3-sac", "sb3-td3", "sb3-ddpg"]
+"""The control loop's policy optimiser: our PPO or SAC, or a Stable-Baselines3 algorithm (``sb3-<algo>``)."""
 CriticFreeAlgo = Literal["grpo", "rloo", "reinforce++"]
 """The critic-free LM RL methods: group-relative (GRPO), leave-one-out (RLOO), batch baseline (REINFORCE++)."""
 LossAggregation = Literal["token-mean", "sequence-mean", "constant"]

@@ -157,3 +157,41 @@ def test_threads_option_sets_torch_intra_op_threads_with_one_as_the_default(tmp_
         assert result.exit_code != 0 and "--threads must be ≥ 0" in _output(result)
     finally:
         torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- item 6: the video is the eval episode
+
+
+def test_record_episode_is_the_evaluation_episode_with_the_same_seed_and_env_settings(tmp_path):
+    import ctypes.util
+    import os
+
+    import numpy as np
+
+    if os.environ.get("MUJOCO_GL", "osmesa") == "osmesa" and ctypes.util.find_library("OSMesa") is None:
+        pytest.skip("MuJoCo off-screen rendering needs libOSMesa (or MUJOCO_GL=egl)")
+    from prefrl.control.config import control_ppo_config
+    from prefrl.control.envs import make_vec_env
+    from prefrl.control.optimizer import PPOAgent
+    from prefrl.control.render import record_episode
+
+    kwargs = {"fixed_horizon": 40, "drop_ctrl_cost": True}
+    agent = PPOAgent(make_vec_env("HalfCheetah-v5", 1, 0, **kwargs), control_ppo_config(num_steps=64), seed=0)
+    (expected,) = agent.evaluate("HalfCheetah-v5", 1, seed=7, **kwargs)
+    path, ret = record_episode("HalfCheetah-v5", lambda o: agent.act(np.asarray(o)[None])[0], tmp_path / "v.mp4",
+                               seed=7, env_kwargs=kwargs)  # fmt: skip
+    assert ret == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    assert path.stat().st_size > 1000
+    import imageio.v2 as imageio
+
+    assert len(imageio.mimread(path, memtest=False)) == 41  # fixed_horizon steps + the first frame
+
+
+def test_report_has_gold_vs_proxy_and_a_wall_clock_axis(tmp_path):
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["control", "train", *TOY, "--run-dir", str(run)]).exit_code == 0
+    rows = json.loads((run / "history.json").read_text())["iterations"]
+    elapsed = [r["charts/elapsed_seconds"] for r in rows]
+    assert len(elapsed) >= 2 and elapsed == sorted(elapsed) and elapsed[-1] > 0
+    assert (run / "gold_vs_proxy.png").stat().st_size > 1000
+    assert "gold_vs_proxy.png" in (run / "report.html").read_text()

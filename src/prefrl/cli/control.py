@@ -99,7 +99,8 @@ def evaluate(
     if video is not None:
         from prefrl.control.render import record_episode
 
-        path, ret = record_episode(cfg.env_id, lambda o: agent.act(np.asarray(o)[None])[0], video, seed=seed)
+        env_kwargs = {"fixed_horizon": cfg.fixed_horizon, "drop_ctrl_cost": cfg.drop_ctrl_cost}
+        path, ret = record_episode(cfg.env_id, lambda o: agent.act(np.asarray(o)[None])[0], video, seed=seed, env_kwargs=env_kwargs)
         typer.echo(f"video: {path} (episode return {ret:.1f})")
 
 

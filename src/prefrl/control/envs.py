@@ -193,11 +193,11 @@ def _check_registered(env_id: str) -> gym.envs.registration.EnvSpec:
     return gym.spec(resolve_env_id(env_id))
 
 
-def _accepts_ctrl_cost_weight(spec: gym.envs.registration.EnvSpec) -> bool:
+def _accepts_kwarg(spec: gym.envs.registration.EnvSpec, name: str) -> bool:
     entry = spec.entry_point
     creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
     try:
-        return "ctrl_cost_weight" in inspect.signature(creator).parameters
+        return name in inspect.signature(creator).parameters
     except (TypeError, ValueError):
         return False
 
@@ -224,6 +224,7 @@ def make_env(
     drop_ctrl_cost: bool = False,
     record_sim_state: bool = True,
     render_mode: str | None = None,
+    render_size: tuple[int, int] | None = None,
 ) -> gym.Env:
     """One wrapped env: ``gym.make`` → Atari preprocessing → fixed horizon → sim state.
 
@@ -241,8 +242,10 @@ def make_env(
     kwargs: dict[str, Any] = {}
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
+        if render_size is not None and _accepts_kwarg(spec, "width"):  # MuJoCo: frames of (width, height)
+            kwargs["width"], kwargs["height"] = render_size
     if drop_ctrl_cost:
-        if not _accepts_ctrl_cost_weight(spec):
+        if not _accepts_kwarg(spec, "ctrl_cost_weight"):
             raise ValueError(f"drop_ctrl_cost: environment {env_id!r} has no ctrl_cost_weight argument")
         kwargs["ctrl_cost_weight"] = 0.0
     if fixed_horizon is not None:

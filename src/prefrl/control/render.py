@@ -159,16 +159,24 @@ def record_episode(
     max_steps: int = 1000,
     env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Path, float]:
-    """Run one episode with ``act(obs) -> action`` and save its frames; returns (path, true return)."""
-    from prefrl.control.envs import is_atari, make_env
+    """Run one episode with ``act(obs) -> action`` and save its frames; returns (path, true return).
+
+    The env is the one training and :meth:`PPOAgent.evaluate` use (:func:`make_env` with ``env_kwargs``:
+    ``fixed_horizon``, ``drop_ctrl_cost``), seeded the same way, so the video's return is that of the
+    evaluation episode with the same ``seed``.
+    """
+    from prefrl.control.envs import make_env
 
     _use_offscreen_gl()
-    if is_atari(env_id):
-        env = make_env(env_id, seed=seed, render_mode="rgb_array", **(env_kwargs or {}))
-    else:
-        env = make_render_env(env_id)
+    kwargs = {**(env_kwargs or {}), "record_sim_state": False}
     try:
-        obs, _ = env.reset(seed=seed)
+        env = make_env(env_id, seed=seed, render_mode="rgb_array", render_size=(WIDTH, HEIGHT), **kwargs)
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a missing renderer (pygame) or GL backend
+        raise ValueError(f"environment {env_id!r} cannot render: {type(e).__name__}: {e}") from None
+    try:
+        obs, _ = env.reset()  # make_env reset it with ``seed``; the vector env of evaluate() resets once more
         frames, total = [np.asarray(env.render()).copy()], 0.0
         for _ in range(max_steps):
             obs, reward, terminated, truncated, _ = env.step(act(obs))

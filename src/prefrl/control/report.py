@@ -23,6 +23,7 @@ PLOTS = {
     "labels": "labels.png",
     "reward_accuracy": "reward_accuracy.png",
     "segment_returns": "segment_returns.png",
+    "gold_vs_proxy": "gold_vs_proxy.png",
 }
 
 
@@ -107,9 +108,17 @@ def plot_all(run_dir: Path, history: Any, title: str) -> dict[str, Path]:
             steps, rets = np.asarray(pairs, dtype=np.float64).T
             ax.plot(steps, rets, ".", color=color, alpha=0.25, markersize=3)
             ax.plot(steps, smooth(rets), color=color, label=label)
+    if history.episodes:  # the run's first episodes are the untrained (random) policy's
+        ax.axhline(float(np.mean([r for _, r in history.episodes[:10]])), color="tab:red", linestyle=":",
+                   linewidth=1, label="random policy (first 10 episodes)")  # fmt: skip
     ax.set_xlabel("env steps")
     ax.set_ylabel("true episode return")
     ax.set_title(f"{title}: true return")
+    steps, minutes = _series(history.iterations, "charts/elapsed_seconds")
+    if steps.size >= 2 and np.all(np.diff(steps) > 0):  # a wall-clock axis on top
+        top = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, steps, minutes / 60.0),
+                                                   lambda m: np.interp(m, minutes / 60.0, steps)))  # fmt: skip
+        top.set_xlabel("wall-clock minutes", fontsize=8)
     if history.episodes or history.baseline_episodes:
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -117,7 +126,8 @@ def plot_all(run_dir: Path, history: Any, title: str) -> dict[str, Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for key, label in (("labels/total", "asked"), ("labels/answered", "answered")):
+    for key, label in (("labels/total", "asked"), ("labels/answered", "answered"), ("labels/equal", "answered equal"),
+                       ("labels/incomparable", "skipped / can't tell")):  # fmt: skip
         steps, values = _series(history.iterations, key)
         if steps.size:
             ax.step(steps, values, where="post", label=label)
@@ -151,6 +161,19 @@ def plot_all(run_dir: Path, history: Any, title: str) -> dict[str, Path]:
     ax.set_title("learned vs true reward on recent segments")
     fig.tight_layout()
     fig.savefig(paths["segment_returns"], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for key, label, color in (("reward/proxy_true_corr", "corr(learned, true reward) per step", "tab:purple"),
+                              ("reward/ensemble_std", "ensemble disagreement (std)", "tab:orange")):  # fmt: skip
+        steps, values = _series(history.iterations, key)
+        if steps.size:
+            ax.plot(steps, values, color=color, label=label)
+    ax.set_xlabel("env steps")
+    ax.set_title("gold vs proxy on the policy's own steps")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths["gold_vs_proxy"], dpi=100)
     plt.close(fig)
     return paths
 

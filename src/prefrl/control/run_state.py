@@ -159,6 +159,7 @@ def log_iteration(loop: Any, sink: Any, finished: list[tuple[int, float]], metri
     recent = [r for _, r in loop.history.episodes[-10:]]
     if recent:
         row["charts/true_return"] = float(np.mean(recent))
+    row["charts/elapsed_seconds"] = float(loop.counters.elapsed_seconds)  # the report's wall-clock axis
     row.update(loop.reward_metrics)
     row.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)})
     bar = {"labels": f"{answered}/{loop.cfg.labels}"}

@@ -90,9 +90,14 @@ class SyntheticTeacher:
 
     def answer(self, pairs: Sequence[tuple[Segment, Segment]]) -> list[float | None]:
         """μ for each (left, right) pair from the segments' hidden ``true_rewards``."""
-        if not pairs:
+        return self.answer_rewards(
+            [(segment_true_rewards(left, "left"), segment_true_rewards(right, "right")) for left, right in pairs]
+        )
+
+    def answer_rewards(self, rewards: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float | None]:
+        """μ for each pair of per-step reward arrays ((T,) left, (T,) right), e.g. a judge's per-step scores."""
+        if not rewards:
             return []
-        rewards = [(segment_true_rewards(left, "left"), segment_true_rewards(right, "right")) for left, right in pairs]
         returns_left = np.array([r_l.sum() for r_l, _ in rewards])
         returns_right = np.array([r_r.sum() for _, r_r in rewards])
         if self.gamma == 1.0:
