@@ -253,3 +253,34 @@ def test_kl_estimate_checks_inputs() -> None:
         kl_estimate(t(0.0), t(0.0), "k4")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shape"):
         kl_estimate(t(0.0, 1.0), t(0.0))
+
+
+# ---------------------------------------------------------------- SAC
+
+
+def test_soft_q_target_matches_formula_and_stops_at_terminals() -> None:
+    from prefrl.losses import soft_q_target
+
+    # y = r + γ(1 − d)(min(Q1', Q2') − α log π'): row 0 = 1 + 0.9·(2 − 0.5·(−1)) = 3.25; row 1 terminal = −1.
+    y = soft_q_target(t(1.0, -1.0), t(0.0, 1.0), t(2.0, 5.0), t(3.0, 4.0), t(-1.0, 0.3), alpha=0.5, gamma=0.9)
+    assert y.tolist() == pytest.approx([3.25, -1.0])
+    assert not y.requires_grad
+    with pytest.raises(ValueError, match="next_q2"):
+        soft_q_target(t(1.0), t(0.0), t(1.0), t(1.0, 2.0), t(0.0), 0.1, 0.9)
+
+
+def test_sac_critic_actor_and_temperature_losses_match_formulas() -> None:
+    from prefrl.losses import sac_actor_loss, sac_critic_loss, sac_temperature_loss
+
+    # J_Q = ½·mean((1 − 2)², (3 − 2)²) + ½·mean((2 − 2)², (1 − 2)²) = 0.5 + 0.25
+    assert float(sac_critic_loss(t(1.0, 3.0), t(2.0, 1.0), t(2.0, 2.0))) == pytest.approx(0.75)
+    # J_π = mean(0.2·(−1) − min(1, 2), 0.2·0.5 − min(4, 3)) = mean(−1.2, −2.9)
+    assert float(sac_actor_loss(t(-1.0, 0.5), t(1.0, 4.0), t(2.0, 3.0), 0.2)) == pytest.approx(-2.05)
+    # J(α) = −log α·mean(log π + H̄) = 0 at log α = 0; ∂J/∂log α = −mean(log π + H̄) = −(−0.5 + 1)
+    log_alpha = torch.tensor(0.0, dtype=D, requires_grad=True)
+    loss = sac_temperature_loss(log_alpha, t(-0.5, -0.5), target_entropy=1.0)
+    loss.backward()
+    assert loss.detach().item() == pytest.approx(0.0)
+    assert float(log_alpha.grad) == pytest.approx(-0.5)  # descent raises log α: entropy 0.5 < target 1
+    with pytest.raises(ValueError, match="scalar"):
+        sac_temperature_loss(torch.zeros(1), t(0.0), 1.0)

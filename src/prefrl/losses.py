@@ -23,6 +23,10 @@ __all__ = [
     "kl_estimate",
     "masked_mean",
     "masked_whiten",
+    "soft_q_target",
+    "sac_critic_loss",
+    "sac_actor_loss",
+    "sac_temperature_loss",
     "KLEstimator",
     "DPOLossType",
 ]
@@ -267,3 +271,67 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float 
 
 
 _masked_mean = masked_mean
+
+
+def soft_q_target(
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    next_q1: torch.Tensor,
+    next_q2: torch.Tensor,
+    next_logprobs: torch.Tensor,
+    alpha: float | torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """Soft Bellman target of SAC with clipped double Q (Haarnoja et al. 2018, eq. 3; Fujimoto et al. 2018).
+
+    y = r + γ·(1 − d)·( min(Q̄₁(s', a'), Q̄₂(s', a')) − α·log π(a'|s') ),   a' ~ π(·|s')
+
+    Q̄ are the target networks; d = 1 only where the episode *terminated* (a time-limit
+    truncation bootstraps). All inputs are (B,); the result is (B,) and carries no gradient.
+    """
+    for name, x in (("terminated", terminated), ("next_q1", next_q1), ("next_q2", next_q2),
+                    ("next_logprobs", next_logprobs)):
+        _same_shape("rewards", rewards, name, x)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+    soft_value = torch.min(next_q1, next_q2) - alpha * next_logprobs
+    return (rewards + gamma * (1.0 - terminated.to(rewards.dtype)) * soft_value).detach()
+
+
+def sac_critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Twin soft-Q loss J_Q = ½·mean[(Q₁(s, a) − y)²] + ½·mean[(Q₂(s, a) − y)²] (Haarnoja et al. 2018, eq. 5).
+
+    ``q1``, ``q2`` and the (detached) target ``y`` of :func:`soft_q_target` are (B,).
+    """
+    _same_shape("target", target, "q1", q1)
+    _same_shape("target", target, "q2", q2)
+    target = target.detach()
+    return 0.5 * ((q1 - target) ** 2).mean() + 0.5 * ((q2 - target) ** 2).mean()
+
+
+def sac_actor_loss(
+    logprobs: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor, alpha: float | torch.Tensor
+) -> torch.Tensor:
+    """SAC policy loss J_π = mean[ α·log π(ã|s) − min(Q₁(s, ã), Q₂(s, ã)) ] (Haarnoja et al. 2018, eq. 7).
+
+    ã = f(ε; s) is the reparameterised action sampled from π, so gradients reach the policy
+    through both terms. All inputs are (B,); α is treated as a constant here.
+    """
+    _same_shape("logprobs", logprobs, "q1", q1)
+    _same_shape("logprobs", logprobs, "q2", q2)
+    alpha = alpha.detach() if isinstance(alpha, torch.Tensor) else alpha
+    return (alpha * logprobs - torch.min(q1, q2)).mean()
+
+
+def sac_temperature_loss(log_alpha: torch.Tensor, logprobs: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """Automatic entropy temperature J(α) = mean[ −log α·(log π(a|s) + H̄) ] (Haarnoja et al. 2018b, eq. 18).
+
+    Minimised over log α (a scalar tensor; optimising log α keeps α > 0, as cleanrl and SB3 do):
+    α grows while the policy's entropy −log π is below the target H̄ (commonly −dim(A)) and
+    shrinks above it. ``logprobs`` is (B,) and carries no gradient.
+    """
+    if log_alpha.dim() != 0:
+        raise ValueError(f"log_alpha must be a scalar tensor, got shape {tuple(log_alpha.shape)}")
+    if logprobs.dim() != 1:
+        raise ValueError(f"logprobs must have shape (B,), got {tuple(logprobs.shape)}")
+    return -(log_alpha * (logprobs.detach() + target_entropy)).mean()

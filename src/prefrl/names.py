@@ -32,8 +32,8 @@ SelectorName = Literal["disagreement", "entropy", "uniform"]
 """How queries are chosen from candidate pairs."""
 TeacherName = Literal["rational", "stochastic", "myopic", "skip", "equal", "mistake", "human", "judge"]
 """Who answers: a B-Pref synthetic teacher kind, people in the web app, or the user's ``judge`` function."""
-OptimizerName = Literal["ppo", "sb3-ppo", "sb3-a2c", "sb3-sac", "sb3-td3", "sb3-ddpg"]
-"""The control loop's policy optimiser: our PPO, or a Stable-Baselines3 algorithm (``sb3-<algo>``)."""
+OptimizerName = Literal["ppo", "sac", "sb3-ppo", "sb3-a2c", "sb3-sac", "sb3-td3", "sb3-ddpg"]
+"""The control loop's policy optimiser: our PPO or SAC, or a Stable-Baselines3 algorithm (``sb3-<algo>``)."""
 
 
 def check_choice(field: str, value: object, choices: object) -> None:

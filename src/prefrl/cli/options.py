@@ -151,7 +151,8 @@ def command_from_config(
                     continue
                 pname = (meta["flatten"] + g.name).replace("-", "_")
                 decls = ["--" + pname.replace("_", "-"), *aliases.get(g.name, ())]
-                params.append(_option(pname, inner_hints[g.name], getattr(inner, g.name), decls, inner_docs.get(g.name), True))
+                help_text = g.metadata.get("help") or inner_docs.get(g.name)
+                params.append(_option(pname, inner_hints[g.name], getattr(inner, g.name), decls, help_text, True))
                 mapping[pname] = g.name
                 option_of[pname] = decls[0]
             nested[f.name] = (inner, mapping)

@@ -51,6 +51,16 @@ def _reward_config_cls() -> type:
     return RewardTrainerConfig
 
 
+def _sac_config_cls() -> type:
+    from prefrl.rl.sac_config import SACConfig
+
+    return SACConfig
+
+
+def _default_sac() -> Any:
+    return _sac_config_cls()()
+
+
 def _default_ppo() -> Any:
     return control_ppo_config(num_steps=DEFAULT_ROLLOUT_STEPS)
 
@@ -87,7 +97,15 @@ class ControlConfig:
     )
     """Synthetic teacher parameter KEY=VALUE (beta, gamma, epsilon, skip_spread, equal_spread, skip_threshold, equal_threshold; with teacher=judge also kind=stochastic/mistake/…); repeatable."""
     optimizer: OptimizerName = "ppo"
-    """Policy optimiser: our PPO, or a Stable-Baselines3 algorithm (``sb3-ppo``, ``sb3-sac`` …; needs stable-baselines3)."""
+    """Policy optimiser: our PPO, our SAC (PEBBLE: replay rewards relabelled after every reward round), or a Stable-Baselines3 algorithm (``sb3-ppo``, ``sb3-sac`` …; needs stable-baselines3)."""
+    sac: Any = field(default_factory=_default_sac, metadata={"flatten": "sac_", "flatten_exclude": ("hidden",)})
+    """``SACConfig`` of ``optimizer=sac`` (replay size, batch, τ, learning rates, entropy temperature …)."""
+    pretrain_steps: int = 0
+    """PEBBLE's unsupervised phase (``optimizer=sac`` only): env steps spent maximising the k-NN state entropy before the first label is asked, so the first queries compare diverse behaviours; they count toward ``steps``. 0: off."""
+    pseudo_label_threshold: float | None = None
+    """SURF: every reward round also fits the pool's unlabelled pairs that the ensemble is this sure of (max(P, 1 − P) > τ, e.g. 0.99), as pseudo-labels. None: off."""
+    crop_fraction: float | None = None
+    """SURF: every reward round fits temporal crops of the labelled pairs (μ kept), each a random length between this share of a segment and all of it. None: off."""
     n_envs: int = DEFAULT_N_ENVS
     """Vectorised envs collecting in lockstep."""
     segment_steps: int | None = None
@@ -157,6 +175,16 @@ class ControlConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZER_NAMES)}")
         if self.n_envs < 1:
             raise ValueError(f"n_envs must be ≥ 1, got {self.n_envs}")
+        if self.pretrain_steps < 0:
+            raise ValueError(f"pretrain_steps must be ≥ 0, got {self.pretrain_steps}")
+        if self.pretrain_steps and self.optimizer != "sac":
+            raise ValueError(f"pretrain_steps needs optimizer 'sac' (PEBBLE's off-policy learner), got {self.optimizer!r}")
+        if self.optimizer == "sac" and self.asynchronous:
+            raise ValueError("optimizer 'sac' relabels its replay buffer after each reward round: run it synchronously")
+        if self.pseudo_label_threshold is not None and not 0.5 <= self.pseudo_label_threshold < 1.0:
+            raise ValueError(f"pseudo_label_threshold must lie in [0.5, 1), got {self.pseudo_label_threshold}")
+        if self.crop_fraction is not None and not 0.0 < self.crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must lie in (0, 1], got {self.crop_fraction}")
         if self.segment_steps is not None and self.segment_steps < 2:
             raise ValueError(f"segment_steps must be ≥ 2, got {self.segment_steps}")
         if not (math.isfinite(self.segment_seconds) and self.segment_seconds > 0):
@@ -244,6 +272,8 @@ class ControlConfig:
         data = dict(data)
         if isinstance(data.get("ppo"), dict):
             data["ppo"] = _build_nested(_ppo_config_cls(), data["ppo"])
+        if isinstance(data.get("sac"), dict):
+            data["sac"] = _build_nested(_sac_config_cls(), data["sac"])
         if isinstance(data.get("reward"), dict):
             data["reward"] = _build_nested(_reward_config_cls(), data["reward"])
         if "reward_hidden" in data:

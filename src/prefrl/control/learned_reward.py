@@ -33,10 +33,11 @@ class LearnedReward:
         self.train_lock = threading.Lock()  # held for a whole reward round (trainer + its ensemble)
         self.n_trained_pairs = -1
 
-    def train(self, pairs: list[Any], counters: Any) -> dict[str, float]:
-        """One round on ``pairs``; copies the weights to the policy's ensemble and counts the round."""
+    def train(self, pairs: list[Any], counters: Any, extra: list[Any] | None = None) -> dict[str, float]:
+        """One round on ``pairs`` (+ ``extra``, e.g. SURF's pseudo-labelled and cropped pairs); copies the
+        weights to the policy's ensemble and counts the round."""
         with self.train_lock:
-            metrics = self.trainer.train(pairs)
+            metrics = self.trainer.train(list(pairs) + list(extra or []))
             self.n_trained_pairs = len(pairs)
             if self.train_ensemble is not self.ensemble:
                 weights = copy.deepcopy(self.train_ensemble.state_dict())
@@ -57,6 +58,11 @@ class LearnedReward:
             members = self.ensemble.predict_members(flat_obs, flat_act)  # (M, T·N)
         rewards = np.asarray(members.mean(axis=0), dtype=np.float32).reshape(t_len, n_envs)
         return rewards, proxy_vs_true(members, np.asarray(rollout.true_rewards).reshape(-1))
+
+    def rewards(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """r̂(obs (B, …), actions (B, …)) → (B,): the policy's ensemble mean (what a replay buffer is relabelled with)."""
+        with self.lock:
+            return np.asarray(self.ensemble.predict_members(obs, actions).mean(axis=0), dtype=np.float32)
 
     def select(self, selector: Any, candidates: list[Any], n: int) -> list[int]:
         """The selector's choice of ``n`` among ``candidates``, scored by the policy's ensemble."""

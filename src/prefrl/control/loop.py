@@ -150,13 +150,38 @@ class PreferenceLoop:
         return [p for p in self.store.training_pairs() if p[0].env_id == self.cfg.env_id]
 
     def train_reward(self) -> dict[str, float]:
-        """One reward round on every comparison so far (the policy's ensemble gets the new weights)."""
+        """One reward round on every comparison so far (the policy's ensemble gets the new weights).
+
+        With SURF switched on the round also fits pseudo-labelled and cropped pairs
+        (:func:`~prefrl.reward.semi_supervised.surf_pairs`); an off-policy optimiser then has its
+        replay buffer relabelled by the new ensemble (PEBBLE).
+        """
+        from prefrl.control.optimizers import Relabelling
+        from prefrl.reward.semi_supervised import surf_pairs
+
         pairs = self.training_pairs()
-        if pairs:
-            self.reward_metrics = self.reward.train(pairs, self.counters)
-        return self.reward_metrics if pairs else {}
+        if not pairs:
+            return {}
+        cfg = self.cfg
+        extra = surf_pairs(pairs, self.pool.candidate_pairs(4 * len(pairs), self.rng), self.ensemble, self.rng,
+                           cfg.pseudo_label_threshold, cfg.crop_fraction) if cfg.pseudo_label_threshold or cfg.crop_fraction else []  # fmt: skip
+        self.reward_metrics = self.reward.train(pairs, self.counters, extra)
+        if isinstance(self.agent, Relabelling):
+            self.agent.relabel(self.reward.rewards)
+        return self.reward_metrics
 
     # ------------------------------------------------------------------ the run
+
+    def pretrain(self, sink: Any = None) -> None:
+        """PEBBLE's unsupervised phase: ``cfg.pretrain_steps`` env steps on the state-entropy reward.
+
+        Its segments fill the pool, so the up-front queries compare the diverse behaviours it found.
+        """
+        while self.counters.global_step < self.cfg.pretrain_steps:
+            rollout, _ = self.collect()
+            self.agent.pretrain_update(rollout)
+            if sink is not None and sink.bar is not None:
+                sink.bar.update(self.cfg.steps_per_rollout)
 
     def initial_labels(self, sink: Any = None) -> None:
         """The paper's up-front labels on segments of the untrained policy.
@@ -195,6 +220,7 @@ class PreferenceLoop:
         session_start, elapsed_before = time.monotonic(), self.counters.elapsed_seconds
         try:
             if not self.counters.initial_done:
+                self.pretrain(sink)
                 self.initial_labels(sink)
                 self.checkpoint()
             if workers is not None:

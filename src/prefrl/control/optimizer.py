@@ -15,6 +15,7 @@ buffer) and one torch → numpy conversion of the actions; no per-env Python wor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -26,7 +27,7 @@ from prefrl.control.policies import ActorCritic
 from prefrl.control.rollout import Rollout, RunningMeanStd
 from prefrl.rl.ppo import PPOConfig, RolloutBuffer, ppo_update
 
-__all__ = ["PPOAgent", "Rollout", "RunningMeanStd"]  # Rollout, RunningMeanStd: re-exported from rollout
+__all__ = ["PPOAgent", "Rollout", "RunningMeanStd", "evaluate_policy"]  # Rollout, RunningMeanStd: re-exported from rollout
 
 _OBS_CLIP = 10.0
 _REWARD_CLIP = 10.0
@@ -316,29 +317,8 @@ class PPOAgent:
         return self._env_action(action)
 
     def evaluate(self, env_id: str, n_episodes: int = 10, seed: int = 0, **env_kwargs: Any) -> list[float]:
-        """True returns of ``n_episodes`` episodes of the deterministic policy (one per env, seeds ``seed + i``).
-
-        ``env_kwargs`` go to :func:`make_vec_env` (e.g. ``fixed_horizon`` to match training).
-        """
-        if n_episodes <= 0:
-            raise ValueError(f"n_episodes must be positive, got {n_episodes}")
-        returns: list[float] = []
-        env_kwargs.setdefault("record_sim_state", False)
-        for start in range(0, n_episodes, 16):
-            n = min(16, n_episodes - start)
-            envs = make_vec_env(env_id, n_envs=n, seed=seed + start, **env_kwargs)
-            try:
-                obs, _ = envs.reset()
-                ep_ret = np.zeros(n)
-                finished = np.zeros(n, bool)
-                while not finished.all():
-                    obs, reward, terminated, truncated, _ = envs.step(self.act(obs, deterministic=True))
-                    ep_ret += np.where(finished, 0.0, reward)
-                    finished |= terminated | truncated
-                returns.extend(float(x) for x in ep_ret)
-            finally:
-                envs.close()
-        return returns
+        """True returns of ``n_episodes`` episodes of the deterministic policy (see :func:`evaluate_policy`)."""
+        return evaluate_policy(self.act, env_id, n_episodes, seed, **env_kwargs)
 
     # ------------------------------------------------------------------ checkpointing
 
@@ -371,3 +351,31 @@ class PPOAgent:
         self.update_generator.set_state(state["update_generator"])
         self._episode_ids = np.arange(self._next_episode_id, self._next_episode_id + self.n_envs, dtype=np.int64)
         self._next_episode_id += self.n_envs
+
+
+def evaluate_policy(
+    act: Callable[..., np.ndarray], env_id: str, n_episodes: int = 10, seed: int = 0, **env_kwargs: Any
+) -> list[float]:
+    """True returns of ``n_episodes`` episodes of ``act(obs, deterministic=True)`` (one per env, seeds ``seed + i``).
+
+    ``env_kwargs`` go to :func:`make_vec_env` (e.g. ``fixed_horizon`` to match training).
+    """
+    if n_episodes <= 0:
+        raise ValueError(f"n_episodes must be positive, got {n_episodes}")
+    returns: list[float] = []
+    env_kwargs.setdefault("record_sim_state", False)
+    for start in range(0, n_episodes, 16):
+        n = min(16, n_episodes - start)
+        envs = make_vec_env(env_id, n_envs=n, seed=seed + start, **env_kwargs)
+        try:
+            obs, _ = envs.reset()
+            ep_ret = np.zeros(n)
+            finished = np.zeros(n, bool)
+            while not finished.all():
+                obs, reward, terminated, truncated, _ = envs.step(act(obs, deterministic=True))
+                ep_ret += np.where(finished, 0.0, reward)
+                finished |= terminated | truncated
+            returns.extend(float(x) for x in ep_ret)
+        finally:
+            envs.close()
+    return returns

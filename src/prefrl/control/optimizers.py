@@ -6,19 +6,21 @@ Every optimiser owns its vector env and offers the same few calls::
     metrics = opt.update(rollout, rewards)  # learn on the learned (or true) rewards (T, N)
 
 plus ``act``/``evaluate`` for evaluation and ``state_dict``/``load_state_dict`` for checkpoints.
-``ppo`` is our :class:`~prefrl.control.optimizer.PPOAgent`; ``sb3-<algo>`` is a Stable-Baselines3
+``ppo`` is our :class:`~prefrl.control.optimizer.PPOAgent`; ``sac`` our
+:class:`~prefrl.control.sac_optimizer.SACOptimizer`, which also offers ``relabel(reward_fn)`` (the loop
+calls it after every reward round: :class:`Relabelling`) and ``pretrain_update(rollout)`` (PEBBLE); ``sb3-<algo>`` is a Stable-Baselines3
 algorithm behind :class:`~prefrl.control.sb3.SB3Optimizer` (SB3 is imported only then).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from prefrl.control.rollout import Rollout
 
-__all__ = ["PolicyOptimizer", "build_optimizer"]
+__all__ = ["PolicyOptimizer", "Relabelling", "build_optimizer"]
 
 
 class PolicyOptimizer(Protocol):
@@ -42,6 +44,15 @@ class PolicyOptimizer(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class Relabelling(Protocol):
+    """An off-policy optimiser whose stored rewards must follow the reward model (PEBBLE)."""
+
+    def relabel(self, reward_fn: Any) -> None: ...
+
+    def pretrain_update(self, rollout: Rollout) -> dict[str, float]: ...
+
+
 def build_optimizer(cfg: Any, *, n_envs: int | None = None, seed: int | None = None) -> PolicyOptimizer:
     """The optimiser ``cfg.optimizer`` names, on ``n_envs`` (default ``cfg.n_envs``) envs seeded ``seed``."""
     n_envs = cfg.n_envs if n_envs is None else n_envs
@@ -52,6 +63,11 @@ def build_optimizer(cfg: Any, *, n_envs: int | None = None, seed: int | None = N
         from prefrl.control.optimizer import PPOAgent
 
         return PPOAgent(make_vec_env(cfg.env_id, n_envs, seed, **env_kwargs), cfg.ppo, seed)
+    if cfg.optimizer == "sac":
+        from prefrl.control.envs import make_vec_env
+        from prefrl.control.sac_optimizer import SACOptimizer
+
+        return SACOptimizer(make_vec_env(cfg.env_id, n_envs, seed, **env_kwargs), cfg.sac, seed)
     try:
         import stable_baselines3  # noqa: F401
     except ImportError:
