@@ -46,6 +46,7 @@ class SACOptimizer:
         self.buffer = ReplayBuffer(cfg.buffer_size, self.obs_space.shape, self.action_space.shape)
         self.rng, self.seed = np.random.default_rng(seed), seed
         self.pretrained = self.critic_reset = False
+        self._entropy_reward: StateEntropyReward | None = None
         self.global_step = 0
         self._slots: np.ndarray | None = None
         self._next_episode_id = 0
@@ -77,7 +78,9 @@ class SACOptimizer:
             else:
                 action = self.agent.act(obs)
             action = action.astype(self.action_space.dtype)
-            cols["obs"].append(obs), cols["act"].append(action), cols["ids"].append(self._episode_ids.copy())
+            cols["obs"].append(obs)
+            cols["act"].append(action)
+            cols["ids"].append(self._episode_ids.copy())
             cols["steps"].append(self._ep_steps.copy())
             if self._sim_state is not None:
                 cols["sim"].append(np.asarray(self._sim_state, np.float64))
@@ -88,13 +91,15 @@ class SACOptimizer:
                 idx = np.nonzero(done)[0]
                 stored_next[idx] = np.stack(info["final_obs"][idx])
             self.buffer.add(obs, action, np.zeros(N), stored_next, terminated)
-            cols["rew"].append(np.asarray(reward, np.float32)), cols["term"].append(terminated)
+            cols["rew"].append(np.asarray(reward, np.float32))
+            cols["term"].append(terminated)
             cols["trunc"].append(truncated)
             self._sim_state = info.get("sim_state")
             self._ep_returns += reward
             self._ep_steps += 1
             if done.any():
-                ep_returns.append(self._ep_returns[idx].copy()), ep_lengths.append(self._ep_steps[idx].copy())
+                ep_returns.append(self._ep_returns[idx].copy())
+                ep_lengths.append(self._ep_steps[idx].copy())
                 self._ep_returns[idx], self._ep_steps[idx] = 0.0, 0
                 self._new_episodes(idx)
             obs = next_obs
@@ -132,7 +137,9 @@ class SACOptimizer:
         """
         self._slots = None
         self.pretrained = True
-        return self._train(rollout.true_rewards.size, StateEntropyReward(self.buffer, self.rng))
+        if self._entropy_reward is None:  # one instance: its running std spans the whole phase
+            self._entropy_reward = StateEntropyReward(self.buffer, self.rng)
+        return self._train(rollout.true_rewards.size, self._entropy_reward)
 
     def relabel(self, reward_fn: RewardFn) -> None:
         """Recompute every reward in the replay buffer with ``reward_fn`` (after the reward model changed)."""
