@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
 
 from prefrl.data.store import PreferenceStore
 from prefrl.data.types import Segment, TextPair
+
+#: Debian's Chromium, driven by the playwright package (a dev dependency; never `playwright install`).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_MISSING = f"needs {CHROMIUM}: apt-get install chromium (the playwright package drives it)"
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium browser (playwright's sync API: use it from the thread that opened it)."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 class FakeRenderer:
@@ -81,3 +102,21 @@ def login(app, store: PreferenceStore, name: str, role: str = "labeller") -> Lab
     r = client.post("/login", data={"token": token}, follow_redirects=False)
     assert r.status_code == 303, r.text
     return Labeller(client, name)
+
+
+def moving_dot_clip(segment, path: Path) -> None:
+    """A real, playable H.264 clip (a dot whose speed is the segment's return) — fast, no MuJoCo."""
+    import imageio.v2 as imageio
+
+    speed = 2 + 3 * abs(segment.true_return or 0.0)
+    frames = []
+    for t in range(40):
+        img = np.full((120, 160, 3), (236, 240, 245), np.uint8)
+        img[90:, :] = (200, 210, 220)
+        x = int(10 + (t * speed) % 130)
+        img[70:90, x:x + 20] = (47, 111, 221)
+        frames.append(img)
+    with imageio.get_writer(path, fps=20, codec="libx264", macro_block_size=1, pixelformat="yuv420p",
+                            format="FFMPEG") as w:
+        for f in frames:
+            w.append_data(f)

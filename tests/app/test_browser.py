@@ -10,45 +10,19 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from labelapp_helpers import make_segment
+from labelapp_helpers import CHROMIUM, chromium, make_segment, moving_dot_clip
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
 ]
 
 
-def moving_dot_clip(segment, path: Path) -> None:
-    """A real, playable H.264 clip (a dot whose speed is the segment's return) — fast, no MuJoCo."""
-    import imageio.v2 as imageio
-
-    speed = 2 + 3 * abs(segment.true_return or 0.0)
-    frames = []
-    for t in range(40):
-        img = np.full((120, 160, 3), (236, 240, 245), np.uint8)
-        img[90:, :] = (200, 210, 220)
-        x = int(10 + (t * speed) % 130)
-        img[70:90, x:x + 20] = (47, 111, 221)
-        frames.append(img)
-    with imageio.get_writer(path, fps=20, codec="libx264", macro_block_size=1, pixelformat="yuv420p",
-                            format="FFMPEG") as w:
-        for f in frames:
-            w.append_data(f)
-
-
 @pytest.fixture
 def browser():
-    from playwright import sync_api  # a declared dev dependency; only the browser binary is optional
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def test_label_five_pairs_by_keyboard_and_mouse(store, browser, tmp_path):

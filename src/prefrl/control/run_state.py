@@ -162,7 +162,11 @@ def log_iteration(loop: Any, sink: Any, finished: list[tuple[int, float]], metri
     row["charts/elapsed_seconds"] = float(loop.counters.elapsed_seconds)  # the report's wall-clock axis
     row.update(loop.reward_metrics)
     row.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)})
+    waiting = loop.store.count_queries(status="pending") + loop.store.count_queries(status="leased")  # not answered yet
+    row["labels/waiting"] = float(waiting)
     bar = {"labels": f"{answered}/{loop.cfg.labels}"}
+    if waiting:
+        bar["waiting"] = str(waiting)
     bar.update({k: str(counts[k]) for k in ("equal", "incomparable") if counts[k]})  # skipped / can't tell
     out = sink.log(row, loop.counters.global_step, advance=loop.cfg.steps_per_rollout, **bar)
     for step, ret in finished:
