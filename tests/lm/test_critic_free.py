@@ -165,3 +165,19 @@ def test_config_rejects_bad_choices():
         CriticFreeConfig(batch_size=3, num_generations=3, minibatch_size=4)
     CriticFreeConfig(algo="reinforce++", num_generations=1, batch_size=8, minibatch_size=8)
     assert "k3" in CriticFreeConfig(kl_penalty="loss", kl_estimator="k3").kl_description
+
+
+def test_prefix_sharing_samples_what_repeated_prompts_sample():
+    torch.set_num_threads(1)
+    policy, tok = tiny_causal_lm(seed=0)
+    kw = dict(max_new_tokens=8, temperature=1.0)
+    shared = sample_responses(policy, tok, PROMPTS, num_generations=3, generator=torch.Generator().manual_seed(5), **kw)
+    repeated = [p for p in PROMPTS for _ in range(3)]
+    plain = sample_responses(policy, tok, repeated, generator=torch.Generator().manual_seed(5), **kw)
+    assert shared.prompts == plain.prompts == repeated
+    assert torch.equal(shared.query_ids, plain.query_ids)
+    assert torch.equal(shared.response_ids, plain.response_ids)
+    torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-5, rtol=0)
+    # and the recorded log-probs are the policy's on the full sequences
+    scored = response_logprobs(policy, shared.input_ids, shared.attention_mask, shared.n_query, 1.0)[0]
+    torch.testing.assert_close(shared.logprobs, scored * shared.response_mask, atol=1e-5, rtol=0)

@@ -86,9 +86,8 @@ class CriticFreeTrainer(LMPolicyTrainer):
         logger.info("%s: %s", cfg.algo, cfg.kl_description)
 
     def rollout(self, prompts: Sequence[str]) -> RolloutBatch:
-        """Sample ``num_generations`` responses per prompt; a prompt's k responses are adjacent rows."""
-        k = self.cfg.num_generations
-        return super().rollout([p for p in prompts for _ in range(k)])
+        """Sample ``num_generations`` responses per prompt (adjacent rows; the prompt's KV cache shared)."""
+        return super().rollout(prompts, self.cfg.num_generations)
 
     def _advantages(self, seq_rewards: torch.Tensor, token_rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, R) advantages of ``cfg.algo``; per-sequence ones broadcast over the response's tokens."""

@@ -96,8 +96,8 @@ class LMPolicyTrainer:
             with self.policy.disable_adapter():
                 yield self.policy
 
-    def rollout(self, prompts: Sequence[str]) -> RolloutBatch:
-        """Sample one response per prompt from the current policy."""
+    def rollout(self, prompts: Sequence[str], num_generations: int = 1) -> RolloutBatch:
+        """Sample ``num_generations`` responses per prompt (adjacent rows) from the current policy."""
         return sample_responses(
             self.policy,
             self.tokenizer,
@@ -110,6 +110,7 @@ class LMPolicyTrainer:
             support_ref=self.ref_policy if self.cfg.support_constrained else None,
             support_top_p=self.cfg.support_top_p,
             support_min_p=self.cfg.support_min_p,
+            num_generations=num_generations,
         )
 
     @torch.no_grad()

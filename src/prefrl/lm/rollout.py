@@ -175,8 +175,13 @@ def sample_responses(
     support_ref: torch.nn.Module | None = None,
     support_top_p: float | None = None,
     support_min_p: float | None = None,
+    num_generations: int = 1,
 ) -> RolloutBatch:
-    """Sample one response per prompt (left-padded prompts, stop at EOS), batched.
+    """Sample ``num_generations`` responses per prompt (left-padded prompts, stop at EOS), batched.
+
+    The k = ``num_generations`` responses of a prompt are adjacent rows of the batch (its
+    ``prompts`` repeat each prompt k times). On the KV-cached path the prompt is read once and
+    its cache expanded k-fold (prefix sharing); ``generate`` reads each of the k copies.
 
     Plain sampling at ``temperature`` runs prefrl's own KV-cached decoding loop, which
     records each sampled token's log-probability and the policy entropy on the way
@@ -191,6 +196,9 @@ def sample_responses(
         raise ValueError(f"temperature must be positive, got {temperature}")
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    if not isinstance(num_generations, int) or num_generations < 1:
+        raise ValueError(f"num_generations must be a positive integer, got {num_generations!r}")
+    k = num_generations
     if query is None:
         query_ids, query_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
     else:
@@ -200,9 +208,11 @@ def sample_responses(
     logprobs = entropy = None
     if top_k == 0 and support_ref is None:
         response_ids, logprobs, entropy = _decode(
-            model, query_ids.to(device), query_mask.to(device), max_new_tokens, temperature, eos, generator
+            model, query_ids.to(device), query_mask.to(device), max_new_tokens, temperature, eos, generator, k
         )
+        query_ids, query_mask = query_ids.repeat_interleave(k, 0), query_mask.repeat_interleave(k, 0)
     else:
+        query_ids, query_mask = query_ids.repeat_interleave(k, 0), query_mask.repeat_interleave(k, 0)
         response_ids = _generate(
             model,
             query_ids,
@@ -233,7 +243,7 @@ def sample_responses(
         response_mask,
         has_eos,
         last_index,
-        list(prompts),
+        [p for p in prompts for _ in range(k)],
         responses,
         logprobs,
         entropy,
@@ -248,15 +258,21 @@ def _decode(
     temperature: float,
     eos: int,
     generator: torch.Generator | None,
+    num_generations: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """KV-cached ancestral sampling; returns CPU ``(response_ids, logprobs, entropy)``, each (B, R).
+    """KV-cached ancestral sampling; returns CPU ``(response_ids, logprobs, entropy)``, each (B·k, R).
+
+    With k = ``num_generations`` > 1 the prompts' forward pass runs once on the B prompts and
+    its KV cache, last logits, mask and positions are repeated k-fold (row i·k + j is prompt
+    i's j-th response): prefix sharing, the prompt is not recomputed per response.
 
     Finished rows keep emitting EOS (their columns past the first EOS are filler) and the
     loop stops once every row has finished, as ``generate`` does. Positions continue from
     each row's own prompt length, so a left-padded row is sampled at the positions
     ``response_logprobs`` scores it at.
     """
-    b = query_ids.shape[0]
+    k = num_generations
+    b = query_ids.shape[0] * k
     device = query_ids.device
     # draw on the generator's device: a CPU generator cannot drive CUDA sampling
     g = generator
@@ -267,6 +283,10 @@ def _decode(
     out = model(
         input_ids=query_ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1
     )
+    if k > 1:  # prefix sharing: expand the prompts' cache instead of reading each prompt k times
+        out.past_key_values.batch_repeat_interleave(k)
+        out.logits = out.logits.repeat_interleave(k, 0)
+        mask, position = mask.repeat_interleave(k, 0), position.repeat_interleave(k, 0)
     next_position = position[:, -1:] + 1  # (B, 1)
     finished = torch.zeros(b, dtype=torch.bool, device=device)
     tokens, logprobs, entropy = [], [], []
