@@ -335,3 +335,163 @@ def sac_temperature_loss(log_alpha: torch.Tensor, logprobs: torch.Tensor, target
     if logprobs.dim() != 1:
         raise ValueError(f"logprobs must have shape (B,), got {tuple(logprobs.shape)}")
     return -(log_alpha * (logprobs.detach() + target_entropy)).mean()
+
+
+# ---------------------------------------------------------------------- critic-free policy gradients
+__all__ += [
+    "group_relative_advantages",
+    "leave_one_out_advantages",
+    "batch_baseline_advantages",
+    "clipped_surrogate_token_loss",
+    "aggregate_token_loss",
+]
+
+
+def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(B,) rewards, B = G·k with the k completions of a prompt adjacent → (G, k)."""
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be (B,), got shape {tuple(rewards.shape)}")
+    if group_size < 1 or rewards.shape[0] % group_size:
+        raise ValueError(f"group_size {group_size} must be ≥ 1 and divide the batch of {rewards.shape[0]}")
+    return rewards.reshape(-1, group_size)
+
+
+def group_relative_advantages(
+    rewards: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4
+) -> torch.Tensor:
+    """GRPO's outcome advantage (Shao et al. 2024, DeepSeekMath §4.1.2), one per completion.
+
+    A_i = (r_i − mean_g r) / (std_g r + eps)    (``scale=True``; unbiased std, as in TRL)
+    A_i =  r_i − mean_g r                       (``scale=False``: Dr. GRPO, Liu et al. 2025)
+
+    ``rewards`` is (B,) with each prompt's ``group_size`` completions adjacent (rows
+    g·k … g·k + k − 1). A group whose rewards are all equal gets advantage 0 (never NaN,
+    also for k = 1). Returns (B,).
+    """
+    r = _grouped(rewards, group_size)  # (G, k)
+    centred = r - r.mean(dim=1, keepdim=True)
+    if scale:
+        std = r.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(r[:, :1])
+        centred = centred / (std + eps)
+    return centred.reshape(-1)
+
+
+def leave_one_out_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO's advantage (Kool et al. 2019; Ahmadian et al. 2024), one per completion.
+
+    A_i = r_i − (1 / (k − 1)) Σ_{j ≠ i} r_j  =  k / (k − 1) · (r_i − mean_g r)
+
+    over each prompt's k = ``group_size`` ≥ 2 adjacent completions. Returns (B,).
+    """
+    if group_size < 2:
+        raise ValueError(f"leave-one-out needs group_size ≥ 2, got {group_size}")
+    r = _grouped(rewards, group_size)  # (G, k)
+    baseline = (r.sum(dim=1, keepdim=True) - r) / (group_size - 1)
+    return (r - baseline).reshape(-1)
+
+
+def batch_baseline_advantages(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """REINFORCE++'s advantage (Hu et al. 2025): returns-to-go whitened over the whole batch.
+
+    G_t = Σ_{s ≥ t} γ^{s−t} r_s over each response's valid tokens, then
+    A_t = (G_t − mean_batch G) / std_batch G over every valid token of the batch: the batch
+    mean is the baseline, no critic and no per-prompt group. ``token_rewards`` and ``mask``
+    are (B, T) (e.g. −β·KL_t on every token plus the score on the last). Returns (B, T), 0 on padding.
+    """
+    _same_shape("token_rewards", token_rewards, "mask", mask)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+    m = mask.to(token_rewards.dtype)
+    r = token_rewards * m
+    returns = torch.zeros_like(r)
+    running = torch.zeros_like(r[:, 0])
+    for t in reversed(range(r.shape[1])):
+        running = r[:, t] + gamma * running
+        returns[:, t] = running
+    return masked_whiten(returns, m)
+
+
+def clipped_surrogate_token_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip_coef: float
+) -> torch.Tensor:
+    """Per-entry PPO-clip loss −min(ρ·A, clip(ρ, 1 − c, 1 + c)·A), ρ = exp(logprobs − old_logprobs).
+
+    The terms :func:`clipped_surrogate_loss` averages; reduce them with :func:`aggregate_token_loss`.
+    """
+    _same_shape("logprobs", logprobs, "old_logprobs", old_logprobs)
+    _same_shape("logprobs", logprobs, "advantages", advantages)
+    if clip_coef <= 0:
+        raise ValueError(f"clip_coef must be positive, got {clip_coef}")
+    ratio = torch.exp(logprobs - old_logprobs)
+    return -torch.min(ratio * advantages, torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages)
+
+
+def aggregate_token_loss(
+    loss_t: torch.Tensor, mask: torch.Tensor, aggregation: str, normaliser: float | None = None
+) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss over the valid tokens of ``mask``; the length bias lives here.
+
+    - ``"token-mean"``: Σ_{i,t} ℓ·m / Σ m  (DAPO; every token weighs the same, longer
+      responses weigh more in total);
+    - ``"sequence-mean"``: (1/B) Σ_i (Σ_t ℓ·m / Σ_t m)  (GRPO's paper; each response weighs the
+      same, so a token of a short response weighs more);
+    - ``"constant"``: Σ_{i,t} ℓ·m / (B · ``normaliser``)  (Dr. GRPO, Liu et al. 2025: e.g. the
+      longest response allowed; no length bias from the normalisation).
+    """
+    _same_shape("loss_t", loss_t, "mask", mask)
+    m = mask.to(loss_t.dtype)
+    if aggregation == "token-mean":
+        return (loss_t * m).sum() / m.sum().clamp(min=1.0)
+    if aggregation == "sequence-mean":
+        return ((loss_t * m).sum(1) / m.sum(1).clamp(min=1.0)).mean()
+    if aggregation == "constant":
+        if normaliser is None or not normaliser > 0:
+            raise ValueError(f"constant aggregation needs a positive normaliser, got {normaliser!r}")
+        return (loss_t * m).sum() / (loss_t.shape[0] * normaliser)
+    raise ValueError(f"unknown loss aggregation {aggregation!r}; choose 'token-mean', 'sequence-mean' or 'constant'")
+
+
+# ---------------------------------------------------------------------- unpaired feedback
+__all__ += ["kto_reference_point", "kto_loss"]
+
+
+def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point z_ref = max(0, mean_batch[log π(y'|x) − log π_ref(y'|x)]), no gradient.
+
+    Estimated on *mismatched* pairs (x, y') of the batch, as in Ethayarajh et al. (2024) §4.1
+    and TRL. Inputs (B,) summed log-probabilities; returns a 0-dim tensor.
+    """
+    _same_shape("policy_kl_logps", policy_kl_logps, "ref_kl_logps", ref_kl_logps)
+    return (policy_kl_logps - ref_kl_logps).mean().clamp(min=0.0).detach()
+
+
+def kto_loss(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    desirable: torch.Tensor,
+    reference_point: torch.Tensor,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> torch.Tensor:
+    """Per-example Kahneman–Tversky optimisation loss (Ethayarajh et al. 2024, eq. 8).
+
+    r = log π(y|x) − log π_ref(y|x),   z = ``reference_point`` (:func:`kto_reference_point`)
+
+    - desirable y:   λ_D · (1 − σ(β·(r − z)))
+    - undesirable y: λ_U · (1 − σ(β·(z − r)))
+
+    ``policy_logps``, ``ref_logps`` are (B,) summed log-probabilities, ``desirable`` a (B,)
+    boolean label; the result is (B,) (its mean is TRL's ``KTOTrainer`` loss).
+    """
+    _same_shape("policy_logps", policy_logps, "ref_logps", ref_logps)
+    _same_shape("policy_logps", policy_logps, "desirable", desirable)
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    if desirable_weight < 0 or undesirable_weight < 0:
+        raise ValueError("desirable_weight and undesirable_weight must be non-negative")
+    r = policy_logps - ref_logps
+    z = reference_point.to(r.dtype)
+    good = desirable_weight * (1.0 - torch.sigmoid(beta * (r - z)))
+    bad = undesirable_weight * (1.0 - torch.sigmoid(beta * (z - r)))
+    return torch.where(desirable.bool(), good, bad)

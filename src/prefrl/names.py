@@ -17,6 +17,8 @@ __all__ = [
     "SelectorName",
     "TeacherName",
     "OptimizerName",
+    "CriticFreeAlgo",
+    "LossAggregation",
     "check_choice",
 ]
 
@@ -34,6 +36,10 @@ TeacherName = Literal["rational", "stochastic", "myopic", "skip", "equal", "mist
 """Who answers: a B-Pref synthetic teacher kind, people in the web app, or the user's ``judge`` function."""
 OptimizerName = Literal["ppo", "sac", "sb3-ppo", "sb3-a2c", "sb3-sac", "sb3-td3", "sb3-ddpg"]
 """The control loop's policy optimiser: our PPO or SAC, or a Stable-Baselines3 algorithm (``sb3-<algo>``)."""
+CriticFreeAlgo = Literal["grpo", "rloo", "reinforce++"]
+"""The critic-free LM RL methods: group-relative (GRPO), leave-one-out (RLOO), batch baseline (REINFORCE++)."""
+LossAggregation = Literal["token-mean", "sequence-mean", "constant"]
+"""How a per-token policy loss is reduced: over all tokens, per response then over responses, or Σ / constant (Dr. GRPO)."""
 
 
 def check_choice(field: str, value: object, choices: object) -> None:

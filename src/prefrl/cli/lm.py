@@ -1,4 +1,4 @@
-"""`prefrl lm …` commands: sft, rm, dpo, generate, evaluate, best-of-n, pairs.
+"""`prefrl lm …` commands: sft, rm, dpo, generate, evaluate, best-of-n, pairs, kto, ppo, rl (GRPO / RLOO / REINFORCE++).
 
 Each command's options and their ``--help`` are generated from the fields of the
 stage's config dataclass (``prefrl.lm.<stage>_config``, torch-free), so the documentation lives
@@ -17,8 +17,10 @@ import typer
 
 from prefrl.cli.options import command_from_config
 from prefrl.lm.best_of_n_config import BestOfNConfig
+from prefrl.lm.critic_free_config import CriticFreeRunConfig
 from prefrl.lm.dpo_config import DPOConfig
 from prefrl.lm.generate_config import EvaluateConfig, GenerateConfig, PairsConfig
+from prefrl.lm.kto_config import KTOConfig
 from prefrl.lm.launch import require_single_process
 from prefrl.lm.ppo_config import PPORunConfig
 from prefrl.lm.reward_model_config import RMConfig
@@ -67,6 +69,13 @@ def _dpo(cfg: DPOConfig) -> Any:
     return train_dpo(cfg)
 
 
+def _kto(cfg: KTOConfig) -> Any:
+    _fresh_or_resumed(cfg)
+    from prefrl.lm.kto import train_kto
+
+    return train_kto(cfg)
+
+
 def _generate(cfg: GenerateConfig) -> Any:
     require_single_process("prefrl lm generate")
     from prefrl.lm.generate import generate_completions
@@ -111,6 +120,9 @@ command_from_config(
     "Train a Bradley-Terry reward model from a preference file or a PreferenceStore.",
 )
 command_from_config(app, "dpo", DPOConfig, _dpo, "Direct preference optimisation (DPO / IPO / cDPO).")
+command_from_config(
+    app, "kto", KTOConfig, _kto, "KTO from unpaired feedback (prompt, completion, label: true/false), no pairs needed."
+)
 command_from_config(app, "generate", GenerateConfig, _generate, "Sample responses for prompts; JSONL out.")
 command_from_config(
     app, "evaluate", EvaluateConfig, _evaluate, "Score generations with a reward model and/or VADER gold."
@@ -140,4 +152,23 @@ def _ppo(cfg: PPORunConfig) -> Any:
 
 command_from_config(
     app, "ppo", PPORunConfig, _ppo, help="PPO-RLHF: policy, reference, critic (from the RM) and a frozen reward model."
+)
+
+
+def _rl(cfg: CriticFreeRunConfig) -> Any:
+    _fresh_or_resumed(cfg)
+    from prefrl.lm.critic_free import run_critic_free
+
+    typer.echo(f"{cfg.algo}: {cfg.kl_description}", err=True)
+    return run_critic_free(cfg)
+
+
+command_from_config(
+    app,
+    "rl",
+    CriticFreeRunConfig,
+    _rl,
+    help="Critic-free RL, k completions per prompt, PPO-clip on the policy only: --algo grpo (group-relative "
+    "advantage), rloo (leave-one-out) or reinforce++ (batch baseline). KL to the reference: --kl-estimator "
+    "k1 in the reward (--kl-penalty reward, default) or k2/k3 as a loss (--kl-penalty loss); the run logs which.",
 )

@@ -31,10 +31,12 @@ __all__ = [
     "PromptExample",
     "CompletionExample",
     "PreferenceExample",
+    "UnpairedExample",
     "LoadResult",
     "load_prompts",
     "load_completions",
     "load_preferences",
+    "load_unpaired",
     "read_rows",
     "render_messages",
     "write_jsonl",
@@ -74,6 +76,15 @@ class PreferenceExample:
     chosen: str
     rejected: str
     mu: float = 1.0
+
+
+@dataclass
+class UnpairedExample:
+    """A prompt, one response and whether it is desirable (KTO data, TRL's unpaired format)."""
+
+    prompt: str
+    completion: str
+    label: bool
 
 
 @dataclass
@@ -354,3 +365,22 @@ def load_preferences(
 ) -> LoadResult[PreferenceExample]:
     """Preference pairs (``prompt``/``chosen``/``rejected`` or ``question``/``response_*``)."""
     return _load(path, _parse_preference, tokenizer, skip_bad_rows)
+
+
+def _parse_unpaired(row: dict[str, Any], where: str, tokenizer: Any) -> UnpairedExample:
+    if "label" not in row or row["label"] is None:
+        raise DataError(f"{where}: missing field 'label'")
+    label = row["label"]
+    if not isinstance(label, bool):
+        raise DataError(f"{where}: field 'label' must be true or false, got {type(label).__name__} {label!r}")
+    example = _parse_completion(row, where, tokenizer)
+    if not example.completion:
+        raise DataError(f"{where}: field 'completion' is empty")
+    return UnpairedExample(example.prompt, example.completion, label)
+
+
+def load_unpaired(
+    path: str | os.PathLike[str], tokenizer: Any = None, skip_bad_rows: bool = False
+) -> LoadResult[UnpairedExample]:
+    """Unpaired feedback for KTO: ``prompt``/``completion`` (text or messages) and ``label`` (a JSON boolean)."""
+    return _load(path, _parse_unpaired, tokenizer, skip_bad_rows)

@@ -30,7 +30,7 @@ from prefrl.lm.training import run_training
 from prefrl.losses import dpo_loss
 from prefrl.utils.files import atomic_write
 
-__all__ = ["DPOConfig", "train_dpo", "reference_logprobs", "pair_logprobs", "dpo_batch_metrics"]
+__all__ = ["DPOConfig", "train_dpo", "reference_logprobs", "cached_reference_logprobs", "reference_save_fn", "pair_logprobs", "dpo_batch_metrics"]
 
 
 def _pair_batch(
@@ -112,6 +112,51 @@ def dpo_batch_metrics(
     }
 
 
+def cached_reference_logprobs(
+    cfg: Any, policy: Any, tokenizer: Any, examples: list[PreferenceExample], key: dict[str, Any], acc: Any
+) -> torch.Tensor:
+    """(N, 2) :func:`reference_logprobs` of ``examples``, from ``output_dir/ref_logps.pt`` (or the
+    resumed checkpoint's) when its ``key`` matches, else computed once and cached atomically.
+
+    The reference is ``cfg.ref_model``, else the starting model: a LoRA policy with its adapter
+    disabled, ``cfg.model`` reloaded when resuming, or ``policy`` itself before any update.
+    """
+    cache = Path(cfg.output_dir) / "ref_logps.pt"
+    for candidate in (cache, Path(cfg.resume) / "ref_logps.pt" if cfg.resume else None):
+        if candidate is not None and candidate.exists():
+            saved = torch.load(candidate, weights_only=False)
+            if saved.get("key") == key:
+                return saved["logps"]
+    if cfg.ref_model is not None:
+        ref, _ = load_causal_lm(cfg.ref_model, merge_adapter=True)
+        ref.to(acc.device)
+    elif hasattr(policy, "disable_adapter"):
+        ref = policy  # the adapter is disabled inside reference_logprobs
+    elif cfg.resume is not None:
+        ref, _ = load_causal_lm(cfg.model, merge_adapter=True)
+        ref.to(acc.device)
+    else:
+        ref = policy
+    ref_logps = reference_logprobs(ref, tokenizer, examples, cfg.max_length, cfg.batch_size)
+    del ref
+    if acc.is_main_process:  # every process computed the same values
+        atomic_write(cache, lambda tmp: torch.save({"key": key, "logps": ref_logps}, tmp))
+    return ref_logps
+
+
+def reference_save_fn(tokenizer: Any, key: dict[str, Any], ref_logps: torch.Tensor) -> Any:
+    """``save_fn(model, directory, final)`` of :func:`prefrl.lm.training.run_training`: HF model and
+    tokenizer, and in step checkpoints the reference cache (the final save's directory holds it)."""
+
+    def save_fn(m: Any, d: Path, final: bool) -> None:
+        m.save_pretrained(d)
+        tokenizer.save_pretrained(d)
+        if not final:
+            atomic_write(Path(d) / "ref_logps.pt", lambda tmp: torch.save({"key": key, "logps": ref_logps}, tmp))
+
+    return save_fn
+
+
 def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     """Run DPO from ``cfg.model`` (or ``cfg.resume``); the checkpoint goes to ``cfg.output_dir``."""
     acc = make_accelerator()
@@ -122,37 +167,14 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     policy.to(acc.device)  # the reference pass below runs on the training device
     loaded = load_preferences(cfg.data, tokenizer, cfg.skip_bad_rows)
     examples = loaded.examples
-    is_lora = hasattr(policy, "disable_adapter")
 
-    cache = Path(cfg.output_dir) / "ref_logps.pt"
     key = {
         "n": len(examples),
         "ref": cfg.ref_model or cfg.model,
         "max_length": cfg.max_length,
         "data": cfg.data,
     }
-    ref_logps = None
-    for candidate in (cache, Path(cfg.resume) / "ref_logps.pt" if cfg.resume else None):
-        if candidate is not None and candidate.exists():
-            saved = torch.load(candidate, weights_only=False)
-            if saved.get("key") == key:
-                ref_logps = saved["logps"]
-                break
-    if ref_logps is None:
-        if cfg.ref_model is not None:
-            ref, _ = load_causal_lm(cfg.ref_model, merge_adapter=True)
-            ref.to(acc.device)
-        elif is_lora:
-            ref = policy  # the adapter is disabled inside reference_logprobs
-        elif cfg.resume is not None:
-            ref, _ = load_causal_lm(cfg.model, merge_adapter=True)
-            ref.to(acc.device)
-        else:
-            ref = policy
-        ref_logps = reference_logprobs(ref, tokenizer, examples, cfg.max_length, cfg.batch_size)
-        del ref
-        if acc.is_main_process:  # every process computed the same values
-            atomic_write(cache, lambda tmp: torch.save({"key": key, "logps": ref_logps}, tmp))
+    ref_logps = cached_reference_logprobs(cfg, policy, tokenizer, examples, key, acc)
 
     def loss_fn(m: Any, idx: list[int], device: Any) -> tuple[torch.Tensor, dict[str, float]]:
         rows = [examples[i] for i in idx]
@@ -163,12 +185,7 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
         loss = losses.mean()
         return loss, {"loss/dpo": loss.item(), **dpo_batch_metrics(pc, pr, ref[:, 0], ref[:, 1], cfg.beta)}
 
-    def save_fn(m: Any, d: Path, final: bool) -> None:
-        m.save_pretrained(d)
-        tokenizer.save_pretrained(d)
-        if not final:  # the final save goes to output_dir, which already holds the cache
-            atomic_write(Path(d) / "ref_logps.pt", lambda tmp: torch.save({"key": key, "logps": ref_logps}, tmp))
-
+    save_fn = reference_save_fn(tokenizer, key, ref_logps)
     result = run_training(cfg, policy, len(examples), loss_fn, save_fn, "dpo", accelerator=acc)
     result["skipped_rows"] = loaded.skipped
     return result

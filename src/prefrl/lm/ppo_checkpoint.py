@@ -1,4 +1,4 @@
-"""Checkpoints of LM PPO: policy, critic, both optimisers, KL controller, counters, generator.
+"""Checkpoints of the LM RL trainers: policy, critic (PPO only), optimisers, KL controller, counters, generator.
 
 One checkpoint holds ``policy/`` (HF format + tokenizer; a LoRA policy as its adapter),
 ``critic/`` (:meth:`~prefrl.lm.reward_model.RewardModel.save_pretrained`), ``trainer_state.pt``
@@ -80,6 +80,8 @@ def _switch_current(directory: Path, final: Path) -> None:
     os.replace(link, directory / CURRENT)  # the one atomic step of a save
     for entry in LINKED:
         path, target = directory / entry, os.path.join(CURRENT, entry)
+        if not (final / entry).exists():  # no critic/ for a critic-free trainer
+            continue
         if path.is_symlink() and os.readlink(path) == target:
             continue
         if path.is_dir() and not path.is_symlink():  # a checkpoint written in place by an older prefrl
@@ -114,20 +116,22 @@ def _write(trainer: Any, directory: Path) -> None:
     """One checkpoint's files into ``directory``."""
     trainer.policy.save_pretrained(directory / "policy")
     trainer.tokenizer.save_pretrained(directory / "policy")
-    if hasattr(trainer.critic, "save_pretrained"):
-        trainer.critic.save_pretrained(directory / "critic")
-    else:
+    critic = getattr(trainer, "critic", None)  # None: GRPO, RLOO, REINFORCE++
+    if critic is not None and hasattr(critic, "save_pretrained"):
+        critic.save_pretrained(directory / "critic")
+    elif critic is not None:
         (directory / "critic").mkdir()
-        torch.save(trainer.critic.state_dict(), directory / "critic" / "critic.pt")
+        torch.save(critic.state_dict(), directory / "critic" / "critic.pt")
     state = {
         "policy_optimizer": trainer.policy_optimizer.state_dict(),
-        "critic_optimizer": trainer.critic_optimizer.state_dict(),
         "kl_controller": dict(vars(trainer.kl_controller)),
         "global_step": trainer.global_step,
         "n_samples": trainer.n_samples,
         "generator": trainer.generator.get_state(),
         "config": trainer.cfg.to_dict(),
     }
+    if critic is not None:
+        state["critic_optimizer"] = trainer.critic_optimizer.state_dict()
     torch.save(state, directory / TRAINER_STATE_FILE)
     (directory / "ppo_config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2))
 
@@ -147,10 +151,12 @@ def load_ppo_checkpoint(trainer: Any, directory: str | Path, load_models: bool =
     state = torch.load(state_path, map_location="cpu", weights_only=False)
     if load_models:
         _load_policy_weights(trainer, directory / "policy")
-        _load_critic_weights(trainer, directory / "critic")
+        if getattr(trainer, "critic", None) is not None:
+            _load_critic_weights(trainer, directory / "critic")
     try:
         trainer.policy_optimizer.load_state_dict(state["policy_optimizer"])
-        trainer.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if getattr(trainer, "critic", None) is not None:
+            trainer.critic_optimizer.load_state_dict(state["critic_optimizer"])
     except ValueError as exc:
         raise ValueError(
             f"{state_path}: the optimiser state does not fit this trainer's trainable parameters "

@@ -212,6 +212,7 @@ def ppo_epochs(
     norm_adv: bool = False,
     target_kl: float | None = None,
     generator: torch.Generator | None = None,
+    policy_loss: Callable[..., torch.Tensor] = clipped_surrogate_loss,
 ) -> dict[str, float]:
     """``update_epochs`` epochs of minibatch PPO over a batch of B rows; return the diagnostics.
 
@@ -234,6 +235,9 @@ def ppo_epochs(
         mask: 0/1 validity of each entry (None: all valid).
         clip_vloss: clip of the value change around ``old_values`` (None: unclipped value loss).
         generator: RNG of the permutations (explicit, for reproducibility).
+        policy_loss: ``policy_loss(logprobs, old_logprobs, advantages, clip_coef, mask)`` → scalar;
+            the token-mean clipped surrogate by default (critic-free LM trainers pass one with
+            another loss aggregation, :func:`prefrl.losses.aggregate_token_loss`).
 
     Returns:
         Means over the last epoch's minibatches of ``loss/policy``, ``loss/value`` (when a
@@ -268,7 +272,7 @@ def ppo_epochs(
             if norm_adv and mb_size > 1:
                 mb_adv = _minibatch_normalise(mb_adv, mb_mask)
             out = evaluate(idx)
-            pg_loss = clipped_surrogate_loss(out.logprobs, mb_old_lp, mb_adv, clip_coef, mb_mask)
+            pg_loss = policy_loss(out.logprobs, mb_old_lp, mb_adv, clip_coef, mb_mask)
             loss = pg_loss
             v_loss = None
             if out.values is not None:
