@@ -31,7 +31,7 @@ from prefrl.control.baseline import train_true_reward_ppo
 from prefrl.control.config import ControlConfig
 from prefrl.control.envs import make_vec_env
 from prefrl.control.loop import PreferenceLoop
-from prefrl.control.optimizer import PPOAgent
+from prefrl.control.ppo_agent import PPOAgent
 
 #: Every knob not given on the command line is ControlConfig's default (the measured best).
 DEFAULTS = ControlConfig()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from prefrl.control.envs import make_env, make_vec_env
-from prefrl.control.optimizer import PPOAgent
+from prefrl.control.ppo_agent import PPOAgent
 from prefrl.rl.ppo import PPOConfig
 
 

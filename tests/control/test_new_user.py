@@ -172,7 +172,7 @@ def test_record_episode_is_the_evaluation_episode_with_the_same_seed_and_env_set
         pytest.skip("MuJoCo off-screen rendering needs libOSMesa (or MUJOCO_GL=egl)")
     from prefrl.control.config import control_ppo_config
     from prefrl.control.envs import make_vec_env
-    from prefrl.control.optimizer import PPOAgent
+    from prefrl.control.ppo_agent import PPOAgent
     from prefrl.control.render import record_episode
 
     kwargs = {"fixed_horizon": 40, "drop_ctrl_cost": True}

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from prefrl.control.envs import make_vec_env
-from prefrl.control.optimizer import PPOAgent
 from prefrl.control.policies import ActorCritic
+from prefrl.control.ppo_agent import PPOAgent
 from prefrl.rl.ppo import PPOConfig, RolloutBuffer, ppo_update
 
 # ----------------------------------------------------------------------------- toy env
@@ -238,7 +238,7 @@ def test_gae_bootstraps_truncation_from_final_obs_but_not_termination(kind: str)
     np.testing.assert_allclose(r.obs[:3, 0, 0], [0.0, 0.1, 0.2], atol=1e-6)
 
     captured: dict[str, RolloutBuffer] = {}
-    import prefrl.control.optimizer as opt_mod
+    import prefrl.control.ppo_agent as opt_mod
 
     def fake_update(policy, optimizer, batch, cfg, generator=None):  # noqa: ANN001, ANN202
         captured["batch"] = batch

@@ -6,7 +6,7 @@ Every optimiser owns its vector env and offers the same few calls::
     metrics = opt.update(rollout, rewards)  # learn on the learned (or true) rewards (T, N)
 
 plus ``act``/``evaluate`` for evaluation and ``state_dict``/``load_state_dict`` for checkpoints.
-``ppo`` is our :class:`~prefrl.control.optimizer.PPOAgent`; ``sac`` our
+``ppo`` is our :class:`~prefrl.control.ppo_agent.PPOAgent`; ``sac`` our
 :class:`~prefrl.control.sac_optimizer.SACOptimizer`, which also offers ``relabel(reward_fn)`` (the loop
 calls it after every reward round: :class:`Relabelling`) and ``pretrain_update(rollout)`` (PEBBLE); ``sb3-<algo>`` is a Stable-Baselines3
 algorithm behind :class:`~prefrl.control.sb3.SB3Optimizer` (SB3 is imported only then).
@@ -60,7 +60,7 @@ def build_optimizer(cfg: Any, *, n_envs: int | None = None, seed: int | None = N
     env_kwargs = {"fixed_horizon": cfg.fixed_horizon, "drop_ctrl_cost": cfg.drop_ctrl_cost}
     if cfg.optimizer == "ppo":
         from prefrl.control.envs import make_vec_env
-        from prefrl.control.optimizer import PPOAgent
+        from prefrl.control.ppo_agent import PPOAgent
 
         return PPOAgent(make_vec_env(cfg.env_id, n_envs, seed, **env_kwargs), cfg.ppo, seed)
     if cfg.optimizer == "sac":

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from prefrl.control.optimizer import evaluate_policy
+from prefrl.control.ppo_agent import evaluate_policy
 from prefrl.control.rollout import Rollout
 from prefrl.rl.replay import ReplayBuffer, RewardFn
 from prefrl.rl.sac import SACAgent, SACConfig
