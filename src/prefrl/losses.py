@@ -168,7 +168,7 @@ def clipped_surrogate_loss(
         raise ValueError(f"clip_coef must be positive, got {clip_coef}")
     ratio = torch.exp(logprobs - old_logprobs)
     surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages)
-    return -_masked_mean(surrogate, mask)
+    return -masked_mean(surrogate, mask)
 
 
 def clipped_value_loss(
@@ -186,9 +186,9 @@ def clipped_value_loss(
     _same_shape("values", values, "old_values", old_values)
     unclipped = (values - returns) ** 2
     if clip_coef is None:
-        return 0.5 * _masked_mean(unclipped, mask)
+        return 0.5 * masked_mean(unclipped, mask)
     clipped = old_values + torch.clamp(values - old_values, -clip_coef, clip_coef)
-    return 0.5 * _masked_mean(torch.max(unclipped, (clipped - returns) ** 2), mask)
+    return 0.5 * masked_mean(torch.max(unclipped, (clipped - returns) ** 2), mask)
 
 
 def dpo_loss(
@@ -269,8 +269,6 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float 
     out = (x - mean) * torch.rsqrt(var + eps)
     return out if mask is None else out * mask.to(x.dtype)
 
-
-_masked_mean = masked_mean
 
 
 def soft_q_target(

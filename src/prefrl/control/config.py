@@ -69,15 +69,6 @@ def _default_reward() -> Any:
     return _reward_config_cls()(epochs=DEFAULT_REWARD_EPOCHS)
 
 
-def rollout_length(ppo: Any) -> int:
-    """Env steps per env in one PPO rollout (``num_steps`` in cleanrl's naming)."""
-    for name in ("num_steps", "n_steps", "rollout_steps"):
-        value = getattr(ppo, name, None)
-        if value is not None:
-            return int(value)
-    raise ValueError(f"{type(ppo).__name__} has no rollout length field (num_steps / n_steps)")
-
-
 @dataclass
 class ControlConfig:
     """One run of Christiano et al. 2017: collect → ask → learn, for a Gymnasium agent."""
@@ -224,26 +215,26 @@ class ControlConfig:
         if getattr(self.ppo, "total_steps", self.steps) != self.steps:
             # lr annealing runs over the preference run's steps (derived, never set by hand).
             self.ppo = dataclasses.replace(self.ppo, total_steps=self.steps)
-        steps_per_rollout = rollout_length(self.ppo) * self.n_envs
+        steps_per_rollout = self.ppo.num_steps * self.n_envs
         if self.steps < steps_per_rollout:
             raise ValueError(
-                f"steps must cover at least one rollout ({rollout_length(self.ppo)} steps × {self.n_envs} envs "
+                f"steps must cover at least one rollout ({self.ppo.num_steps} steps × {self.n_envs} envs "
                 f"= {steps_per_rollout}), got {self.steps}"
             )
-        if self.segment_steps is not None and self.segment_steps > rollout_length(self.ppo):
+        if self.segment_steps is not None and self.segment_steps > self.ppo.num_steps:
             raise ValueError(
-                f"segment_steps ({self.segment_steps}) must fit in one rollout of {rollout_length(self.ppo)} steps"
+                f"segment_steps ({self.segment_steps}) must fit in one rollout of {self.ppo.num_steps} steps"
             )
 
     @property
     def steps_per_rollout(self) -> int:
         """Env steps of one rollout over all envs (T × N)."""
-        return rollout_length(self.ppo) * self.n_envs
+        return self.ppo.num_steps * self.n_envs
 
     @property
     def rollout_steps(self) -> int:
         """Env steps per env of one rollout (T, ``ppo.num_steps``); SB3 optimisers use it too."""
-        return rollout_length(self.ppo)
+        return self.ppo.num_steps
 
     @property
     def n_rollouts(self) -> int:
