@@ -119,9 +119,7 @@ class CriticFreeTrainer(LMPolicyTrainer):
         reward, scores, score_rewards = self._task_scores(batch)  # (B,), (B, R)
 
         # 3. KL: k1/k2/k3 per token; in the reward (−β·KL_t) or, with kl_penalty="loss", in the loss
-        beta = float(self.kl_controller.value)
-        kl_t = kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask  # (B, R)
-        non_score_rewards = -beta * kl_t if cfg.kl_penalty == "reward" else torch.zeros_like(kl_t)
+        beta, kl_t, non_score_rewards = self._kl_penalty(old_logprobs, ref_logprobs, mask)  # (B, R)
         token_rewards = score_rewards + non_score_rewards  # (B, R)
 
         # 4. critic-free advantages

@@ -29,7 +29,7 @@ from prefrl.lm.ppo_checkpoint import load_ppo_checkpoint, save_ppo_checkpoint
 from prefrl.lm.reward_functions import RewardFn, RewardResult, call_reward, place_rewards
 from prefrl.lm.rollout import RolloutBatch, sample_responses
 from prefrl.lm.training import make_adamw
-from prefrl.losses import masked_mean
+from prefrl.losses import kl_estimate, masked_mean
 from prefrl.rl.kl_control import make_kl_controller
 from prefrl.utils.metrics import MetricsSink
 
@@ -138,6 +138,19 @@ class LMPolicyTrainer:
             "entropy": torch.cat(entropy).cpu(),  # (B, R)
             "ref_logprobs": torch.cat(ref_logprobs).cpu(),  # (B, R)
         }
+
+    def _kl_penalty(
+        self, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """β, the per-token KL_t (B, R) of ``cfg.kl_estimator``, and the reward's share −β·KL_t.
+
+        r_t = score_t − β·KL_t (Ziegler et al. 2019, eq. 2); with ``kl_penalty="loss"`` the KL acts
+        in the policy loss instead, so the reward's share is 0.
+        """
+        beta = float(self.kl_controller.value)
+        kl_t = kl_estimate(logprobs, ref_logprobs, self.cfg.kl_estimator) * mask  # (B, R)
+        non_score = -beta * kl_t if self.cfg.kl_penalty == "reward" else torch.zeros_like(kl_t)
+        return beta, kl_t, non_score
 
     def _task_scores(self, batch: RolloutBatch) -> tuple[RewardResult, torch.Tensor, torch.Tensor]:
         """The reward function's output, per-sequence scores (B,) and the per-token placement (B, R).

@@ -138,10 +138,7 @@ class LMPPOTrainer(LMPolicyTrainer):
         reward, scores, score_rewards = self._task_scores(batch)  # (B,), (B, R)
 
         # 3. shaped per-token reward r_t = score_t − β·KL_t  (Ziegler et al. 2019, eq. 2)
-        beta = float(self.kl_controller.value)
-        kl_t = kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask  # (B, R)
-        # With kl_penalty="loss" the KL acts in the policy loss instead (see _update), not in the reward.
-        non_score_rewards = -beta * kl_t if cfg.kl_penalty == "reward" else torch.zeros_like(kl_t)
+        beta, kl_t, non_score_rewards = self._kl_penalty(old_logprobs, ref_logprobs, mask)  # (B, R); 0 with kl_penalty="loss"
         rewards = non_score_rewards + score_rewards
         old_values = old_values * mask
 
