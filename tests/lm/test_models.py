@@ -75,3 +75,16 @@ def test_smollm2_converts_once_and_loads(tmp_path, monkeypatch) -> None:
     ids = tok(prompt, return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_a_ppo_or_rl_run_directory_resolves_to_its_policy(tmp_path):
+    """`--model runs/ppo` (the next stage after `lm ppo` / `lm rl`) means the run's final policy/."""
+    from prefrl.lm.models import resolve_model_path
+
+    run = tmp_path / "run"
+    (run / "policy").mkdir(parents=True)
+    (run / "policy" / "config.json").write_text("{}")
+    assert resolve_model_path(run) == str(run / "policy")
+    (run / "config.json").write_text("{}")  # a model directory itself is taken as it is
+    assert resolve_model_path(run) == str(run)
+    assert resolve_model_path(tmp_path / "missing") == str(tmp_path / "missing")

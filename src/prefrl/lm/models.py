@@ -165,10 +165,19 @@ def _set_special_tokens(tokenizer: Any) -> None:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
-    """Map ``"smollm2"`` to its cache directory; anything else is returned unchanged."""
+    """Map ``"smollm2"`` to its cache directory, and a PPO/RL run directory to its ``policy/``.
+
+    A run of ``lm ppo`` or ``lm rl`` keeps its final model in ``OUTPUT_DIR/policy`` beside the
+    run's logs and checkpoints, so ``--model runs/ppo`` means that model; anything else is
+    returned unchanged.
+    """
     name = str(name_or_path)
     if name.lower() in ("smollm2", "smollm2-135m-instruct"):
         return str(smollm2_path())
+    path = Path(name)
+    is_model = (path / "config.json").exists() or (path / "adapter_config.json").exists()
+    if path.is_dir() and not is_model and (path / "policy" / "config.json").exists():
+        return str(path / "policy")
     return name
 
 
