@@ -213,7 +213,10 @@ class RewardTrainer:
             seen.setdefault(id(left), (pred_l[i], true_l[i]))
             seen.setdefault(id(right), (pred_r[i], true_r[i]))
         pred, true = np.array(list(seen.values())).T
-        rank = float(spearmanr(pred, true).statistic) if len(seen) > 2 else float("nan")
+        # Undefined (NaN) with fewer than 3 segments or a constant side (e.g. CartPole: every segment
+        # returns its length), said here rather than by scipy's ConstantInputWarning on the console.
+        defined = len(seen) > 2 and np.ptp(pred) > 0 and np.ptp(true) > 0
+        rank = float(spearmanr(pred, true).statistic) if defined else float("nan")
         return {"reward/true_agreement": agreement, "reward/rank_correlation": rank}
 
     def _renormalise(self, kept: Sequence[Pair]) -> None:
