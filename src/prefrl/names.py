@@ -19,6 +19,7 @@ __all__ = [
     "OptimizerName",
     "CriticFreeAlgo",
     "LossAggregation",
+    "PolicyCNN",
     "check_choice",
 ]
 
@@ -40,6 +41,9 @@ CriticFreeAlgo = Literal["grpo", "rloo", "reinforce++"]
 """The critic-free LM RL methods: group-relative (GRPO), leave-one-out (RLOO), batch baseline (REINFORCE++)."""
 LossAggregation = Literal["token-mean", "sequence-mean", "constant"]
 """How a per-token policy loss is reduced: over all tokens, per response then over responses, or Σ / constant (Dr. GRPO)."""
+
+PolicyCNN = Literal["a3c", "nature"]
+"""The policy's torso for image observations: A3C's (Mnih et al. 2013/2016, what Christiano et al. 2017 used) or DQN's Nature CNN."""
 
 
 def check_choice(field: str, value: object, choices: object) -> None:

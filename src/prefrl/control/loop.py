@@ -29,6 +29,7 @@ from prefrl.control import run_state
 from prefrl.control.checkpoint import load_checkpoint, save_checkpoint
 from prefrl.control.config import ControlConfig
 from prefrl.control.envs import env_dt
+from prefrl.control.evaluation import evaluate_now, evaluation_due, record_final_clip
 from prefrl.control.learned_reward import LearnedReward
 from prefrl.control.rollout import Rollout
 from prefrl.control.segments import SegmentPool, cut_segments, resolve_segment_steps
@@ -239,6 +240,8 @@ class PreferenceLoop:
                 self.counters.elapsed_seconds = elapsed_before + time.monotonic() - session_start
                 sps = cfg.steps_per_rollout / max(time.monotonic() - t0, 1e-9)
                 self.history.iterations.append(run_state.log_iteration(self, sink, finished, {**proxy_metrics, **opt_metrics, "charts/sps": sps}))
+                if evaluation_due(cfg, len(self.history.evaluations), self.counters.global_step):
+                    evaluate_now(self)
                 if time.monotonic() - self._last_ckpt >= 60.0 * cfg.checkpoint_minutes:
                     self.checkpoint()
         finally:
@@ -262,6 +265,11 @@ class PreferenceLoop:
         if self.reward.n_trained_pairs != len(self.training_pairs()):
             self.train_reward()
         self.history.segment_returns = self.reward.segment_returns(self.pool.segments())
+        evals = self.history.evaluations
+        if cfg.eval_episodes > 0 and (not evals or evals[-1][0] != self.counters.global_step):
+            evaluate_now(self)  # the curve ends at the final policy
+        if not self.history.clip:
+            self.history.clip = record_final_clip(self)
         if cfg.true_reward_baseline and not self.history.baseline_episodes:
             self.history.baseline_episodes = run_true_reward_ppo(cfg, sink=sink)
         self.checkpoint()
