@@ -51,6 +51,12 @@ def test_atari_ids_take_the_preset_for_options_not_given(built):
     assert cfg == atari_config(labels=500, steps=200_000, ppo=cfg.ppo, run_dir=cfg.run_dir)  # one table for CLI and API
 
 
+def test_reward_epochs_given_for_atari_mean_epochs_not_the_presets_steps(built):
+    cfg = built("--env", "ALE/Pong-v5", "--reward-epochs", "2")
+    assert cfg.reward.epochs == 2 and cfg.reward.steps_per_round is None
+    assert cfg.reward.frames_per_segment == ATARI["reward.frames_per_segment"]
+
+
 def test_other_envs_keep_the_control_defaults(built):
     cfg = built("--env", "HalfCheetah-v5")
     default = ControlConfig()

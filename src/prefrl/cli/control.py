@@ -92,10 +92,14 @@ _SERVE = (
     inspect.Parameter("port", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
         8000, "--port", min=0, max=65535, help="With --serve: the app's TCP port (0: a free one).")),
 )
-def _preset(values: dict[str, Any]) -> dict[str, Any]:
+def _preset(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
     from prefrl.control.presets import preset_for
 
-    return preset_for(str(values.get("env_id") or ""))
+    defaults = preset_for(str(values.get("env_id") or ""))
+    if "reward_epochs" in given:  # epochs asked for: not the preset's fixed steps per round
+        defaults.pop("reward.steps_per_round", None)
+        defaults.pop("reward.initial_steps", None)
+    return defaults
 
 
 command_from_config(

@@ -152,7 +152,7 @@ def command_from_config(
     *,
     extra: tuple[inspect.Parameter, ...] = (),
     fail: Callable[[str], BaseException] | None = None,
-    preset: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    preset: Callable[[dict[str, Any], set[str]], dict[str, Any]] | None = None,
 ) -> Callable[..., None]:
     """Register a command whose options are ``config_cls``'s fields (see the module docstring).
 
@@ -160,9 +160,9 @@ def command_from_config(
     as JSON. ``extra``: options that are not config fields (keyword-only ``inspect.Parameter``s
     with a ``typer.Option`` default), passed to ``run`` by name. A ``ValueError`` from the config
     (bad option) becomes a usage error, or ``fail(message)`` when given; a message that starts with
-    a field's name names its option instead (``--steps must …``). ``preset(values)`` (values by
-    parameter name) returns defaults by field path (``n_envs``, ``ppo.num_steps``) that replace those
-    of the options *not given* on the command line (``prefrl.control.presets.ATARI``).
+    a field's name names its option instead (``--steps must …``). ``preset(values, given)`` (values by
+    parameter name, the names given on the command line) returns defaults by field path (``n_envs``,
+    ``ppo.num_steps``) that replace those of the options *not given* (``prefrl.control.presets.ATARI``).
     """
     hints = typing.get_type_hints(config_cls)
     docs = field_docs(config_cls)
@@ -216,10 +216,14 @@ def command_from_config(
         ctx = kwargs.pop("_ctx", None)
         try:
             if preset is not None and ctx is not None:
-                defaults = preset(dict(kwargs))
-                for pname, path in path_of.items():
+                given = set()
+                for pname in path_of:
                     source = ctx.get_parameter_source(pname)
-                    if path in defaults and (source is None or source.name == "DEFAULT"):
+                    if source is not None and source.name != "DEFAULT":
+                        given.add(pname)
+                defaults = preset(dict(kwargs), given)
+                for pname, path in path_of.items():
+                    if path in defaults and pname not in given:
                         kwargs[pname] = defaults[path]
             for outer, (inner, mapping) in nested.items():
                 values = {mapping[p]: kwargs.pop(p) for p in list(kwargs) if p in mapping}

@@ -121,7 +121,7 @@ class ControlConfig:
     reward_members: int = 3
     """Members of the reward ensemble."""
     policy_cnn: PolicyCNN = "a3c"
-    """The policy's torso for image observations (Atari): ``a3c`` (16-32 filters, 256 features; the network Christiano et al. 2017 trained with A3C) or ``nature`` (DQN's, 2.8× the compute)."""
+    """The policy's torso for image observations (Atari): ``a3c`` (16-32 filters, 256 features; the network Christiano et al. 2017 trained with A3C) or ``nature`` (DQN's, 3.1× the compute)."""
     reward_hidden: tuple[int, ...] = field(default=(64, 64), metadata={"cli": False})
     """Hidden sizes of each reward member's MLP (image observations use the CNN)."""
     reward: Any = field(default_factory=_default_reward, metadata={"flatten": "reward_"})

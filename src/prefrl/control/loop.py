@@ -12,8 +12,9 @@
 3. **Learn** — the reward ensemble retrains on the store's comparisons every round, the
    rollout's T×N rewards are predicted in one batched call, and the optimiser updates on them.
 
-Beside it: ``run_state`` (counters, history, checkpoints), ``learned_reward``, ``presets`` (``demo_config``),
-``baseline`` (the true-reward run), ``workers`` (``asynchronous=True``), ``optimizers`` (PPO / SB3).
+Beside it: ``run_state`` (counters, history, checkpoints), ``learned_reward``, ``presets`` (``demo_config``,
+the Atari preset), ``evaluation`` (deterministic evaluations, the final clip), ``baseline`` (the true-reward
+run), ``workers`` (``asynchronous=True``), ``optimizers`` (PPO / SB3).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ IMAGE_TORSOS: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
     # DQN (Mnih et al. 2015), cleanrl's ppo_atari: ≈ 9.3 M multiply-adds per 4×84×84 frame.
     "nature": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
     # Mnih et al. 2013, the A3C network (Mnih et al. 2016) that Christiano et al. 2017 trained their
-    # Atari policies with: ≈ 2.9 M multiply-adds, 2.8× less compute per step (docs/benchmarks_control.md).
+    # Atari policies with: ≈ 3.0 M multiply-adds, 3.1× less compute per step (docs/benchmarks_control.md).
     "a3c": (((16, 8, 4), (32, 4, 2)), 256),
 }
 

@@ -30,14 +30,14 @@ ATARI: dict[str, Any] = {
     "ppo.learning_rate": 2.5e-4,
     "ppo.clip_coef": 0.1,
     "ppo.ent_coef": 0.01,
-    # The policy network of the paper's Atari agents (A3C's), 2.8× cheaper than the Nature CNN.
+    # The policy network of the paper's Atari agents (A3C's), 3.1× cheaper than the Nature CNN.
     "policy_cnn": "a3c",
     # The paper's reward CNN is kept; its training costs a fixed amount per round, not epochs over a
-    # growing dataset: 2 minibatch steps of 16 pairs per member at 4 of each segment's 25 frames, 100
+    # growing dataset: 2 minibatch steps of 16 pairs per member at 4 of each segment's 25 frames, 30
     # steps on the up-front labels (the paper pre-trains its reward predictor before the policy starts);
     # losses, accuracy and normalisation every 5th round on at most 24 pairs per split and 32 segments.
     "reward.steps_per_round": 2,
-    "reward.initial_steps": 100,
+    "reward.initial_steps": 30,
     "reward.batch_size": 16,
     "reward.frames_per_segment": 4,
     "reward.eval_pairs": 24,

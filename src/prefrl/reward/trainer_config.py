@@ -23,7 +23,7 @@ class RewardTrainerConfig:
     initial_steps: int | None = None
     """With ``steps_per_round``: minibatch steps of the first round (on the labels asked up front, before the policy trains). None: ``steps_per_round``."""
     frames_per_segment: int | None = None
-    """Train on this many random steps of each segment, its return estimated as (length / k) × their sum (unbiased); losses, accuracy and normalisation still use every step. None: every step."""
+    """With ``steps_per_round``: train on this many random steps of each segment, its return estimated as (length / k) × their sum (unbiased); losses, accuracy and normalisation still use every step. None: every step."""
     eval_pairs: int | None = None
     """Most comparisons of each split (train, val) a round measures its losses, accuracy and truth metrics on, drawn afresh each round. None: all of them."""
     val_fraction: float = 1.0 / math.e
