@@ -116,8 +116,10 @@ def test_train_writes_a_checkpoint_transformers_loads(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "policy")
     for (name, p), q in zip(trainer.policy.named_parameters(), loaded.parameters(), strict=True):
         assert torch.equal(p, q), name
-    saved = json.loads((tmp_path / "run" / "ppo_config.json").read_text())
+    saved = json.loads((tmp_path / "run" / "rl_config.json").read_text())  # its own name, not PPO's
     assert saved["algo"] == "rloo"
+    assert not (tmp_path / "run" / "ppo_config.json").exists()
+    assert not (tmp_path / "run" / "current" / "ppo_config.json").exists()
 
 
 def _independent_logprobs(model, input_ids, attention_mask, n_query, temperature):
