@@ -165,3 +165,23 @@ def test_online_dpo_cli_trains_resumes_and_keeps_its_pairs(tiny_model_dir, promp
         assert len(s.text_pairs(meta={"online_dpo": summary["run_id"]})) == 6  # the resumed run continued its own
     bad = CliRunner().invoke(app, ["lm", "online-dpo", "--prompts", str(prompt_file)])
     assert bad.exit_code == 2 and "teacher=reward-model needs" in bad.output  # one line naming the option
+
+
+class LetterJudge:
+    """An AI judge (the :class:`prefrl.teachers.ai_judge.Judge` protocol) that prefers more a–z letters."""
+
+    def scores(self, items):
+        return [float(a - b) for a, b in (letter_fraction([], [first, second]) for _, first, second in items)]
+
+
+def test_an_ai_judge_answers_through_the_same_queue(store):
+    from prefrl.teachers.ai_judge import AIJudgeTeacher
+
+    trainer = make_trainer(store, batch_size=8, minibatch_size=4)
+    trainer.teacher = AIJudgeTeacher(LetterJudge())  # asked in both orders; the store records its name
+    trainer.labeller = trainer.teacher.lease_as
+    metrics = trainer.step(PROMPTS[:8])
+    comps = store.comparisons(kind="text")
+    assert len(comps) == 8 and {(c.teacher, c.labeller) for c in comps} == {("ai_judge", "ai_judge")}
+    assert metrics["labels/trained"] == sum(c.mu in (0.0, 1.0) for c in comps) > 0
+    assert metrics["reward/margin"] > metrics["reward/margin_before"]
