@@ -158,6 +158,8 @@ def test_online_dpo_cli_trains_resumes_and_keeps_its_pairs(tiny_model_dir, promp
     trained = AutoModelForCausalLM.from_pretrained(out / "policy")
     start, _ = load_causal_lm(tiny_model_dir)
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), start.parameters(), strict=True))
+    with pytest.raises(ValueError, match="lora_r"):
+        run("--total-steps", "3", "--resume", str(out), "--lora-r", "4")
     result = run("--total-steps", "3", "--resume", str(out))
     assert result.exit_code == 0, result.output
     with PreferenceStore(out / "prefs.db") as s:

@@ -294,7 +294,7 @@ def run_online_dpo(cfg: OnlineDPORunConfig) -> dict[str, Any]:
     with PreferenceStore(cfg.store_url) as store:
         teacher = build_teacher(cfg, store)
         trainer = OnlineDPOTrainer(
-            policy, ref_policy, teacher, store, tokenizer, cfg.trainer_config(),
+            policy, ref_policy, teacher, store, tokenizer, cfg,  # the run's fields saved too: resume checks them
             gold_fn=gold_reward(cfg.gold), labeller=cfg.labeller,
         )  # fmt: skip
         logger.info("online-dpo: teacher %s, reference %s, store %s", teacher.name, cfg.reference, cfg.store_url)
