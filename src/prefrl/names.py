@@ -20,6 +20,8 @@ __all__ = [
     "CriticFreeAlgo",
     "LossAggregation",
     "PolicyCNN",
+    "OnlineTeacher",
+    "DPOReference",
     "check_choice",
 ]
 
@@ -41,6 +43,10 @@ CriticFreeAlgo = Literal["grpo", "rloo", "reinforce++"]
 """The critic-free LM RL methods: group-relative (GRPO), leave-one-out (RLOO), batch baseline (REINFORCE++)."""
 LossAggregation = Literal["token-mean", "sequence-mean", "constant"]
 """How a per-token policy loss is reduced: over all tokens, per response then over responses, or Σ / constant (Dr. GRPO)."""
+OnlineTeacher = Literal["reward-model", "judge", "human"]
+"""Who answers online DPO's fresh pairs: a frozen reward model, an AI judge, or people in the web app (through the store)."""
+DPOReference = Literal["initial", "previous"]
+"""Online DPO's reference: the starting policy throughout, or the policy that sampled the round (the previous round's)."""
 
 PolicyCNN = Literal["a3c", "nature"]
 """The policy's torso for image observations: A3C's (Mnih et al. 2013/2016, what Christiano et al. 2017 used) or DQN's Nature CNN."""
