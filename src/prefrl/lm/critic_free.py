@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from prefrl.lm.critic_free_config import CriticFreeConfig, CriticFreeRunConfig
-from prefrl.lm.logprobs import response_logprobs
+from prefrl.lm.logprobs import grouped_response_logprobs
 from prefrl.lm.policy_trainer import LMPolicyTrainer
 from prefrl.lm.reward_functions import RewardFn
 from prefrl.lm.rollout import RolloutBatch
@@ -83,6 +83,7 @@ class CriticFreeTrainer(LMPolicyTrainer):
     ) -> None:
         super().__init__(policy, ref_policy, reward_fn, tokenizer, cfg, gold_fn)
         self.name = cfg.algo
+        self.group_size = cfg.num_generations
         logger.info("%s: %s", cfg.algo, cfg.kl_description)
 
     def rollout(self, prompts: Sequence[str]) -> RolloutBatch:
@@ -219,11 +220,21 @@ class CriticFreeTrainer(LMPolicyTrainer):
         self.last_minibatch_stats = []
 
         def evaluate(idx: torch.Tensor) -> MinibatchOutput:
-            mb_ids, mb_attn, dev_idx = ids[idx].to(dev), attn[idx].to(dev), idx.to(dev)
+            dev_idx = idx.to(dev)
             mb_mask = b_mask[dev_idx]
-            new_lp, entropy = response_logprobs(
-                self.policy, mb_ids, mb_attn, p, cfg.temperature, with_entropy=cfg.ent_coef > 0
-            )  # (mb, R)
+            # rows in batch order, so that a minibatch of whole groups computes each prompt once
+            order = torch.argsort(idx)
+            new_lp, entropy = grouped_response_logprobs(
+                self.policy,
+                ids[idx[order]].to(dev),
+                attn[idx[order]].to(dev),
+                p,
+                self.group_size,
+                cfg.temperature,
+                with_entropy=cfg.ent_coef > 0,
+            )  # (mb, R), sorted rows
+            back = torch.argsort(order).to(dev)  # sorted → idx order
+            new_lp, entropy = new_lp[back], None if entropy is None else entropy[back]
             kl_loss = self._kl_loss(new_lp, b_ref_lp[dev_idx], mb_mask, beta) if cfg.kl_penalty == "loss" else None
             # before this minibatch's update: the first entry shows ratio 1 when π_old = π_θ
             diag = ppo_diagnostics(new_lp, b_old_lp[dev_idx], cfg.clip_coef, mb_mask)
