@@ -19,12 +19,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_worker(python: str, script: str, argv: list[str]) -> dict:
-    """Run ``python script argv…`` on one thread and return the JSON on its last stdout line."""
+def run_worker(python: str, script: str, argv: list[str], src: str | None = None) -> dict:
+    """Run ``python script argv…`` on one thread and return the JSON on its last stdout line.
+
+    prefrl is imported from ``src`` (default: this checkout's ``src/``), e.g. an older revision's
+    for a before/after measurement.
+    """
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT / "src"),
+        "PYTHONPATH": src or str(ROOT / "src"),
         "TOKENIZERS_PARALLELISM": "false",
     }
     proc = subprocess.run([python, script, *argv], capture_output=True, text=True, env=env, timeout=3000)

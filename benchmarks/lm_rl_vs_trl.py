@@ -349,6 +349,12 @@ def main() -> None:
     ap.add_argument("--num-generations", type=int, default=4, help="completions k per prompt (GRPO/RLOO group)")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--skip-speed", action="store_true", help="only the loss check")
+    ap.add_argument(
+        "--before-src",
+        help="also time prefrl from this src/ directory (an older revision, e.g. `git archive REV src`) "
+        "after each pair of runs: the before/after column",
+    )
+    ap.add_argument("--before-label", default="before", help="how the --before-src revision is named in the table")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_lm.md"))
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -371,8 +377,12 @@ def main() -> None:
     results = {}
     if not a.skip_speed:
         for algo in ("grpo", "rloo"):
-            for side, python in (("prefrl", sys.executable), ("trl", a.trl_python)):
-                res = run_worker(python, __file__, ["--worker", f"{side}_{algo}", *shared])
+            runs = [("prefrl", sys.executable, None), ("trl", a.trl_python, None)]
+            if a.before_src:
+                runs.append(("before", sys.executable, a.before_src))
+            for side, python, src in runs:
+                kind = f"{'trl' if side == 'trl' else 'prefrl'}_{algo}"
+                res = run_worker(python, __file__, ["--worker", kind, *shared], src=src)
                 print(side, algo, res, flush=True)
                 results[(side, algo)] = res
     check = loss_check(a.trl_python)
@@ -402,6 +412,14 @@ def main() -> None:
         ]
         for algo in ("grpo", "rloo"):
             ours, theirs = results[("prefrl", algo)], results[("trl", algo)]
+            if ("before", algo) in results:
+                before = results[("before", algo)]
+                lines.append(
+                    f"| {algo.upper()}, prefrl before this change ({a.before_label}) | "
+                    f"{before['s_per_1k_tokens']:.1f} | {theirs['s_per_1k_tokens']:.1f} | "
+                    f"{theirs['s_per_1k_tokens'] / before['s_per_1k_tokens']:.2f}x | {before['peak_rss_mb']:.0f} | "
+                    f"{theirs['peak_rss_mb']:.0f} | " + " / ".join(f"{x:.1f}" for x in before["phases_s"]) + " |"
+                )
             lines.append(
                 f"| {algo.upper()} | {ours['s_per_1k_tokens']:.1f} | {theirs['s_per_1k_tokens']:.1f} | "
                 f"{theirs['s_per_1k_tokens'] / ours['s_per_1k_tokens']:.2f}x | {ours['peak_rss_mb']:.0f} | "
