@@ -74,7 +74,6 @@ def worker_ppo(
         temperature=1.0,
         kl_coef=0.05,
         learning_rate=1e-6,
-        critic_lr=1e-6,  # TRL trains policy and value with one optimiser and one lr
         max_prompt_length=64,
         seed=0,
     )
