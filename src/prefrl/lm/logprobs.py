@@ -185,8 +185,20 @@ def response_logprobs(
         logits_to_keep=n_resp + 1,
         use_cache=False,
     )
-    logits = out.logits[:, :-1, :].float() / temperature  # (B, R, V)
-    targets = input_ids[:, n_query:]
+    return _scored_tokens(out.logits[:, :-1, :], input_ids[:, n_query:], temperature, with_entropy)
+
+
+def _scored_tokens(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(targets) (and the entropy) from (B, R, V) logits at ``temperature``, (B, R) each.
+
+    At temperature 1 the logits are used as they are (a division by 1 would copy the (B, R, V)
+    tensor, and autograd would keep the copy until the backward pass).
+    """
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
     if not with_entropy:  # gather − logsumexp: no (B, R, V) log-softmax copy (training minibatches)
         return logprobs_from_logits(logits, targets), None
     logp_all = F.log_softmax(logits, dim=-1)  # (B, R, V)
@@ -250,11 +262,8 @@ def grouped_response_logprobs(
         use_cache=True,  # the cache is read; its update is dropped with it
         logits_to_keep=n_resp,
     )  # (B, R, V): column t predicts response token t + 1
-    logits = torch.cat([first.logits.repeat_interleave(k, 0), rest.logits[:, :-1]], dim=1)  # (B, R, V)
-    logits = logits.float() / temperature
     targets = input_ids[:, p:]
-    if not with_entropy:
-        return logprobs_from_logits(logits, targets), None
-    logp_all = F.log_softmax(logits, dim=-1)  # (B, R, V)
-    logprobs = torch.gather(logp_all, 2, targets.unsqueeze(-1)).squeeze(-1)  # (B, R)
-    return logprobs, -(logp_all.exp() * logp_all).sum(-1)
+    # scored in two parts, concatenated as (B, R) log-probs: no copy of the (B, R, V) logits
+    lp0, ent0 = _scored_tokens(first.logits.repeat_interleave(k, 0), targets[:, :1], temperature, with_entropy)
+    lp, ent = _scored_tokens(rest.logits[:, :-1], targets[:, 1:], temperature, with_entropy)
+    return torch.cat([lp0, lp], 1), None if ent is None else torch.cat([ent0, ent], 1)
