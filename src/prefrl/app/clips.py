@@ -47,17 +47,17 @@ class SimRenderer:
         self._fps: dict[str, float] = {}
 
     def __call__(self, segment: Segment, path: Path) -> None:
-        from prefrl.control.render import DEFAULT_FPS, make_render_env, segment_frames, write_video
+        from prefrl.control.render import DEFAULT_FPS, iter_segment_frames, make_render_env, write_video
 
         if segment.sim_states is None or not segment.env_id:  # Atari frame stacks need no env
-            write_video(segment_frames(segment), path, fps=DEFAULT_FPS)
+            write_video(iter_segment_frames(segment), path, fps=DEFAULT_FPS)
             return
         env = self._envs.get(segment.env_id)
         if env is None:
             env = self._envs[segment.env_id] = make_render_env(segment.env_id)
             dt = getattr(env.unwrapped, "dt", None)
             self._fps[segment.env_id] = float(1.0 / dt) if dt else float(env.metadata.get("render_fps") or DEFAULT_FPS)
-        write_video(segment_frames(segment, env=env), path, fps=self._fps[segment.env_id])
+        write_video(iter_segment_frames(segment, env=env), path, fps=self._fps[segment.env_id])
 
     def close(self) -> None:
         """Close the envs (and their GL contexts)."""

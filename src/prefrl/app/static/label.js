@@ -42,10 +42,44 @@
   }
 
   // A clip is fetched, not pointed at: the server answers 202 while the render worker is still
-  // rendering it, and the page asks again after Retry-After; the video plays from memory.
+  // rendering it, and the page asks again after Retry-After; the video plays from memory. Clips
+  // are kept by URL (the pair shown and the one loaded ahead), so the next pair plays at once.
+  const clips = new Map();   // clip URL → Promise of an object URL (null: it failed)
+  let upcoming = null;       // {id, clips}: the pair the server suggests loading ahead
+
+  async function fetchClip(url) {
+    for (let attempt = 0; attempt < 300; attempt++) {
+      let res = null;
+      try { res = await fetch(url, { credentials: "same-origin" }); } catch (e) { res = null; }
+      if (res && res.status === 200) { return URL.createObjectURL(await res.blob()); }
+      if (res && res.status === 401) { window.location.href = "/"; return null; }
+      if (res && res.status !== 202) return null;     // a real failure: say so, don't spin
+      if (!clips.has(url)) return null;               // nobody wants it any more
+      const wait = 1000 * Number((res && res.headers.get("Retry-After")) || 1);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(Math.max(wait, 250), 2000)));
+    }
+    return null;
+  }
+
+  function clip(url) {
+    if (!clips.has(url)) {
+      const p = fetchClip(url);
+      clips.set(url, p);
+      p.then((obj) => { if (obj === null && clips.get(url) === p) clips.delete(url); });  // retried when shown
+    }
+    return clips.get(url);
+  }
+
+  function keepOnly(urls) {
+    for (const [url, p] of clips) {
+      if (!urls.includes(url)) {
+        clips.delete(url);
+        p.then((obj) => { if (obj) URL.revokeObjectURL(obj); });
+      }
+    }
+  }
+
   function clearVideo(el) {
-    const old = el.getAttribute("src");
-    if (old && old.startsWith("blob:")) { URL.revokeObjectURL(old); }
     el.removeAttribute("src");
     delete el.dataset.clip;
   }
@@ -60,24 +94,27 @@
     el.dataset.clip = url;
     el.parentElement.classList.add("loading");
     el.parentElement.classList.remove("failed");
-    for (let attempt = 0; attempt < 300; attempt++) {
-      let res = null;
-      try { res = await fetch(url, { credentials: "same-origin" }); } catch (e) { res = null; }
-      if (el.dataset.clip !== url) return;            // another pair is shown by now
-      if (res && res.status === 200) {
-        const blob = await res.blob();
-        if (el.dataset.clip !== url) return;
-        el.setAttribute("src", URL.createObjectURL(blob));
-        const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
-        return;
-      }
-      if (res && res.status === 401) { window.location.href = "/"; return; }
-      if (res && res.status !== 202) break;           // a real failure: say so, don't spin
-      const wait = 1000 * Number((res && res.headers.get("Retry-After")) || 1);
-      await new Promise((resolve) => setTimeout(resolve, Math.min(Math.max(wait, 250), 2000)));
+    const obj = await clip(url);
+    if (el.dataset.clip !== url) return;              // another pair is shown by now
+    if (obj) {
+      el.setAttribute("src", obj);
+      const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
+      return;
     }
     el.parentElement.classList.remove("loading");
     el.parentElement.classList.add("failed");
+  }
+
+  // After a pair is shown, ask which pair to load next and fetch its clips in the background.
+  async function loadAhead(query) {
+    let data = null;
+    try { data = await post("/api/upcoming", { current_query_id: query ? query.id : null }); }
+    catch (e) { data = null; }
+    if (current !== query) return;                   // answered meanwhile: the next pair asks again
+    upcoming = data && data.upcoming;
+    const shown = query && query.kind !== "text" ? [query.left.clip_url, query.right.clip_url] : [];
+    keepOnly(shown.concat(upcoming ? upcoming.clips : []));
+    if (upcoming) { upcoming.clips.forEach(clip); }
   }
 
   function render(query) {
@@ -86,7 +123,7 @@
     if (!query) {
       pair.hidden = true; answers.hidden = true; prompt.hidden = true; empty.hidden = false;
       root.dataset.queryId = "";
-      if (!pollTimer) { pollTimer = setTimeout(() => { pollTimer = null; loadNext(); }, 4000); }
+      if (!pollTimer) { pollTimer = setTimeout(() => { pollTimer = null; loadNext(); }, 2000); }
       return;
     }
     empty.hidden = true; pair.hidden = false; answers.hidden = false;
@@ -102,8 +139,8 @@
         setVideo(video, query[side].clip_url);
       }
     }
-    if (query.kind === "text") { prompt.textContent = query.prompt; prompt.hidden = false; }
-    else { prompt.hidden = true; }
+    if (query.kind === "text") { prompt.textContent = query.prompt; prompt.hidden = false; keepOnly([]); }
+    else { prompt.hidden = true; loadAhead(query); }
     $("question").textContent = query.kind === "text"
       ? "Which response is better?" : "Which clip shows better behaviour?";
   }
@@ -135,7 +172,10 @@
     busy = true;
     flash(mu);
     try {
-      const data = await post("/api/answer", { query_id: current.id, mu: mu });
+      const body = { query_id: current.id, mu: mu };
+      if (upcoming) { body.next_query_id = upcoming.id; }
+      upcoming = null;
+      const data = await post("/api/answer", body);
       lastAnswer = { id: data.comparison.id, at: Date.now() };
       setCount(count + 1);
       toast("Saved: " + LABELS[String(mu)] + ".");
