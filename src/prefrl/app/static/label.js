@@ -45,7 +45,9 @@
   // rendering it, and the page asks again after Retry-After; the video plays from memory. Clips
   // are kept by URL (the pair shown and the one loaded ahead), so the next pair plays at once.
   const clips = new Map();   // clip URL → Promise of an object URL (null: it failed)
+  const preloaded = new Map();  // clip URL → a detached <video> already decoding it, swapped in when shown
   let upcoming = null;       // {id, clips}: the pair the server suggests loading ahead
+  const AHEAD_DELAY_MS = 250;  // after the pair shown has started playing, not competing with it
 
   async function fetchClip(url) {
     for (let attempt = 0; attempt < 300; attempt++) {
@@ -71,12 +73,42 @@
   }
 
   function keepOnly(urls) {
+    for (const [url, video] of preloaded) {
+      if (!urls.includes(url)) { preloaded.delete(url); clearVideo(video); }
+    }
     for (const [url, p] of clips) {
       if (!urls.includes(url)) {
         clips.delete(url);
         p.then((obj) => { if (obj) URL.revokeObjectURL(obj); });
       }
     }
+  }
+
+  function watch(video) {
+    video.addEventListener("loadeddata", () => {
+      if (video.parentElement) video.parentElement.classList.remove("loading");
+    });
+    video.addEventListener("error", () => {
+      if (!video.parentElement || !video.getAttribute("src")) return;
+      video.parentElement.classList.remove("loading");
+      video.parentElement.classList.add("failed");
+    });
+  }
+
+  // A clip of the pair loaded ahead is decoded in a detached <video>, so showing it is a swap.
+  function preload(url) {
+    clip(url).then((obj) => {
+      if (!obj || clips.get(url) === undefined || preloaded.has(url)) return;
+      const video = document.createElement("video");
+      for (const attr of ["autoplay", "loop", "muted", "playsinline"]) video.setAttribute(attr, "");
+      video.muted = true;
+      video.preload = "auto";
+      watch(video);
+      video.dataset.clip = url;
+      video.setAttribute("src", obj);
+      video.load();
+      preloaded.set(url, video);
+    });
   }
 
   function clearVideo(el) {
@@ -88,6 +120,17 @@
     el.hidden = false;
     if (el.dataset.clip === url) {
       const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
+      return;
+    }
+    const ready = preloaded.get(url);
+    if (ready) {
+      preloaded.delete(url);
+      ready.id = el.id;
+      el.replaceWith(ready);
+      clearVideo(el);
+      ready.parentElement.classList.remove("failed");
+      ready.parentElement.classList.toggle("loading", ready.readyState < 2);
+      const p = ready.play(); if (p && p.catch) { p.catch(() => {}); }
       return;
     }
     clearVideo(el);
@@ -114,7 +157,7 @@
     upcoming = data && data.upcoming;
     const shown = query && query.kind !== "text" ? [query.left.clip_url, query.right.clip_url] : [];
     keepOnly(shown.concat(upcoming ? upcoming.clips : []));
-    if (upcoming) { upcoming.clips.forEach(clip); }
+    if (upcoming) { upcoming.clips.forEach(preload); }
   }
 
   function render(query) {
@@ -140,7 +183,7 @@
       }
     }
     if (query.kind === "text") { prompt.textContent = query.prompt; prompt.hidden = false; keepOnly([]); }
-    else { prompt.hidden = true; loadAhead(query); }
+    else { prompt.hidden = true; setTimeout(() => loadAhead(query), AHEAD_DELAY_MS); }
     $("question").textContent = query.kind === "text"
       ? "Which response is better?" : "Which clip shows better behaviour?";
   }
@@ -204,13 +247,7 @@
     finally { busy = false; }
   }
 
-  document.querySelectorAll("video").forEach((video) => {
-    video.addEventListener("loadeddata", () => video.parentElement.classList.remove("loading"));
-    video.addEventListener("error", () => {
-      video.parentElement.classList.remove("loading");
-      video.parentElement.classList.add("failed");
-    });
-  });
+  document.querySelectorAll("video").forEach(watch);
 
   document.querySelectorAll("button.answer").forEach((btn) => {
     btn.addEventListener("click", () => {
