@@ -70,9 +70,11 @@ def create_app(
     cfg = cfg or AppConfig()
     signer = SessionSigner(cfg.secret, cfg.session_max_age_seconds)
     limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds)
-    own_renderer = ProcessRenderer() if renderer is None else None
+    own_renderer = ProcessRenderer(cfg.render_processes) if renderer is None else None
     clips = ClipCache(store, cfg.clips_dir, renderer or own_renderer)
-    worker = RenderWorker(clips, store, prerender=cfg.prerender_queries)
+    # A renderer passed in may not be thread-safe: it gets one thread.
+    worker = RenderWorker(clips, store, prerender=cfg.prerender_queries,
+                          threads=cfg.render_processes if own_renderer is not None else 1)
     templates = Jinja2Templates(directory=str(APP_DIR / "templates"))
     # Segments handed to each labeller in a query: only those clips may be requested
     # (and hence rendered), so a labeller cannot make the server render the whole store.
