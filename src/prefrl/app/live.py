@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -26,10 +25,6 @@ from prefrl.data.store import PreferenceStore
 __all__ = ["LiveServer", "bind", "labeller_links", "parse_labellers"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-#: The interpreter's GIL switch interval while serving beside a training loop (Python's default is
-#: 5 ms). The loop's thread holds the GIL between env steps; a request re-takes it a dozen times
-#: (socket, SQLite, JSON), waiting up to one interval each: 5 ms made an answer take 30–140 ms.
-SERVING_SWITCH_INTERVAL = 0.0005
 
 
 def parse_labellers(value: str | None) -> list[str]:
@@ -99,7 +94,6 @@ class LiveServer:
         self.port = int(self._sock.getsockname()[1])
         self._server = None
         self._thread: threading.Thread | None = None
-        self._switch_interval: float | None = None
 
     @property
     def url(self) -> str:
@@ -113,9 +107,6 @@ class LiveServer:
         config = uvicorn.Config(self.app, log_level="warning")  # the run's progress bar owns the terminal
         logging.getLogger("uvicorn.access").addFilter(RedactTokenFilter())
         self._server = uvicorn.Server(config)
-        if self._switch_interval is None:
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, SERVING_SWITCH_INTERVAL))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name="prefrl-app", daemon=True)
         self._thread.start()
@@ -136,9 +127,6 @@ class LiveServer:
             self._thread = None
         self.app.state.render_worker.stop()
         self._sock.close()
-        if self._switch_interval is not None:
-            sys.setswitchinterval(self._switch_interval)
-            self._switch_interval = None
 
     def __enter__(self) -> LiveServer:
         return self.start()
