@@ -2,6 +2,7 @@
 
     MUJOCO_GL=osmesa .venv/bin/python examples/backflip/run.py --out runs/backflip            # the full run
     MUJOCO_GL=osmesa .venv/bin/python examples/backflip/run.py --out /tmp/bf --quick          # smoke (~1 min)
+    MUJOCO_GL=osmesa .venv/bin/python examples/backflip/run.py --out runs/backflip --finish   # a run stopped early
 
 It assembles the command line ``prefrl control train --env Hopper-v5 --teacher judge
 --judge examples/backflip/judge.py:score_segment --report-video …`` (the run's report.html then has
@@ -54,6 +55,17 @@ def rotation(run_dir: Path) -> dict[str, float]:
             "max_backward_turns": float(back.max() / (2 * np.pi))}
 
 
+def finish(run_dir: Path) -> None:
+    """Resume the checkpointed run with its budget cut to the steps it reached: the loop goes straight to its end."""
+    from prefrl.control.loop import PreferenceLoop
+
+    loop = PreferenceLoop.resume(run_dir, report_video=True)
+    loop.cfg.steps = loop.counters.global_step
+    print(f"finishing {run_dir} at {loop.counters.global_step} env steps, {loop.counters.queries_posted} comparisons",
+          flush=True)
+    loop.run()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="Run directory (must not exist).")
@@ -61,12 +73,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2_000_000, help="Env steps.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="A tiny budget, to check that it runs.")
+    parser.add_argument("--finish", action="store_true",
+                        help="Finish the run in --out where its last checkpoint stopped (e.g. killed when its time "
+                             "was up): last reward round, report with the video, rotation.")
     args = parser.parse_args()
-    cmd = command(args.out, args.quick, args.labels, args.steps, args.seed)
-    print(" ".join(cmd), flush=True)
-    code = subprocess.call(cmd)
-    if code:
-        sys.exit(code)
+    if args.finish:
+        finish(args.out)
+    else:
+        cmd = command(args.out, args.quick, args.labels, args.steps, args.seed)
+        print(" ".join(cmd), flush=True)
+        code = subprocess.call(cmd)
+        if code:
+            sys.exit(code)
     turns = rotation(args.out)
     (args.out / "rotation.json").write_text(json.dumps(turns, indent=1))
     print(json.dumps(turns), flush=True)
