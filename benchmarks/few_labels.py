@@ -27,14 +27,26 @@ from pathlib import Path
 
 import numpy as np
 
+from prefrl.control import label_defaults
 from prefrl.control.baseline import train_true_reward_ppo
 from prefrl.control.config import ControlConfig
+from prefrl.control.label_defaults import (
+    MEASURED_STEPS,
+    RECIPES,
+    SURF_CROP_FRACTION,
+    SURF_THRESHOLD,
+    best_by_budget,
+)
 from prefrl.control.loop import PreferenceLoop
 from prefrl.rl.sac_config import SACConfig
 
-#: name → (optimizer, PEBBLE pre-training on, SURF on)
-CONFIGS = {"ppo": ("ppo", False, False), "sac": ("sac", False, False), "pebble": ("sac", True, False),
-           "pebble+surf": ("sac", True, True)}  # fmt: skip
+#: name → (optimizer, PEBBLE pre-training on, SURF on): the recipes `control train` chooses among
+CONFIGS = {name: (r.optimizer, r.pebble, r.surf) for name, r in RECIPES.items()}
+#: The paper-scale table of the issue: 4 envs × 350/700/1,400 labels × 3 seeds at 1M steps, + true-reward runs.
+PAPER_RUNS_PER_CONFIG = 4 * 3 * 3 + 4 * 3
+#: The noisy-teacher table: 5 B-Pref teachers × HalfCheetah, Walker2d × 700 labels × 3 seeds at 1M steps.
+NOISY_RUNS = 5 * 2 * 3
+PAPER_STEPS = 1_000_000
 MARK_START, MARK_END = "<!-- few_labels:start -->", "<!-- few_labels:end -->"
 
 
@@ -45,8 +57,8 @@ def make_config(args: argparse.Namespace, name: str, labels: int, seed: int, run
         sac=SACConfig(hidden=tuple(args.sac_hidden), learning_starts=args.sac_learning_starts,
                       buffer_size=min(args.steps, 1_000_000)),
         pretrain_steps=args.pretrain_steps if pebble and labels else 0,
-        pseudo_label_threshold=args.pseudo_label_threshold if surf else None,
-        crop_fraction=args.crop_fraction if surf else None,
+        pseudo_label_threshold=args.pseudo_label_threshold if surf else 0.0,
+        crop_fraction=args.crop_fraction if surf else 0.0,
         checkpoint_minutes=10.0, progress=False,
     )  # fmt: skip
 
@@ -67,7 +79,7 @@ def run_one(args: argparse.Namespace, name: str, labels: int, seed: int) -> dict
     return {
         "env": args.env, "config": name, "labels": labels, "seed": seed, "steps": args.steps,
         "final_return": float(np.mean([r for _, r in episodes[-10:]])) if episodes else float("nan"),
-        "eval_return": float(np.mean(eval_returns)), "minutes": round(minutes, 1),
+        "eval_return": float(np.mean(eval_returns)), "minutes": round(minutes, 1), "load": os.getloadavg()[0],
         "settings": {k: v for k, v in dataclasses.asdict(cfg).items()
                      if k in ("optimizer", "pretrain_steps", "pseudo_label_threshold", "crop_fraction", "sac")},
     }  # fmt: skip
@@ -99,7 +111,39 @@ def markdown(results: list[dict]) -> str:
             lines.append(f"| {name} | {labels or 'true reward'} | {len(group)} | {_mean_std([r['final_return'] for r in group])} "
                          f"| {_mean_std(evals)} | {pct} | {', '.join(str(r['minutes']) for r in group)} |")  # fmt: skip
         lines.append("")
+    lines += defaults_section(results)
     return "\n".join(lines)
+
+
+def defaults_section(results: list[dict]) -> list[str]:
+    """What `control train` defaults to per budget (recomputed here, as the test does) and what more would cost."""
+    best = best_by_budget(results)
+    lines = [f"### Measured best per label budget ({MEASURED_STEPS:,}-step rows: `prefrl control train`'s defaults)", "",
+             "| labels | best recipe | measured (env: recipes) | in `label_defaults.MEASURED_BEST` |", "|---|---|---|---|"]  # fmt: skip
+    for budget, name in best.items():
+        at = [r for r in results if r["labels"] == budget and r["steps"] == MEASURED_STEPS]
+        measured = "; ".join(f"{e}: {', '.join(sorted({r['config'] for r in at if r['env'] == e}))}"
+                             for e in sorted({r["env"] for r in at}))  # fmt: skip
+        ok = "yes" if label_defaults.MEASURED_BEST.get(budget) == name else "NO: update it"
+        lines.append(f"| {budget} | {name} | {measured} | {ok} |")
+    # CPU cost of the paper-scale table, from the measured minutes per env step of each config
+    per_step = {}
+    for name in CONFIGS:
+        runs = [r for r in results if r["config"] == name and r["labels"] > 0]
+        if runs:
+            per_step[name] = float(np.mean([r["minutes"] / r["steps"] for r in runs]))
+    if per_step:
+        lines += ["", f"Cost of the tables not filled yet, linear in steps from the minutes per env step measured above "
+                  f"(hours of one process on this shared 2-core machine, an upper bound on its CPU-hours): the paper-scale table is "
+                  f"{PAPER_RUNS_PER_CONFIG} runs of {PAPER_STEPS:,} steps per config (4 envs × 350/700/1,400 labels × "
+                  f"3 seeds + 4 × 3 true-reward runs), the noisy-teacher table {NOISY_RUNS} (5 teachers × HalfCheetah, "
+                  "Walker2d × 700 labels × 3 seeds).", "",
+                  "| config | minutes per 1M steps | paper-scale table, hours | noisy-teacher table, hours |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for name, m in per_step.items():
+            lines.append(f"| {name} | {m * PAPER_STEPS:,.0f} | {m * PAPER_STEPS * PAPER_RUNS_PER_CONFIG / 60:,.0f} "
+                         f"| {m * PAPER_STEPS * NOISY_RUNS / 60:,.0f} |")
+    return lines + [""]
 
 
 def write_table(doc: Path, table: str) -> None:
@@ -121,14 +165,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1_000_000)
     p.add_argument("--no-true-reward", action="store_true", help="skip the true-reward runs")
     p.add_argument("--pretrain-steps", type=int, default=10_000, help="PEBBLE's unsupervised steps")
-    p.add_argument("--pseudo-label-threshold", type=float, default=0.99)
-    p.add_argument("--crop-fraction", type=float, default=0.9)
+    p.add_argument("--pseudo-label-threshold", type=float, default=SURF_THRESHOLD)
+    p.add_argument("--crop-fraction", type=float, default=SURF_CROP_FRACTION)
     p.add_argument("--sac-hidden", type=int, nargs="+", default=[256, 256])
     p.add_argument("--sac-learning-starts", type=int, default=5000)
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--runs-dir", default="runs/bench_few_labels")
     p.add_argument("--results", default="benchmarks/results/few_labels.jsonl")
     p.add_argument("--doc", default="docs/benchmarks_control.md")
+    p.add_argument("--table-only", action="store_true", help="rewrite the tables from the results file and exit")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -136,6 +181,9 @@ def main() -> None:
     torch.set_num_threads(1)
     results_path = Path(args.results)
     results_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.table_only:
+        write_table(Path(args.doc), markdown(load_results(results_path)))
+        return
     true_runs = {"ppo" if CONFIGS[c][0] == "ppo" else "sac" for c in args.configs}
     todo = [(c, 0, s) for s in args.seeds for c in sorted(true_runs) if not args.no_true_reward]
     todo += [(c, n, s) for s in args.seeds for n in args.labels for c in args.configs]

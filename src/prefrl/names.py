@@ -19,6 +19,8 @@ __all__ = [
     "OptimizerName",
     "CriticFreeAlgo",
     "LossAggregation",
+    "OnlineTeacher",
+    "DPOReference",
     "check_choice",
 ]
 
@@ -40,6 +42,10 @@ CriticFreeAlgo = Literal["grpo", "rloo", "reinforce++"]
 """The critic-free LM RL methods: group-relative (GRPO), leave-one-out (RLOO), batch baseline (REINFORCE++)."""
 LossAggregation = Literal["token-mean", "sequence-mean", "constant"]
 """How a per-token policy loss is reduced: over all tokens, per response then over responses, or Σ / constant (Dr. GRPO)."""
+OnlineTeacher = Literal["reward-model", "judge", "human"]
+"""Who answers online DPO's fresh pairs: a frozen reward model, an AI judge, or people in the web app (through the store)."""
+DPOReference = Literal["initial", "previous"]
+"""Online DPO's reference: the starting policy throughout, or the policy that sampled the round (the previous round's)."""
 
 
 def check_choice(field: str, value: object, choices: object) -> None:

@@ -116,8 +116,10 @@ def test_train_writes_a_checkpoint_transformers_loads(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "policy")
     for (name, p), q in zip(trainer.policy.named_parameters(), loaded.parameters(), strict=True):
         assert torch.equal(p, q), name
-    saved = json.loads((tmp_path / "run" / "ppo_config.json").read_text())
+    saved = json.loads((tmp_path / "run" / "rl_config.json").read_text())  # its own name, not PPO's
     assert saved["algo"] == "rloo"
+    assert not (tmp_path / "run" / "ppo_config.json").exists()
+    assert not (tmp_path / "run" / "current" / "ppo_config.json").exists()
 
 
 def _independent_logprobs(model, input_ids, attention_mask, n_query, temperature):
@@ -181,3 +183,21 @@ def test_prefix_sharing_samples_what_repeated_prompts_sample():
     # and the recorded log-probs are the policy's on the full sequences
     scored = response_logprobs(policy, shared.input_ids, shared.attention_mask, shared.n_query, 1.0)[0]
     torch.testing.assert_close(shared.logprobs, scored * shared.response_mask, atol=1e-5, rtol=0)
+
+
+def test_resuming_a_run_written_with_ppo_config_json_drops_the_stale_link(tmp_path):
+    import os
+
+    trainer = make_trainer("grpo")
+    trainer.train(PROMPTS, total_steps=1, checkpoint_dir=tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    current = run / "current"
+    (current / "rl_config.json").rename(current / "ppo_config.json")  # as lm rl wrote it before
+    os.symlink(os.path.join("current", "ppo_config.json"), run / "ppo_config.json")
+    (run / "rl_config.json").unlink()
+    resumed = make_trainer("grpo")
+    resumed.load_checkpoint(run)  # the old run resumes: the state is in trainer_state.pt
+    assert resumed.global_step == 1
+    resumed.train(PROMPTS, total_steps=2, checkpoint_dir=run, progress=False)
+    assert json.loads((run / "rl_config.json").read_text())["algo"] == "grpo"
+    assert not (run / "ppo_config.json").is_symlink()  # no link left pointing at a file the new checkpoint lacks

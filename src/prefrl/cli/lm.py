@@ -1,4 +1,4 @@
-"""`prefrl lm …` commands: sft, rm, dpo, generate, evaluate, best-of-n, pairs, kto, ppo, rl (GRPO / RLOO / REINFORCE++).
+"""`prefrl lm …` commands: sft, rm, dpo, generate, evaluate, best-of-n, pairs, kto, ppo, rl (GRPO / RLOO / REINFORCE++), online-dpo.
 
 Each command's options and their ``--help`` are generated from the fields of the
 stage's config dataclass (``prefrl.lm.<stage>_config``, torch-free), so the documentation lives
@@ -22,6 +22,7 @@ from prefrl.lm.dpo_config import DPOConfig
 from prefrl.lm.generate_config import EvaluateConfig, GenerateConfig, PairsConfig
 from prefrl.lm.kto_config import KTOConfig
 from prefrl.lm.launch import require_single_process
+from prefrl.lm.online_dpo_config import OnlineDPORunConfig
 from prefrl.lm.ppo_config import PPORunConfig
 from prefrl.lm.reward_model_config import RMConfig
 from prefrl.lm.sft_config import SFTConfig
@@ -171,4 +172,26 @@ command_from_config(
     help="Critic-free RL, k completions per prompt, PPO-clip on the policy only: --algo grpo (group-relative "
     "advantage), rloo (leave-one-out) or reinforce++ (batch baseline). KL to the reference: --kl-estimator "
     "k1 in the reward (--kl-penalty reward, default) or k2/k3 as a loss (--kl-penalty loss); the run logs which.",
+)
+
+
+def _online_dpo(cfg: OnlineDPORunConfig) -> Any:
+    _fresh_or_resumed(cfg)
+    from prefrl.lm.online_dpo import run_online_dpo
+
+    typer.echo(f"online-dpo: teacher {cfg.teacher}, reference {cfg.reference}, store {cfg.store_url}", err=True)
+    return run_online_dpo(cfg)
+
+
+command_from_config(
+    app,
+    "online-dpo",
+    OnlineDPORunConfig,
+    _online_dpo,
+    help="Online (iterative) DPO: each round samples two responses per prompt from the current policy, asks a "
+    "teacher through the store (every pair and answer is kept there), and runs DPO on the fresh answers. "
+    "--teacher reward-model (a frozen --reward-model prefers the higher score), judge (an AI judge, --judge "
+    "MODEL or URL) or human (people in the web app: run `prefrl label serve --store STORE` beside it; a round "
+    "waits up to --answer-wait-s). --reference initial (the starting policy) or previous (the round's sampler). "
+    "Resumable between rounds: --resume OUTPUT_DIR continues the run's own pairs, none asked twice.",
 )

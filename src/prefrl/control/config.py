@@ -23,6 +23,16 @@ DEFAULT_ROLLOUT_STEPS = 512
 DEFAULT_REWARD_EPOCHS = 3
 
 
+def _optimizer_help() -> str:
+    from prefrl.control.label_defaults import describe
+
+    return ("Policy optimiser: our PPO, our SAC (PEBBLE: replay rewards relabelled after every reward round), or a "
+            "Stable-Baselines3 algorithm (sb3-ppo, sb3-sac …; needs stable-baselines3). " + describe())  # fmt: skip
+
+
+_OPTIMIZER_HELP = _optimizer_help()
+
+
 def _ppo_config_cls() -> type:
     from prefrl.rl.ppo_config import PPOConfig
 
@@ -87,16 +97,15 @@ class ControlConfig:
         default_factory=dict, metadata={"key_value": True, "option": ("--teacher-arg",)}
     )
     """Synthetic teacher parameter KEY=VALUE (beta, gamma, epsilon, skip_spread, equal_spread, skip_threshold, equal_threshold; with teacher=judge also kind=stochastic/mistake/…); repeatable."""
-    optimizer: OptimizerName = "ppo"
-    """Policy optimiser: our PPO, our SAC (PEBBLE: replay rewards relabelled after every reward round), or a Stable-Baselines3 algorithm (``sb3-ppo``, ``sb3-sac`` …; needs stable-baselines3)."""
+    optimizer: OptimizerName | None = field(default=None, metadata={"help": _OPTIMIZER_HELP})
     sac: Any = field(default_factory=_default_sac, metadata={"flatten": "sac_", "flatten_exclude": ("hidden",)})
     """``SACConfig`` of ``optimizer=sac`` (replay size, batch, τ, learning rates, entropy temperature …)."""
-    pretrain_steps: int = 0
-    """PEBBLE's unsupervised phase (``optimizer=sac`` only): env steps spent maximising the k-NN state entropy before the first label is asked, so the first queries compare diverse behaviours; they count toward ``steps``. 0: off."""
+    pretrain_steps: int | None = None
+    """PEBBLE's unsupervised phase (``optimizer=sac`` only): env steps spent maximising the k-NN state entropy before the first label is asked, so the first queries compare diverse behaviours; they count toward ``steps``. 0: off; unset: as the label-budget recipe says when --optimizer is unset, else off."""
     pseudo_label_threshold: float | None = None
-    """SURF: every reward round also fits the pool's unlabelled pairs that the ensemble is this sure of (max(P, 1 − P) > τ, e.g. 0.99), as pseudo-labels. None: off."""
+    """SURF: every reward round also fits the pool's unlabelled pairs that the ensemble is this sure of (max(P, 1 − P) > τ, e.g. 0.99), as pseudo-labels. 0: off; unset: as the label-budget recipe says when --optimizer is unset, else off."""
     crop_fraction: float | None = None
-    """SURF: every reward round fits temporal crops of the labelled pairs (μ kept), each a random length between this share of a segment and all of it. None: off."""
+    """SURF: every reward round fits temporal crops of the labelled pairs (μ kept), each a random length between this share of a segment and all of it. 0: off; unset: as the label-budget recipe says when --optimizer is unset, else off."""
     n_envs: int = DEFAULT_N_ENVS
     """Vectorised envs collecting in lockstep."""
     segment_steps: int | None = None
@@ -166,20 +175,21 @@ class ControlConfig:
             raise ValueError(f"unknown teacher {self.teacher!r}; choose one of {', '.join(TEACHER_NAMES)}")
         if self.selector not in SELECTOR_NAMES:
             raise ValueError(f"unknown selector {self.selector!r}; choose one of {', '.join(SELECTOR_NAMES)}")
-        if self.optimizer not in OPTIMIZER_NAMES:
+        if self.optimizer is not None and self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZER_NAMES)}")
         if self.n_envs < 1:
             raise ValueError(f"n_envs must be ≥ 1, got {self.n_envs}")
+        self._apply_label_recipe()
         if self.pretrain_steps < 0:
             raise ValueError(f"pretrain_steps must be ≥ 0, got {self.pretrain_steps}")
         if self.pretrain_steps and self.optimizer != "sac":
             raise ValueError(f"pretrain_steps needs optimizer 'sac' (PEBBLE's off-policy learner), got {self.optimizer!r}")
         if self.optimizer == "sac" and self.asynchronous:
             raise ValueError("optimizer 'sac' relabels its replay buffer after each reward round: run it synchronously")
-        if self.pseudo_label_threshold is not None and not 0.5 <= self.pseudo_label_threshold < 1.0:
-            raise ValueError(f"pseudo_label_threshold must lie in [0.5, 1), got {self.pseudo_label_threshold}")
-        if self.crop_fraction is not None and not 0.0 < self.crop_fraction <= 1.0:
-            raise ValueError(f"crop_fraction must lie in (0, 1], got {self.crop_fraction}")
+        if self.pseudo_label_threshold and not 0.5 <= self.pseudo_label_threshold < 1.0:
+            raise ValueError(f"pseudo_label_threshold must lie in [0.5, 1) (0: off), got {self.pseudo_label_threshold}")
+        if self.crop_fraction and not 0.0 < self.crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must lie in (0, 1] (0: off), got {self.crop_fraction}")
         if self.segment_steps is not None and self.segment_steps < 2:
             raise ValueError(f"segment_steps must be ≥ 2, got {self.segment_steps}")
         if not (math.isfinite(self.segment_seconds) and self.segment_seconds > 0):
@@ -232,6 +242,24 @@ class ControlConfig:
             raise ValueError(
                 f"segment_steps ({self.segment_steps}) must fit in one rollout of {self.ppo.num_steps} steps"
             )
+
+    def _apply_label_recipe(self) -> None:
+        """Fill the unset optimiser, PEBBLE and SURF fields: from the label budget's measured recipe when the
+        optimiser is unset (:mod:`prefrl.control.label_defaults`), else off. Saved resolved in config.json."""
+        from prefrl.control import label_defaults as ld
+
+        recipe = None
+        if self.optimizer is None:
+            # SAC relabels its buffer between rounds, so an asynchronous run keeps PPO
+            recipe = ld.RECIPES["ppo"] if self.asynchronous else ld.recipe_for(self.env_id, self.labels)[1]
+            self.optimizer = recipe.optimizer  # type: ignore[assignment]
+        if self.pretrain_steps is None:
+            self.pretrain_steps = ld.pebble_steps(self.steps) if recipe is not None and recipe.pebble else 0
+        surf = recipe is not None and recipe.surf
+        if self.pseudo_label_threshold is None:
+            self.pseudo_label_threshold = ld.SURF_THRESHOLD if surf else 0.0
+        if self.crop_fraction is None:
+            self.crop_fraction = ld.SURF_CROP_FRACTION if surf else 0.0
 
     @property
     def steps_per_rollout(self) -> int:

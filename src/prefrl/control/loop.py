@@ -108,6 +108,10 @@ class PreferenceLoop:
         self._last_ckpt = time.monotonic()
         return path
 
+    def _checkpoint_if_due(self) -> None:
+        if time.monotonic() - self._last_ckpt >= 60.0 * self.cfg.checkpoint_minutes:
+            self.checkpoint()
+
     # ------------------------------------------------------------------ collect
 
     def collect(self) -> tuple[Rollout, list[tuple[int, float]]]:
@@ -127,8 +131,10 @@ class PreferenceLoop:
         """Post ``n_queries`` queries chosen by the selector among ``candidate_factor``× pairs."""
         if n_queries <= 0 or len(self.pool) < 2:
             return 0
-        candidates = self.pool.candidate_pairs(n_queries * self.cfg.candidate_factor, self.rng)
-        pairs = [candidates[i] for i in self.reward.select(self.selector, candidates, n_queries)]
+        candidates = self._unasked(self.pool.candidate_pairs(n_queries * self.cfg.candidate_factor, self.rng))
+        if not candidates:
+            return 0
+        pairs = [candidates[i] for i in self.reward.select(self.selector, candidates, min(n_queries, len(candidates)))]
         new = list({id(s): s for pair in pairs for s in pair if s.id is None}.values())
         for seg, seg_id in zip(new, self.store.add_segments(new) if new else []):
             seg.id = int(seg_id)
@@ -143,6 +149,22 @@ class PreferenceLoop:
             return 0  # a synthetic teacher answers at once: posting early would only spend the budget early
         pending = self.store.count_queries(status="pending")
         return min(self.cfg.human_queue_ahead - pending, self.cfg.labels - self.counters.queries_posted)
+
+    def _unasked(self, candidates: list[tuple[Segment, Segment]]) -> list[tuple[Segment, Segment]]:
+        """``candidates`` without repeats and without pairs already in the store's queue (either order):
+        a label spent twice on one pair is a label lost, and the pool is small enough to repeat pairs."""
+
+        def key(left: Segment, right: Segment) -> frozenset:
+            return frozenset((("db", s.id) if s.id is not None else ("new", id(s))) for s in (left, right))
+
+        seen = {frozenset((("db", q.left_id), ("db", q.right_id))) for q in self.store.queries() if q.left_id is not None}
+        out = []
+        for left, right in candidates:
+            k = key(left, right)
+            if k not in seen:
+                seen.add(k)
+                out.append((left, right))
+        return out
 
     def answer_pending(self) -> int:
         """Pump the store's queue through the run's teacher; the number of answers it gave."""
@@ -171,7 +193,7 @@ class PreferenceLoop:
             return {}
         cfg = self.cfg
         extra = surf_pairs(pairs, self.pool.candidate_pairs(4 * len(pairs), self.rng), self.ensemble, self.rng,
-                           cfg.pseudo_label_threshold, cfg.crop_fraction) if cfg.pseudo_label_threshold or cfg.crop_fraction else []  # fmt: skip
+                           cfg.pseudo_label_threshold or None, cfg.crop_fraction or None) if cfg.pseudo_label_threshold or cfg.crop_fraction else []  # fmt: skip
         self.reward_metrics = self.reward.train(pairs, self.counters, extra)
         if isinstance(self.agent, Relabelling):
             self.agent.relabel(self.reward.rewards)
@@ -189,6 +211,7 @@ class PreferenceLoop:
             self.agent.pretrain_update(rollout)
             if sink is not None and sink.bar is not None:
                 sink.bar.update(self.cfg.steps_per_rollout)
+            self._checkpoint_if_due()  # a long unsupervised phase resumes where it stopped
 
     def initial_labels(self, sink: Any = None) -> None:
         """The paper's up-front labels on segments of the untrained policy.
@@ -227,6 +250,7 @@ class PreferenceLoop:
         session_start, elapsed_before = time.monotonic(), self.counters.elapsed_seconds
         try:
             if not self.counters.initial_done:
+                self.checkpoint()  # a run stopped before its first label round resumes instead of being lost
                 self.pretrain(sink)
                 self.initial_labels(sink)
                 self.checkpoint()
@@ -246,8 +270,7 @@ class PreferenceLoop:
                 self.counters.elapsed_seconds = elapsed_before + time.monotonic() - session_start
                 sps = cfg.steps_per_rollout / max(time.monotonic() - t0, 1e-9)
                 self.history.iterations.append(run_state.log_iteration(self, sink, finished, {**proxy_metrics, **opt_metrics, "charts/sps": sps}))
-                if time.monotonic() - self._last_ckpt >= 60.0 * cfg.checkpoint_minutes:
-                    self.checkpoint()
+                self._checkpoint_if_due()
         finally:
             if workers is not None:
                 workers.stop()

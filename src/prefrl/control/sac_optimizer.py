@@ -137,9 +137,12 @@ class SACOptimizer:
         """
         self._slots = None
         self.pretrained = True
+        return self._train(rollout.true_rewards.size, self._state_entropy())
+
+    def _state_entropy(self) -> StateEntropyReward:
         if self._entropy_reward is None:  # one instance: its running std spans the whole phase
             self._entropy_reward = StateEntropyReward(self.buffer, self.rng)
-        return self._train(rollout.true_rewards.size, self._entropy_reward)
+        return self._entropy_reward
 
     def relabel(self, reward_fn: RewardFn) -> None:
         """Recompute every reward in the replay buffer with ``reward_fn`` (after the reward model changed)."""
@@ -165,10 +168,12 @@ class SACOptimizer:
         return evaluate_policy(self.act, env_id, n_episodes, seed, **env_kwargs)
 
     def state_dict(self) -> dict[str, Any]:
-        """Networks, optimisers, counters, rng and the replay buffer (so a resumed run keeps its data)."""
+        """Networks, optimisers, counters, rng, the replay buffer (so a resumed run keeps its data) and the
+        state-entropy normaliser (so a resumed pre-training phase keeps its scale)."""
+        entropy = self._entropy_reward.state_dict() if self._entropy_reward is not None else None
         return {"agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "global_step": self.global_step,
                 "next_episode_id": self._next_episode_id, "rng": self.rng.bit_generator.state,
-                "pretrained": self.pretrained, "critic_reset": self.critic_reset}  # fmt: skip
+                "pretrained": self.pretrained, "critic_reset": self.critic_reset, "state_entropy": entropy}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
@@ -177,4 +182,6 @@ class SACOptimizer:
         self._next_episode_id = int(state["next_episode_id"])
         self.rng.bit_generator.state = state["rng"]
         self.pretrained, self.critic_reset = bool(state["pretrained"]), bool(state["critic_reset"])
+        if state.get("state_entropy") is not None:
+            self._state_entropy().load_state_dict(state["state_entropy"])
         self._new_episodes(np.arange(self.n_envs))

@@ -9,6 +9,7 @@ lease on one query. Each step is one transaction.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -25,7 +26,7 @@ from prefrl.data.schema import (
     check_optional_name,
     check_positive,
 )
-from prefrl.data.types import QUERY_STATUSES, Comparison, Query, QueryStatus, check_mu, utcnow
+from prefrl.data.types import QUERY_STATUSES, Comparison, Query, QueryStatus, TextPair, check_mu, utcnow
 
 __all__ = ["LeaseError", "QueryQueue"]
 
@@ -58,12 +59,7 @@ class QueryQueue(RecordStore):
                 mu=None, teacher="query", left_id=left_id, right_id=right_id, text_pair_id=text_pair_id
             )
         )
-        try:
-            priority = float(priority)
-        except (TypeError, ValueError):
-            raise ValueError(f"priority must be a finite number, got {priority!r}") from None
-        if not math.isfinite(priority):
-            raise ValueError(f"priority must be a finite number, got {priority!r}")
+        priority = _check_priority(priority)
         values = {
             "left_id": row["left_id"],
             "right_id": row["right_id"],
@@ -81,6 +77,35 @@ class QueryQueue(RecordStore):
             return int(conn.execute(schema.queries.insert().values(**values)).inserted_primary_key[0])
 
         return self._write(insert)
+
+    def add_text_queries(
+        self, pairs: Sequence[TextPair], priority: float = 0.0, labeller: str | None = None
+    ) -> list[int]:
+        """Store text pairs and queue one query per pair, in one transaction (all or nothing).
+
+        Sets each pair's ``id``; returns the query ids in order. ``priority`` and ``labeller`` as
+        in :meth:`add_query`. A run that posts its pairs this way never leaves a stored pair that
+        nobody is asked about.
+        """
+        rows = [schema.text_pair_row(p, i) for i, p in enumerate(pairs)]
+        priority = _check_priority(priority)
+        labeller = check_optional_name(labeller, "labeller")
+
+        def insert(conn: Connection) -> tuple[list[int], list[int]]:
+            pair_ids, query_ids = [], []
+            for row in rows:
+                pair_id = int(conn.execute(schema.text_pairs.insert().values(**row)).inserted_primary_key[0])
+                query = {"left_id": None, "right_id": None, "text_pair_id": pair_id, "priority": priority,
+                         "status": "pending", "leased_to": None, "lease_expires_at": None,
+                         "created_at": utcnow(), "labeller": labeller}
+                query_ids.append(int(conn.execute(schema.queries.insert().values(**query)).inserted_primary_key[0]))
+                pair_ids.append(pair_id)
+            return pair_ids, query_ids
+
+        pair_ids, query_ids = self._write(insert) if rows else ([], [])
+        for pair, pair_id in zip(pairs, pair_ids):
+            pair.id = pair_id
+        return query_ids
 
     def get_query(self, query_id: int) -> Query:
         """The query with this id; ``KeyError`` if there is none."""
@@ -220,6 +245,17 @@ class QueryQueue(RecordStore):
             return _lease(conn, labeller, lease_seconds, now)
 
         return self._write(undo_then_lease)
+
+
+def _check_priority(priority: object) -> float:
+    """A query priority as a finite float; ValueError naming the field otherwise."""
+    try:
+        value = float(priority)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"priority must be a finite number, got {priority!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"priority must be a finite number, got {priority!r}")
+    return value
 
 
 def _free(now: datetime) -> sa.ColumnElement[bool]:

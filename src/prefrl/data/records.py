@@ -6,6 +6,7 @@ Every ``add_*s`` batch is one transaction (all or nothing), and bad input raises
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -101,6 +102,24 @@ class RecordStore(Database):
     def get_text_pair(self, pair_id: int) -> TextPair:
         """The text pair with this id; ``KeyError`` if there is none."""
         return schema.text_pair_from_row(self._get(schema.text_pairs, pair_id, "text_pair_id", "text pair"))
+
+    def text_pairs(self, meta: dict[str, Any] | None = None, *, since_id: int | None = None) -> list[TextPair]:
+        """Stored text pairs, oldest first: those whose ``meta`` holds every key/value of ``meta``
+        (e.g. ``{"run": run_id, "round": 3}``), with an id above ``since_id``."""
+        t = schema.text_pairs
+        stmt = sa.select(t).order_by(t.c.id)
+        if since_id is not None:
+            stmt = stmt.where(t.c.id > check_int(since_id, "since_id"))
+        wanted = dict(meta or {})
+        if wanted:  # narrow in SQL on the JSON text, then match exactly on the decoded meta
+            for key in wanted:
+                stmt = stmt.where(t.c.meta.contains(json.dumps(str(key))))
+
+        def load(conn: Connection) -> list[TextPair]:
+            pairs = [schema.text_pair_from_row(row) for row in conn.execute(stmt)]
+            return [p for p in pairs if all(k in p.meta and p.meta[k] == v for k, v in wanted.items())]
+
+        return self._read(load)
 
     def count_text_pairs(self) -> int:
         """Number of stored text pairs."""

@@ -27,6 +27,7 @@ from prefrl.lm.logprobs import response_logprobs
 from prefrl.lm.models import is_peft
 from prefrl.lm.ppo_checkpoint import load_ppo_checkpoint, save_ppo_checkpoint
 from prefrl.lm.reward_functions import RewardFn, RewardResult, call_reward, place_rewards
+from prefrl.lm.rl_config import LMRLConfig
 from prefrl.lm.rollout import RolloutBatch, sample_responses
 from prefrl.lm.training import make_adamw
 from prefrl.losses import kl_estimate, masked_mean
@@ -39,11 +40,16 @@ __all__ = ["LMPolicyTrainer"]
 class LMPolicyTrainer:
     """Base of the on-policy LM trainers (see the module docstring); subclasses define ``step``.
 
-    ``cfg`` needs the fields of :class:`prefrl.lm.rl_config.LMRLConfig`.
+    ``cfg`` needs the fields of :class:`prefrl.lm.rl_config.LMSamplingConfig`; an
+    :class:`~prefrl.lm.rl_config.LMRLConfig` also sets the KL controller.
     """
 
     #: Name in progress bars and logs.
     name = "rl"
+    #: The JSON copy of the config in each checkpoint, beside ``trainer_state.pt``.
+    config_file = "rl_config.json"
+    #: Metrics the progress bar shows.
+    progress_postfix: tuple[str, ...] = ("objective/scores", "objective/kl", "policy/approx_kl", "response/length")
 
     def __init__(
         self,
@@ -77,7 +83,12 @@ class LMPolicyTrainer:
             raise ValueError("policy has no trainable parameters")
         # Adam = AdamW without weight decay; fused kernel where the device has one.
         self.policy_optimizer = make_adamw(policy_params, cfg.learning_rate, 0.0, eps=cfg.adam_eps)
-        self.kl_controller = make_kl_controller(cfg.kl_control, cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        # β of the KL penalty (RL trainers); a trainer without one (online DPO) keeps a fixed 0
+        self.kl_controller = (
+            make_kl_controller(cfg.kl_control, cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+            if isinstance(cfg, LMRLConfig)
+            else make_kl_controller("fixed", 0.0, 1.0)
+        )
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.global_step = 0
         self.n_samples = 0
@@ -249,7 +260,7 @@ class LMPolicyTrainer:
             total=total_steps if progress else None,
             desc=self.name,
             initial=self.global_step,
-            postfix=("objective/scores", "objective/kl", "policy/approx_kl", "response/length"),
+            postfix=self.progress_postfix,
         )
         try:
             while self.global_step < total_steps:
@@ -273,6 +284,13 @@ class LMPolicyTrainer:
         """Save a resumable checkpoint into run directory ``directory``, atomically, keeping the last
         ``keep_last`` (:func:`prefrl.lm.ppo_checkpoint.save_ppo_checkpoint`); returns its directory."""
         return save_ppo_checkpoint(self, directory, keep_last=keep_last)
+
+    def extra_state(self) -> dict[str, Any]:
+        """What a subclass adds to ``trainer_state.pt`` (restored by :meth:`load_extra_state`)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved (``state`` is the whole ``trainer_state.pt``)."""
 
     def load_checkpoint(self, directory: str | Path, load_models: bool = True) -> None:
         """Restore :meth:`save_checkpoint`'s checkpoint (:func:`prefrl.lm.ppo_checkpoint.load_ppo_checkpoint`)."""

@@ -80,6 +80,7 @@ class LMPPOTrainer(LMPolicyTrainer):
     """
 
     name = "ppo"
+    config_file = "ppo_config.json"
 
     def __init__(
         self,

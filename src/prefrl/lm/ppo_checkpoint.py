@@ -2,11 +2,15 @@
 
 One checkpoint holds ``policy/`` (HF format + tokenizer; a LoRA policy as its adapter),
 ``critic/`` (:meth:`~prefrl.lm.reward_model.RewardModel.save_pretrained`), ``trainer_state.pt``
-and ``ppo_config.json``. A run directory keeps them atomically (#12 item 6)::
+and a JSON copy of the config named by the trainer (``config_file``: ``ppo_config.json``
+for PPO, ``rl_config.json`` for GRPO / RLOO / REINFORCE++, ``online_dpo_config.json`` for online
+DPO; runs written before the critic-free trainers had their own name hold ``ppo_config.json``,
+which nothing reads back: resuming reads ``trainer_state.pt``). A run directory keeps them
+atomically (#12 item 6)::
 
     run/checkpoints/step-00000040/   one complete checkpoint per save (the last N are kept)
     run/current -> checkpoints/step-00000040
-    run/policy, run/critic, run/trainer_state.pt, run/ppo_config.json -> current/…
+    run/policy, run/critic, run/trainer_state.pt, run/<config_file> -> current/…
 
 Each save is written to a fresh ``checkpoints/.tmp-*`` directory, renamed to its step name
 once complete, and then ``current`` is switched by replacing one symlink (``os.replace``), so
@@ -36,7 +40,7 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 CHECKPOINTS = "checkpoints"
 CURRENT = "current"
 #: Entries of a run directory that point into ``current``.
-LINKED = ("policy", "critic", TRAINER_STATE_FILE, "ppo_config.json")
+LINKED = ("policy", "critic", TRAINER_STATE_FILE, "ppo_config.json", "rl_config.json", "online_dpo_config.json")
 
 
 def save_ppo_checkpoint(trainer: Any, directory: str | Path, keep_last: int = 3) -> Path:
@@ -80,7 +84,9 @@ def _switch_current(directory: Path, final: Path) -> None:
     os.replace(link, directory / CURRENT)  # the one atomic step of a save
     for entry in LINKED:
         path, target = directory / entry, os.path.join(CURRENT, entry)
-        if not (final / entry).exists():  # no critic/ for a critic-free trainer
+        if not (final / entry).exists():  # no critic/ for a critic-free trainer; one config name per trainer
+            if path.is_symlink():  # left by an older save of this run (e.g. ppo_config.json, now rl_config.json)
+                path.unlink()
             continue
         if path.is_symlink() and os.readlink(path) == target:
             continue
@@ -132,8 +138,9 @@ def _write(trainer: Any, directory: Path) -> None:
     }
     if critic is not None:
         state["critic_optimizer"] = trainer.critic_optimizer.state_dict()
+    state.update(trainer.extra_state())  # e.g. online DPO's run id and last trained answer
     torch.save(state, directory / TRAINER_STATE_FILE)
-    (directory / "ppo_config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2))
+    (directory / trainer.config_file).write_text(json.dumps(trainer.cfg.to_dict(), indent=2))
 
 
 def load_ppo_checkpoint(trainer: Any, directory: str | Path, load_models: bool = True) -> None:
@@ -167,6 +174,7 @@ def load_ppo_checkpoint(trainer: Any, directory: str | Path, load_models: bool =
     trainer.global_step = int(state["global_step"])
     trainer.n_samples = int(state["n_samples"])
     trainer.generator.set_state(state["generator"])
+    trainer.load_extra_state(state)
 
 
 def _load_policy_weights(trainer: Any, path: Path) -> None:

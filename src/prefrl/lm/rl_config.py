@@ -1,7 +1,8 @@
-"""What the configs of the on-policy LM trainers share (PPO, GRPO, RLOO, REINFORCE++).
+"""What the configs of the on-policy LM trainers share (PPO, GRPO, RLOO, REINFORCE++, online DPO).
 
-:class:`LMRLConfig` holds the rollout, KL and clipped-update knobs of every
-:class:`prefrl.lm.policy_trainer.LMPolicyTrainer`; :class:`LMRunFields` what a command needs to
+:class:`LMSamplingConfig` holds what every :class:`prefrl.lm.policy_trainer.LMPolicyTrainer`
+needs (rollout, KL estimator, optimiser, seed); :class:`LMRLConfig` adds the KL penalty, its
+control and the clipped-update knobs of the RL trainers; :class:`LMRunFields` what a command needs to
 build and save a run from files (policy, output directory, resuming, LoRA, gold). The knobs PPO
 has in both families carry the control agent's (cleanrl's) names. Every field is documented next
 to itself (its ``--help``) and validated when the config is built. Torch-free.
@@ -17,12 +18,13 @@ from prefrl.names import KLControl, KLEstimator, KLPenalty, check_choice
 from prefrl.rl.ppo_config import check_ppo_knobs
 from prefrl.utils.config import doc
 
-__all__ = ["LMRLConfig", "LMRunFields", "is_import_spec"]
+__all__ = ["LMSamplingConfig", "LMRLConfig", "LMRunFields", "is_import_spec"]
 
 
 @dataclass
-class LMRLConfig:
-    """Rollout, KL and clipped-update hyper-parameters shared by the on-policy LM trainers."""
+class LMSamplingConfig:
+    """What every trainer that samples from its policy shares: the rollout, the KL estimator its
+    instruments name, the optimiser and the seed (PPO, the critic-free methods, online DPO)."""
 
     # --- rollout -------------------------------------------------------------------------
     batch_size: int = doc("Prompts per step.", default=16)
@@ -39,16 +41,10 @@ class LMRLConfig:
         "Rows per no-grad forward pass when scoring rollouts (memory knob only).", default=16
     )
 
-    # --- reward shaping ------------------------------------------------------------------
+    # --- the KL to the reference, as measured and (for the RL methods) penalised ------------
     kl_estimator: KLEstimator = doc(
         "Per-token KL estimator used in the penalty and the logs: k1 (−log r), k2, k3 (Schulman 2020).",
         default="k1",
-    )
-    kl_penalty: KLPenalty = doc(
-        "Where the KL to the reference acts: 'reward' (−β·KL_t added to each token's reward, InstructGPT) or "
-        "'loss' (β·mean KL estimate added to the policy loss, GRPO-style; use k2 for the same on-policy "
-        "gradient as k1-in-reward, k3 regularises the reverse KL — see docs/kl.md).",
-        default="reward",
     )
     support_top_p: float | None = doc(
         "Support constraint: sample only tokens inside the reference's top-p nucleus (None = off). "
@@ -58,6 +54,59 @@ class LMRLConfig:
     support_min_p: float | None = doc(
         "Support constraint: sample only tokens with reference probability ≥ min_p × the top token's (None = off).",
         default=None,
+    )
+
+    # --- optimisation ---------------------------------------------------------------------
+    update_epochs: int = doc("Passes over each batch of rollouts.", default=4, aliases=("--ppo-epochs",))
+    minibatch_size: int = doc(
+        "Rows (responses) per gradient step; must divide the responses per step.",
+        default=8,
+        aliases=("--mini-batch-size",),
+    )
+    learning_rate: float = doc("Adam learning rate of the policy.", default=3e-6)
+    max_grad_norm: float = doc("Gradient clipping (by global norm, per model).", default=1.0)
+    adam_eps: float = doc("Adam ε (N+ details).", default=1e-5)
+
+    # --- bookkeeping -----------------------------------------------------------------------
+    seed: int = doc("Seeds the trainer's own generators (sampling, minibatch order).", default=0)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_new_tokens", "max_prompt_length", "forward_batch_size", "minibatch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_ppo_knobs(self)  # update_epochs, learning_rate, clip_coef, max_grad_norm, gamma, gae_lambda, …
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be ≥ 0, got {self.top_k}")
+        check_choice("kl_estimator", self.kl_estimator, KLEstimator)
+        if self.support_top_p is not None and not 0.0 < self.support_top_p <= 1.0:
+            raise ValueError(f"support_top_p must be in (0, 1], got {self.support_top_p}")
+        if self.support_min_p is not None and not 0.0 <= self.support_min_p <= 1.0:
+            raise ValueError(f"support_min_p must be in [0, 1], got {self.support_min_p}")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be positive, got {self.adam_eps}")
+
+    @property
+    def support_constrained(self) -> bool:
+        return self.support_top_p is not None or self.support_min_p is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON checkpoints)."""
+        return asdict(self)
+
+
+@dataclass
+class LMRLConfig(LMSamplingConfig):
+    """Rollout, KL and clipped-update hyper-parameters shared by the on-policy RL trainers (PPO, GRPO, …)."""
+
+    # --- reward shaping ------------------------------------------------------------------
+    kl_penalty: KLPenalty = doc(
+        "Where the KL to the reference acts: 'reward' (−β·KL_t added to each token's reward, InstructGPT) or "
+        "'loss' (β·mean KL estimate added to the policy loss, GRPO-style; use k2 for the same on-policy "
+        "gradient as k1-in-reward, k3 regularises the reverse KL — see docs/kl.md).",
+        default="reward",
     )
     kl_control: KLControl = doc(
         "KL coefficient controller: fixed, adaptive (Ziegler et al. 2019) or budget (dual ascent).",
@@ -75,55 +124,28 @@ class LMRLConfig:
         "Clip sequence scores to ±score_clip before shaping (None = no clip).", default=None
     )
 
-    # --- optimisation ---------------------------------------------------------------------
-    update_epochs: int = doc("Passes over each batch of rollouts.", default=4, aliases=("--ppo-epochs",))
-    minibatch_size: int = doc(
-        "Rows (responses) per gradient step; must divide the responses per step.",
-        default=8,
-        aliases=("--mini-batch-size",),
-    )
+    # --- clipped updates -----------------------------------------------------------------
     clip_coef: float = doc("PPO ratio clip ε (and the value clip when clip_vloss).", default=0.2)
     ent_coef: float = doc("Weight of the policy-entropy bonus (0 = none).", default=0.0)
     target_kl: float | None = doc(
         "Stop the epochs early once an epoch's mean approx-KL (k3) exceeds this (None = never).", default=None
     )
-    learning_rate: float = doc("Adam learning rate of the policy.", default=3e-6)
-    max_grad_norm: float = doc("Gradient clipping (by global norm, per model).", default=1.0)
-    adam_eps: float = doc("Adam ε (N+ details).", default=1e-5)
-
-    # --- bookkeeping -----------------------------------------------------------------------
-    seed: int = doc("Seeds the trainer's own generators (sampling, minibatch order).", default=0)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_new_tokens", "max_prompt_length", "forward_batch_size", "minibatch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        super().__post_init__()
         if self.rows_per_step % self.minibatch_size:
             raise ValueError(
                 f"minibatch_size (formerly mini_batch_size) = {self.minibatch_size} must divide "
                 f"{self._rows_label} = {self.rows_per_step}"
             )
-        check_ppo_knobs(self)  # update_epochs, learning_rate, clip_coef, max_grad_norm, gamma, gae_lambda, …
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be ≥ 0, got {self.top_k}")
-        check_choice("kl_estimator", self.kl_estimator, KLEstimator)
         check_choice("kl_penalty", self.kl_penalty, KLPenalty)
         check_choice("kl_control", self.kl_control, KLControl)
-        if self.support_top_p is not None and not 0.0 < self.support_top_p <= 1.0:
-            raise ValueError(f"support_top_p must be in (0, 1], got {self.support_top_p}")
-        if self.support_min_p is not None and not 0.0 <= self.support_min_p <= 1.0:
-            raise ValueError(f"support_min_p must be in [0, 1], got {self.support_min_p}")
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be ≥ 0, got {self.kl_coef}")
         if self.kl_target <= 0 or self.kl_horizon <= 0:
             raise ValueError("kl_target and kl_horizon must be positive")
         if self.score_clip is not None and self.score_clip <= 0:
             raise ValueError(f"score_clip must be positive or None, got {self.score_clip}")
-        if not self.adam_eps > 0:
-            raise ValueError(f"adam_eps must be positive, got {self.adam_eps}")
 
     @property
     def rows_per_step(self) -> int:
@@ -135,10 +157,6 @@ class LMRLConfig:
         return "batch_size"
 
     @property
-    def support_constrained(self) -> bool:
-        return self.support_top_p is not None or self.support_min_p is not None
-
-    @property
     def num_minibatches(self) -> int:
         """Gradient steps per epoch: rows_per_step / minibatch_size."""
         return self.rows_per_step // self.minibatch_size
@@ -148,10 +166,6 @@ class LMRLConfig:
         """Which KL estimator acts where, in words (logged by the trainers, and in ``--help``)."""
         where = "in the per-token reward (−β·KL_t)" if self.kl_penalty == "reward" else "as a loss term (β·mean KL_t)"
         return f"KL to the reference: estimator {self.kl_estimator}, {where}, β {self.kl_control} from {self.kl_coef}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for JSON checkpoints)."""
-        return asdict(self)
 
 
 @dataclass
@@ -203,9 +217,9 @@ class LMRunFields:
     )
     max_prompts: int = doc("Use only the first this many prompts; 0 uses all.", default=0)
 
-    def check_run_fields(self) -> None:
+    def check_run_fields(self, need_reward_model: bool = True) -> None:
         """ValueError naming the first bad run field."""
-        if not self.reward_model:
+        if need_reward_model and not self.reward_model:
             raise ValueError("reward_model: give a reward-model directory")
         if not self.prompts:
             raise ValueError("prompts: give a prompt file")

@@ -83,6 +83,13 @@ class StateEntropyReward:
         self._update_stats(reward)
         return reward / max(math.sqrt(self.m2 / max(self.count - 1, 1)), 1e-8)
 
+    def state_dict(self) -> dict[str, float]:
+        """The running statistics of the normaliser (what a resumed pre-training phase continues from)."""
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
+
     def _update_stats(self, x: torch.Tensor) -> None:
         # Chan et al.'s parallel update of the running mean and sum of squared deviations
         b, b_mean = x.numel(), x.mean().item()

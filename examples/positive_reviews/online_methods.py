@@ -1,0 +1,164 @@
+"""Positive reviews, issue #15: GRPO, RLOO and online DPO on the same frontier as PPO, DPO and best-of-n.
+
+Reuses ``run.py``'s stages 1–2 (the pairs and the reward model, cached under ``--out``) and its
+evaluation, and adds three policies trained against the same frozen reward model:
+
+- ``grpo`` / ``rloo`` — ``prefrl.lm.critic_free.CriticFreeTrainer``: ``batch`` prompts × k = 4
+  completions per step (16 rollouts, as PPO's 16 prompts × 1), PPO's learning rate, epochs,
+  minibatch, trained layers and KL (k1 in the reward, β = 0.05), no critic; the same KL stop;
+- ``online-dpo`` — ``prefrl.lm.online_dpo.OnlineDPOTrainer`` with the reward model as teacher
+  (``RewardTeacher``, through the store's queue): 8 prompts × 2 responses per round (16 samples),
+  DPO β = 0.1 against the starting policy, DPO's learning rate.
+
+Each method's run is resumable (its checkpoint under ``--out``) and each is evaluated as soon as
+it ends, one JSON line per method in ``new_methods.jsonl``; ``--deadline HH:MM`` (UTC) stops
+training early so the evaluations still fit. The rows go into
+``docs/positive_reviews.md`` by hand, with the budget actually run.
+
+    python examples/positive_reviews/online_methods.py --steps 12 --deadline 13:00
+    python examples/positive_reviews/online_methods.py --model tiny --quick --out runs/pr_quick --steps 2   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import run as pr  # noqa: E402  (the positive-reviews pipeline: budget, pairs, RM, evaluation)
+
+METHODS = ("online-dpo", "grpo", "rloo")
+NUM_GENERATIONS = 4
+ODPO_PROMPTS = 8
+ODPO_BETA = 0.1
+
+
+def _deadline_passed(deadline: float | None) -> bool:
+    return deadline is not None and time.time() >= deadline
+
+
+def _policy(model_name: str, b: pr.Budget):  # noqa: ANN202
+    from prefrl.lm.models import freeze_all_but_top_layers, load_causal_lm
+
+    policy, tok = load_causal_lm(model_name, padding_side="left")
+    ref, _ = load_causal_lm(model_name)
+    freeze_all_but_top_layers(policy, b.ppo_top_layers)
+    return policy, ref, tok
+
+
+def _reward(rm_dir: Path):  # noqa: ANN202
+    from prefrl.lm.reward_functions import RewardModelScorer
+    from prefrl.lm.reward_model import RewardModel
+
+    rm = RewardModel.from_pretrained(rm_dir, trainable=False)
+    return RewardModelScorer(rm, RewardModel.load_tokenizer(rm_dir), max_length=128)
+
+
+def train_method(method: str, model_name: str, rm_dir: Path, prompts: list[str], b: pr.Budget, out: Path,
+                 seed: int, steps: int, deadline: float | None) -> tuple[Path, list[dict]]:  # fmt: skip
+    """Train (or resume) one method into ``out/<method>``; returns its directory and metrics log."""
+    from prefrl.lm.reward_functions import VaderScorer
+
+    run_dir = out / method
+    metrics_path = run_dir / "metrics.jsonl"
+    policy, ref, tok = _policy(model_name, b)
+    common = dict(max_new_tokens=b.max_new_tokens, temperature=pr.TEMPERATURE, minibatch_size=b.ppo_minibatch,
+                  update_epochs=b.ppo_epochs, seed=seed)  # fmt: skip
+    if method == "online-dpo":
+        from prefrl.data.store import PreferenceStore
+        from prefrl.lm.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+        from prefrl.lm.reward_teacher import RewardTeacher
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store = PreferenceStore(run_dir / "prefs.db")
+        cfg = OnlineDPOConfig(batch_size=ODPO_PROMPTS, learning_rate=b.dpo_lr, beta=ODPO_BETA, **common)
+        trainer = OnlineDPOTrainer(policy, ref, RewardTeacher(_reward(rm_dir)), store, tok, cfg, gold_fn=VaderScorer())
+    else:
+        from prefrl.lm.critic_free import CriticFreeConfig, CriticFreeTrainer
+
+        cfg = CriticFreeConfig(algo=method, batch_size=b.ppo_batch // NUM_GENERATIONS, num_generations=NUM_GENERATIONS,
+                               learning_rate=b.ppo_lr, kl_coef=pr.KL_COEF, kl_estimator="k1", **common)  # fmt: skip
+        trainer = CriticFreeTrainer(policy, ref, _reward(rm_dir), tok, cfg, gold_fn=VaderScorer())
+    if (run_dir / "trainer_state.pt").exists():
+        trainer.load_checkpoint(run_dir)
+        pr.log(f"{method}: resumed at step {trainer.global_step}")
+    recent_kl = [json.loads(x).get("objective/kl", 0.0) for x in metrics_path.read_text().splitlines() if x][-2:] \
+        if metrics_path.exists() else []  # fmt: skip
+
+    def record(m: dict) -> None:
+        pr.log(f"{method} step {int(m['step'])}: gold {m.get('objective/gold', float('nan')):+.3f} "
+               f"kl {m.get('objective/kl', float('nan')):.2f} {m['time/step_s']:.0f}s")  # fmt: skip
+        recent_kl.append(m.get("objective/kl", 0.0))
+
+    def stop(m: dict) -> bool:  # PPO's KL stop, and the wall-clock deadline
+        return (len(recent_kl) >= 3 and float(np.mean(recent_kl[-3:])) >= b.ppo_kl_stop) or _deadline_passed(deadline)
+
+    if not (run_dir / "done").exists() and not _deadline_passed(deadline):
+        trainer.train(prompts, steps, log_path=metrics_path, checkpoint_dir=run_dir, save_every=2, callback=record,
+                      stop=stop, progress=False)  # fmt: skip
+    log = [json.loads(x) for x in metrics_path.read_text().splitlines() if x] if metrics_path.exists() else []
+    if trainer.global_step >= steps or (log and stop(log[-1])):
+        (run_dir / "done").write_text("")
+    return run_dir, log
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--out", default="runs/positive_reviews/full", help="run.py's full-budget directory")
+    ap.add_argument("--steps", type=int, default=pr.FULL.ppo_steps, help="steps (rounds) per method; PPO's budget is 40")
+    ap.add_argument("--deadline", default=None, help="HH:MM UTC: stop training then, so that evaluation still fits")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--eval-s", type=float, default=180.0, help="wall seconds kept for each evaluation under --deadline")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="run.py's quick budget (a smoke test; --out …/quick)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    b, out = (pr.QUICK if args.quick else pr.FULL), Path(args.out)
+    deadline = None
+    if args.deadline:
+        hh, mm = map(int, args.deadline.split(":"))
+        now = dt.datetime.now(dt.timezone.utc)
+        deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
+    prompts = pr.load_prompt_texts()
+    train_prompts, eval_prompts = prompts[: b.n_train], prompts[-b.n_eval :]
+    pairs = pr.make_pairs(args.model, train_prompts, b, out, args.seed)
+    rm_dir = pr.train_rm(args.model, pairs, b, out, args.seed)
+    from prefrl.lm.models import load_causal_lm
+
+    ref, tok = load_causal_lm(args.model, padding_side="left")
+    ref.eval()
+    results_path = out / "new_methods.jsonl"
+    done = {json.loads(x)["name"] for x in results_path.read_text().splitlines() if x} if results_path.exists() else set()
+    names = [n for n in ["reference", *args.methods.split(",")] if n not in done]
+    for i, name in enumerate(names):
+        t0 = time.time()
+        if name == "reference":
+            model, log = ref, []
+        else:
+            # an equal share of the time left to each method still to train, less its evaluation
+            left = len(names) - i
+            until = None if deadline is None else t0 + (deadline - t0 - left * args.eval_s) / left
+            run_dir, log = train_method(name, args.model, rm_dir, train_prompts, b, out, args.seed, args.steps, until)
+            model = load_causal_lm(run_dir / "policy")[0].eval()
+        e = pr.evaluate_policy(model, ref, tok, eval_prompts, b, args.seed + 1)
+        row = {"name": name, **{k: v for k, v in e.items() if k != "responses"}, "samples": e["responses"][:4],
+               "steps": len(log), "step_s": float(np.mean([m["time/step_s"] for m in log])) if log else 0.0,
+               "wall_s": time.time() - t0}  # fmt: skip
+        with open(results_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        pr.log(f"eval {name}: gold {e['gold']:+.3f} ± {e['gold_se']:.3f}, KL {e['kl']:.2f} ± {e['kl_se']:.2f} "
+               f"after {len(log)} steps")  # fmt: skip
+    print(json.dumps([json.loads(x) for x in results_path.read_text().splitlines() if x], indent=1))
+
+
+if __name__ == "__main__":
+    main()
