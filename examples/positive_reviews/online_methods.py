@@ -138,15 +138,15 @@ def main() -> None:
     ref.eval()
     results_path = out / "new_methods.jsonl"
     done = {json.loads(x)["name"] for x in results_path.read_text().splitlines() if x} if results_path.exists() else set()
-    names = [n for n in ["reference", *args.methods.split(",")] if n not in done]
+    names = [n for n in [*args.methods.split(","), "reference"] if n not in done]  # the reference is in the docs already
     for i, name in enumerate(names):
         t0 = time.time()
         if name == "reference":
             model, log = ref, []
         else:
-            # an equal share of the time left to each method still to train, less its evaluation
-            left = len(names) - i
-            until = None if deadline is None else t0 + (deadline - t0 - left * args.eval_s) / left
+            # an equal share of the time left to each method still to train, less the evaluations still to run
+            to_train = sum(n != "reference" for n in names[i:])
+            until = None if deadline is None else t0 + (deadline - t0 - (len(names) - i) * args.eval_s) / to_train
             run_dir, log = train_method(name, args.model, rm_dir, train_prompts, b, out, args.seed, args.steps, until)
             model = load_causal_lm(run_dir / "policy")[0].eval()
         e = pr.evaluate_policy(model, ref, tok, eval_prompts, b, args.seed + 1)
