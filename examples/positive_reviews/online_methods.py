@@ -170,6 +170,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     b, out = (pr.QUICK if args.quick else pr.FULL), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     deadline = None
     if args.deadline:
         hh, mm = map(int, args.deadline.split(":"))
