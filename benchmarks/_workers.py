@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -19,12 +20,34 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_worker(python: str, script: str, argv: list[str]) -> dict:
-    """Run ``python script argv…`` on one thread and return the JSON on its last stdout line."""
+def summarise(step_s: list[float], tokens: list[float], warmup: int, cpu_s: list[float] | None = None) -> dict:
+    """Median step time, mean generated tokens per step and seconds per 1,000 generated tokens over the
+    steps after ``warmup`` (wall clock, and CPU time of the process when ``cpu_s`` is given); peak RSS."""
+    s, t = step_s[warmup:] or step_s, tokens[warmup:] or tokens
+    out = {
+        "step_s": statistics.median(s),
+        "tokens_per_step": statistics.mean(t),
+        "s_per_1k_tokens": 1000.0 * sum(s) / max(sum(t), 1.0),
+        "peak_rss_mb": peak_rss_mb(),
+        "steps": len(step_s),
+    }
+    if cpu_s is not None:
+        c = cpu_s[warmup:] or cpu_s
+        out["cpu_step_s"] = statistics.median(c)
+        out["cpu_s_per_1k_tokens"] = 1000.0 * sum(c) / max(sum(t), 1.0)
+    return out
+
+
+def run_worker(python: str, script: str, argv: list[str], src: str | None = None) -> dict:
+    """Run ``python script argv…`` on one thread and return the JSON on its last stdout line.
+
+    prefrl is imported from ``src`` (default: this checkout's ``src/``), e.g. an older revision's
+    for a before/after measurement.
+    """
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT / "src"),
+        "PYTHONPATH": src or str(ROOT / "src"),
         "TOKENIZERS_PARALLELISM": "false",
     }
     proc = subprocess.run([python, script, *argv], capture_output=True, text=True, env=env, timeout=3000)

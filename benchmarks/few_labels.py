@@ -119,10 +119,13 @@ def defaults_section(results: list[dict]) -> list[str]:
     """What `control train` defaults to per budget (recomputed here, as the test does) and what more would cost."""
     best = best_by_budget(results)
     lines = [f"### Measured best per label budget ({MEASURED_STEPS:,}-step rows: `prefrl control train`'s defaults)", "",
-             "| labels | best recipe | envs | in `label_defaults.MEASURED_BEST` |", "|---|---|---|---|"]  # fmt: skip
+             "| labels | best recipe | measured (env: recipes) | in `label_defaults.MEASURED_BEST` |", "|---|---|---|---|"]  # fmt: skip
     for budget, name in best.items():
-        envs = sorted({r["env"] for r in results if r["labels"] == budget and r["steps"] == MEASURED_STEPS})
-        lines.append(f"| {budget} | {name} | {', '.join(envs)} | {'yes' if label_defaults.MEASURED_BEST.get(budget) == name else 'NO: update it'} |")
+        at = [r for r in results if r["labels"] == budget and r["steps"] == MEASURED_STEPS]
+        measured = "; ".join(f"{e}: {', '.join(sorted({r['config'] for r in at if r['env'] == e}))}"
+                             for e in sorted({r["env"] for r in at}))  # fmt: skip
+        ok = "yes" if label_defaults.MEASURED_BEST.get(budget) == name else "NO: update it"
+        lines.append(f"| {budget} | {name} | {measured} | {ok} |")
     # CPU cost of the paper-scale table, from the measured minutes per env step of each config
     per_step = {}
     for name in CONFIGS:
@@ -131,7 +134,7 @@ def defaults_section(results: list[dict]) -> list[str]:
             per_step[name] = float(np.mean([r["minutes"] / r["steps"] for r in runs]))
     if per_step:
         lines += ["", f"Cost of the tables not filled yet, linear in steps from the minutes per env step measured above "
-                  f"(one process on this shared 2-core machine, so roughly CPU-hours): the paper-scale table is "
+                  f"(hours of one process on this shared 2-core machine, an upper bound on its CPU-hours): the paper-scale table is "
                   f"{PAPER_RUNS_PER_CONFIG} runs of {PAPER_STEPS:,} steps per config (4 envs × 350/700/1,400 labels × "
                   f"3 seeds + 4 × 3 true-reward runs), the noisy-teacher table {NOISY_RUNS} (5 teachers × HalfCheetah, "
                   "Walker2d × 700 labels × 3 seeds).", "",

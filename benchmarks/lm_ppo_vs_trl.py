@@ -1,29 +1,26 @@
-"""prefrl's LM PPO step vs TRL's GRPO and RLOO steps: seconds per 1,000 generated tokens, peak memory.
+"""prefrl's LM PPO step vs TRL's own PPO-with-critic: seconds per 1,000 generated tokens, peak memory.
 
-Same model (SmolLM2-135M, fp32), same prompts, same number of completions per step and
-the same ``max_new_tokens``, one CPU thread, each run in a fresh subprocess (peak RSS is
-that run's alone), the runs back to back in one invocation::
+TRL dropped its PPO trainer in 1.13.0; 1.12.0 is the newest release that ships one
+(``trl.experimental.ppo.PPOTrainer``: policy, reference, value model, reward model). It runs
+in its own venv, pinned to prefrl's torch so that no CUDA build is pulled::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lm_ppo_vs_trl.py --trl-python /work/trl-venv/bin/python
+    python3 -m venv /work/trl-ppo-venv
+    /work/trl-ppo-venv/bin/pip install trl==1.12.0 torch==2.13.0 -c constraints.txt
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lm_ppo_vs_trl.py --trl-python /work/trl-ppo-venv/bin/python
 
-What one step includes (the algorithms differ, so the work differs; that is the point
-of the comparison):
+Same model (SmolLM2-135M, fp32) for policy, reference, critic and reward model (the last
+two: the backbone with a fresh scalar head, seeds 1 and 2 on both sides: the scores are
+arbitrary, only the cost matters), same prompts, batch, ``max_new_tokens``, β, lr and epoch
+count, one CPU thread, each run in a fresh subprocess (peak RSS is that run's alone), the
+runs back to back in one invocation.
 
-- prefrl PPO (``LMPPOTrainer.step``): sample B completions (the sampler records the
-  policy's log-probs and entropy); score them with three more networks (reference
-  log-probs, critic values, reward model); GAE; ``update_epochs`` passes of clipped policy + value updates (one minibatch
-  of B each, so ``update_epochs`` gradient steps of policy and critic).
-- TRL GRPO / RLOO (``trainer.train`` steps): sample B completions (B / G prompts × G
-  generations); reward model; reference log-probs (β > 0); one gradient step of the
-  policy (``num_iterations=1``, no critic).
-
-The reward model is the same on both sides: SmolLM2's backbone with a fresh scalar head
-(untrained, so scores are arbitrary; only the cost matters). PPO's critic starts from
-the same backbone. Step time comes from the trainers' own clocks (prefrl's
-``time/step_s``; a callback around TRL's ``training_step``); generated tokens per step
-are the completions' lengths (up to and including EOS). Results go to
-docs/benchmarks_lm.md (section "PPO vs GRPO / RLOO"), which this script rewrites between
-its markers.
+One step on both sides: sample B completions; score them (policy log-probs — TRL from the
+generation's logits, prefrl from its sampler —, reference log-probs, critic values, reward);
+k1 KL in the per-token reward; GAE; ``epochs`` passes of one clipped policy + value update on
+the whole batch. Step time: prefrl's ``time/step_s``; TRL: the time between its
+``on_step_end`` callbacks (its loop has no step-begin hook). Generated tokens: the
+completions' lengths up to and including EOS on both sides (TRL's counted from its
+``batch_generation``). Results go to docs/benchmarks_lm.md between this script's markers.
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _workers import peak_rss_mb, run_worker  # benchmarks/ is sys.path[0] when run as a script
+from _workers import run_worker, summarise  # benchmarks/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- lm_ppo_vs_trl:begin -->", "<!-- lm_ppo_vs_trl:end -->"
@@ -45,17 +42,6 @@ BEGIN, END = "<!-- lm_ppo_vs_trl:begin -->", "<!-- lm_ppo_vs_trl:end -->"
 
 def make_prompts(n: int) -> list[str]:
     return [f"Write a short review of movie number {i}. Review:" for i in range(n)]
-
-
-def summarise(step_s: list[float], tokens: list[float], warmup: int) -> dict:
-    s, t = step_s[warmup:] or step_s, tokens[warmup:] or tokens
-    return {
-        "step_s": statistics.median(s),
-        "tokens_per_step": statistics.mean(t),
-        "s_per_1k_tokens": 1000.0 * sum(s) / max(sum(t), 1.0),
-        "peak_rss_mb": peak_rss_mb(),
-        "steps": len(step_s),
-    }
 
 
 # ---------------------------------------------------------------- workers (run in a subprocess)
@@ -93,60 +79,87 @@ def worker_ppo(
     )
     trainer = LMPPOTrainer(policy, None, critic, scorer, tok, cfg)  # reference: a frozen copy, or no adapter
     prompts = make_prompts(batch * steps)
-    times, tokens, phases = [], [], []
+    times, cpu, tokens, phases = [], [], [], []
     for k in range(steps):
+        c0 = time.process_time()
         m = trainer.step(prompts[k * batch : (k + 1) * batch])
+        cpu.append(time.process_time() - c0)
         times.append(m["time/step_s"])
         tokens.append(m["response/length"] * batch)
         phases.append([m["time/rollout_s"], m["time/score_s"], m["time/update_s"]])
-    res = summarise(times, tokens, warmup)
+    res = summarise(times, tokens, warmup, cpu)
     # where a step's time goes: sampling (with the policy's log-probs), scoring, updates
     measured = phases[warmup:] or phases
     res["phases_s"] = [statistics.median(col) for col in zip(*measured, strict=True)]
     return res
 
 
-def worker_trl(
-    algo: str, model: str, steps: int, batch: int, max_new: int, warmup: int, gens: int, lora_r: int = 0
-) -> dict:
+def worker_trl_ppo(model: str, steps: int, batch: int, max_new: int, warmup: int, epochs: int) -> dict:
+    """TRL's own PPO-with-critic (``trl.experimental.ppo.PPOTrainer``, TRL ≤ 1.12) on the same work."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        TrainerCallback,
+    )
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+    from trl.experimental.ppo import ppo_trainer as ppo_module
 
     torch.set_num_threads(1)
-    tok = AutoTokenizer.from_pretrained(model)
+    tok = AutoTokenizer.from_pretrained(model, padding_side="left")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
-    rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
-    rm.config.pad_token_id = tok.pad_token_id
-    rm_tok = AutoTokenizer.from_pretrained(model)
-    rm_tok.pad_token = tok.pad_token
-    ds = Dataset.from_list([{"prompt": p} for p in make_prompts(batch * steps)])
-    times: list[float] = []
+
+    def seq_model(seed: int):  # noqa: ANN202 - the backbone with a fresh scalar head, like prefrl's
+        torch.manual_seed(seed)
+        m = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+        m.config.pad_token_id = tok.pad_token_id
+        return m
+
+    value_model, reward_model = seq_model(1), seq_model(2)
+    policy = AutoModelForCausalLM.from_pretrained(model)
+    prompts = make_prompts(batch * steps)
+    ds = Dataset.from_list([{"input_ids": tok(p, truncation=True, max_length=64)["input_ids"]} for p in prompts])
+
     tokens: list[float] = []
+    generate = ppo_module.batch_generation
+
+    def counting_generation(model_, queries, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        query_responses, logits = generate(model_, queries, *a, **kw)
+        resp = query_responses[:, queries.shape[1] :]
+        # generated tokens up to and including the first EOS (as prefrl counts them)
+        first_eos = ppo_module.first_true_indices(resp == tok.eos_token_id)  # R where there is none
+        tokens.append(float((first_eos + 1).clamp(max=resp.shape[1]).sum()))
+        return query_responses, logits
+
+    ppo_module.batch_generation = counting_generation
+    ends: list[tuple[float, float]] = []
 
     class Timer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN003, ANN201
-            self.t = time.perf_counter()
+        def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN003, ANN201
+            ends.append((time.perf_counter(), time.process_time()))
 
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN003, ANN201
-            times.append(time.perf_counter() - self.t)
+            ends.append((time.perf_counter(), time.process_time()))
 
-        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001, ANN003, ANN201
-            if logs and "completions/mean_length" in logs:
-                tokens.append(float(logs["completions/mean_length"]) * batch)
-
-    common = dict(
-        output_dir=tempfile.mkdtemp(prefix=f"bench-trl-{algo}-"),
-        max_steps=steps,
+    cfg = PPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="bench-trl-ppo-"),
         per_device_train_batch_size=batch,
-        num_generations=gens,
-        max_completion_length=max_new,
+        gradient_accumulation_steps=1,
+        num_mini_batches=1,  # one minibatch of the whole batch, as prefrl's minibatch_size = batch
+        local_rollout_forward_batch_size=batch,
+        total_episodes=batch * steps,
+        num_ppo_epochs=epochs,
+        response_length=max_new,
+        stop_token="eos",
         temperature=1.0,
-        beta=0.05,
-        num_iterations=1,
+        kl_coef=0.05,
+        kl_estimator="k1",
         learning_rate=1e-6,
+        lr_scheduler_type="constant",
+        num_sample_generations=0,
         logging_steps=1,
         report_to=[],
         save_strategy="no",
@@ -155,35 +168,20 @@ def worker_trl(
         dataloader_num_workers=0,
         seed=0,
     )
-    if algo == "grpo":
-        from trl import GRPOConfig as Config
-        from trl import GRPOTrainer as Trainer
-    else:
-        from trl import RLOOConfig as Config
-        from trl import RLOOTrainer as Trainer
-    peft_config = None
-    if lora_r:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=lora_r,
-            lora_alpha=2 * lora_r,
-            lora_dropout=0.0,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-            task_type="CAUSAL_LM",
-        )
-    trainer = Trainer(
-        model=model,
-        peft_config=peft_config,
-        reward_funcs=rm,
-        args=Config(**common),
-        train_dataset=ds,
+    trainer = PPOTrainer(
+        args=cfg,
         processing_class=tok,
-        reward_processing_classes=rm_tok,
+        model=policy,
+        ref_model=None,  # a frozen copy, as prefrl's
+        reward_model=reward_model,
+        value_model=value_model,
+        train_dataset=ds,
         callbacks=[Timer()],
     )
     trainer.train()
-    return summarise(times, tokens, warmup)
+    times = [b[0] - a[0] for a, b in zip(ends, ends[1:])]
+    cpu = [b[1] - a[1] for a, b in zip(ends, ends[1:])]
+    return summarise(times, tokens[: len(times)], warmup, cpu)
 
 
 # ---------------------------------------------------------------- driver
@@ -191,98 +189,75 @@ def worker_trl(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--trl-python", default="/work/trl-venv/bin/python")
+    ap.add_argument(
+        "--trl-python", default="/work/trl-ppo-venv/bin/python", help="a venv with TRL ≤ 1.12 (trl.experimental.ppo)"
+    )
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=8, help="completions per step")
-    ap.add_argument("--num-generations", type=int, default=4, help="GRPO/RLOO group size G")
+    ap.add_argument("--batch-size", type=int, default=8, help="prompts = completions per step")
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--ppo-epochs", default="1,4", help="comma-separated PPO epoch counts to run")
-    ap.add_argument(
-        "--lora-r",
-        type=int,
-        default=16,
-        help="also run PPO (1 epoch) and GRPO with LoRA of this rank on q/k/v/o (0: full fine-tuning only)",
-    )
+    ap.add_argument("--ppo-epochs", default="1,4", help="comma-separated epoch counts; each runs on both sides")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_lm.md"))
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
     if a.worker:
         kind, rest = a.worker[0], a.worker[1:]
-        if kind == "ppo":
-            res = worker_ppo(rest[0], *map(int, rest[1:]))
-        else:
-            res = worker_trl(kind, rest[0], *map(int, rest[1:]))
-        print(json.dumps(res))
+        fn = worker_ppo if kind == "ppo" else worker_trl_ppo
+        print(json.dumps(fn(rest[0], *map(int, rest[1:]))))
         return
 
     from prefrl.lm.models import resolve_model_path
 
     model = resolve_model_path(a.model)
     shared = [model, str(a.steps), str(a.batch_size), str(a.max_new_tokens), str(a.warmup)]
-    epochs = [int(e) for e in a.ppo_epochs.split(",") if e]
-    plan = [
-        (
-            f"prefrl PPO, {epochs[0]} epoch{'s' if epochs[0] > 1 else ''}",
-            sys.executable,
-            ["ppo", *shared, str(epochs[0])],
-        )
-    ]
-    plan += [
-        (f"TRL {algo.upper()}", a.trl_python, [algo, *shared, str(a.num_generations)])
-        for algo in ("grpo", "rloo")
-    ]
-    plan += [(f"prefrl PPO, {e} epochs", sys.executable, ["ppo", *shared, str(e)]) for e in epochs[1:]]
-    if a.lora_r:
-        r = str(a.lora_r)
-        plan += [
-            (f"prefrl PPO, 1 epoch, LoRA r={r}", sys.executable, ["ppo", *shared, "1", r]),
-            (f"TRL GRPO, LoRA r={r}", a.trl_python, ["grpo", *shared, str(a.num_generations), r]),
-        ]
     results = []
-    for name, python, argv in plan:
-        res = run_worker(python, __file__, ["--worker", *argv])
-        print(name, res, flush=True)
-        results.append((name, res))
+    for e in (int(x) for x in a.ppo_epochs.split(",") if x):
+        for side, python, kind in (("prefrl", sys.executable, "ppo"), ("TRL", a.trl_python, "trl_ppo")):
+            res = run_worker(python, __file__, ["--worker", kind, *shared, str(e)])
+            print(side, e, res, flush=True)
+            results.append((side, e, res))
 
     trl_version = subprocess.run(
         [a.trl_python, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True
     ).stdout.strip()
     lines = [
         BEGIN,
-        "## PPO vs GRPO / RLOO",
+        "## PPO vs TRL's PPOTrainer",
         "",
-        f"Produced by `benchmarks/lm_ppo_vs_trl.py` on {time.strftime('%Y-%m-%d')}, same machine and conditions as "
-        f"above, TRL {trl_version}. Model `{a.model}` (fp32) as policy, reference and reward-model backbone; "
-        f"{a.batch_size} completions per step (prefrl: {a.batch_size} prompts × 1; TRL: "
-        f"{a.batch_size // a.num_generations} prompts × G = {a.num_generations}), at most {a.max_new_tokens} new "
-        f"tokens, temperature 1, KL coefficient β = 0.05, lr 1e-6, {a.steps} steps of which the first "
-        f"{a.warmup} is warm-up (median step time; s / 1k tokens = Σ step time / Σ generated tokens "
-        "over the measured steps).",
+        f"Produced by `benchmarks/lm_ppo_vs_trl.py` on {time.strftime('%Y-%m-%d')}: prefrl `LMPPOTrainer` against TRL "
+        f"{trl_version}'s `trl.experimental.ppo.PPOTrainer` (the newest TRL on PyPI that still ships a PPO trainer "
+        "with a critic: 1.13.0 removed it), in its own venv (`/work/trl-ppo-venv`: trl 1.12.0, transformers and "
+        "torch as prefrl's). One thread per run, the runs back to back in one invocation, all nice'd alike. Model "
+        f"`{a.model}` (fp32) as policy, reference (a frozen copy), critic and reward-model backbones (fresh scalar "
+        f"heads); {a.batch_size} prompts = completions per step, at most {a.max_new_tokens} new tokens, temperature "
+        "1, k1 KL in the per-token reward with β = 0.05, lr 1e-6, GAE, whitened advantages, one minibatch of the "
+        f"whole batch per epoch; {a.steps} steps of which the first {a.warmup} is warm-up (s / 1k tokens = Σ step "
+        "time / Σ generated tokens over the measured steps).",
         "",
-        "- prefrl PPO step: generation (which records the policy's log-probs and entropy) + scoring with 3 networks "
-        "(reference, critic, reward model) + GAE + `ppo_epochs` × (policy and critic update on the whole batch).",
-        "- TRL GRPO / RLOO step: generation + reward model + reference log-probs + one policy update "
-        "(`num_iterations=1`, no critic).",
-        f"- LoRA rows: rank {a.lora_r}, α = {2 * a.lora_r}, on q/k/v/o projections; the reference is the policy "
-        "with its adapter disabled on both sides; prefrl's critic is LoRA on its own backbone too.",
+        "CPU s = the process's CPU time (one thread: what the wall clock reads on an idle core; on this shared "
+        "machine the wall clock also counts the time other jobs held the core). Ratio = TRL's s / 1k tokens over "
+        "prefrl's (> 1: prefrl faster).",
         "",
-        "| run | s / step | generated tokens / step | s / 1k generated tokens | peak RSS (MB) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| epochs | prefrl CPU s / 1k tokens | TRL CPU s / 1k tokens | ratio by CPU time (target ≥ 1.3) | prefrl wall "
+        "s / 1k | TRL wall s / 1k | ratio by wall clock | prefrl peak RSS (MB) | TRL peak RSS (MB) | prefrl phases "
+        "(wall): sampling / scoring / update (s) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for name, r in results:
+    by_epochs: dict[int, dict] = {}
+    for side, e, r in results:
+        by_epochs.setdefault(e, {})[side] = r
+    for e, pair in by_epochs.items():
+        ours, theirs = pair["prefrl"], pair["TRL"]
         lines.append(
-            f"| {name} | {r['step_s']:.1f} | {r['tokens_per_step']:.0f} | {r['s_per_1k_tokens']:.1f} | "
-            f"{r['peak_rss_mb']:.0f} |"
+            f"| {e} | {ours['cpu_s_per_1k_tokens']:.1f} | {theirs['cpu_s_per_1k_tokens']:.1f} | "
+            f"{theirs['cpu_s_per_1k_tokens'] / ours['cpu_s_per_1k_tokens']:.2f}x | {ours['s_per_1k_tokens']:.1f} | "
+            f"{theirs['s_per_1k_tokens']:.1f} | {theirs['s_per_1k_tokens'] / ours['s_per_1k_tokens']:.2f}x | "
+            f"{ours['peak_rss_mb']:.0f} | {theirs['peak_rss_mb']:.0f} | "
+            + " / ".join(f"{x:.1f}" for x in ours["phases_s"])
+            + " |"
         )
-    lines += ["", "Where a prefrl PPO step's time goes (median seconds per phase):", ""]
-    lines += ["| run | sampling (+ policy log-probs) | scoring (reference, critic, RM) + GAE | updates |"]
-    lines += ["| --- | ---: | ---: | ---: |"]
-    for name, r in results:
-        if "phases_s" in r:
-            lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in r["phases_s"]) + " |")
     lines += ["", END]
     block = "\n".join(lines)
     out = Path(a.out)

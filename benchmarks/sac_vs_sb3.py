@@ -80,11 +80,11 @@ def run_one(args: argparse.Namespace, impl: str, seed: int) -> dict:
     if impl == "sb3":
         import stable_baselines3  # noqa: F401
     h = hyper(args)
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), time.process_time()
     episodes, act = (run_prefrl if impl == "prefrl" else run_sb3)(args.env, args.steps, seed, h)
-    seconds = time.monotonic() - start
+    seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu_start
     evals = evaluate_policy(act, args.env, args.eval_episodes, seed=10_000 + seed)
-    return {"impl": impl, "env": args.env, "steps": args.steps, "seed": seed, "sps": args.steps / seconds,
+    return {"impl": impl, "env": args.env, "steps": args.steps, "seed": seed, "sps": args.steps / seconds, "cpu_sps": args.steps / cpu_seconds,
             "minutes": round(seconds / 60, 1), "final_return": float(np.mean(episodes[-10:])) if episodes else float("nan"),
             "eval_return": float(np.mean(evals)), "hyper": h, "load": os.getloadavg()[0]}  # fmt: skip
 
@@ -98,13 +98,14 @@ def _mean_std(xs: list[float], fmt: str = ".0f") -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| env | steps | impl | seeds | env steps/s | final return (last 10 episodes) | deterministic eval (10) "
-             "| minutes per run | load avg |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| env | steps | impl | seeds | env steps/s | env steps per CPU-second | final return (last 10 episodes) "
+             "| deterministic eval (10) | minutes per run | load avg |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for env, steps in sorted({(r["env"], r["steps"]) for r in results}):
         for impl in IMPLS:
             g = [r for r in results if r["env"] == env and r["steps"] == steps and r["impl"] == impl]
             if g:
-                lines.append(f"| {env} | {steps:,} | {impl} | {len(g)} | {_mean_std([r['sps'] for r in g], '.1f')} "
+                cpu = _mean_std([r["cpu_sps"] for r in g if "cpu_sps" in r], ".1f")  # not recorded by the first runs
+                lines.append(f"| {env} | {steps:,} | {impl} | {len(g)} | {_mean_std([r['sps'] for r in g], '.1f')} | {cpu} "
                              f"| {_mean_std([r['final_return'] for r in g])} | {_mean_std([r['eval_return'] for r in g])} "
                              f"| {', '.join(str(r['minutes']) for r in g)} | {', '.join(format(r['load'], '.1f') for r in g)} |")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ def test_best_by_budget_scales_each_env_and_needs_every_env() -> None:
         row("B", "ppo", 100, 50.0), row("B", "pebble", 100, 10.0),  # B: ppo ahead
         row("B", "ppo", 100, 40.0, seed=1),  # seeds are averaged per env
         row("A", "sac", 100, 5000.0),  # measured on A only: not a candidate
+        row("C", "ppo", 100, -5000.0),  # C compares nothing at 100: left out
         row("A", "ppo", 0, 9999.0), row("A", "pebble", 200, 1.0),  # true-reward rows are no budget; 200: A only
         {**row("A", "ppo", 300, 1.0), "steps": 1_000_000},  # another run length: not mixed in
     ]  # fmt: skip

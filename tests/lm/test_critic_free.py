@@ -201,3 +201,64 @@ def test_resuming_a_run_written_with_ppo_config_json_drops_the_stale_link(tmp_pa
     resumed.train(PROMPTS, total_steps=2, checkpoint_dir=run, progress=False)
     assert json.loads((run / "rl_config.json").read_text())["algo"] == "grpo"
     assert not (run / "ppo_config.json").is_symlink()  # no link left pointing at a file the new checkpoint lacks
+
+
+def _rollout_rows(k=4, seed=0):
+    torch.set_num_threads(1)
+    policy, tok = tiny_causal_lm(seed=seed)
+    policy.eval()
+    g = torch.Generator().manual_seed(0)
+    batch = sample_responses(policy, tok, ["hello there", "x", "a good film because it"], max_new_tokens=10,
+                             temperature=1.0, generator=g, num_generations=k)  # fmt: skip
+    return policy, batch
+
+
+@pytest.mark.parametrize("with_entropy", [False, True])
+def test_grouped_logprobs_compute_each_prompt_once_with_the_same_values_and_gradients(with_entropy, monkeypatch):
+    from prefrl.lm.logprobs import grouped_response_logprobs, shared_prompt_groups
+
+    policy, batch = _rollout_rows()
+    ids, attn, p, mask = batch.input_ids, batch.attention_mask, batch.n_query, batch.response_mask.float()
+    assert shared_prompt_groups(ids, attn, p, 4) and not shared_prompt_groups(ids, attn, p, 3)
+    assert not shared_prompt_groups(ids[[0, 1, 2, 4]], attn[[0, 1, 2, 4]], p, 4)  # a row of another prompt
+    seen = []  # token positions each model call computes
+    forward = type(policy).forward
+
+    def counting(self, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(kw["input_ids"].numel())
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(type(policy), "forward", counting)
+    lp, ent = response_logprobs(policy, ids, attn, p, 0.7, with_entropy=with_entropy)
+    (lp * mask).sum().backward()
+    grads = [q.grad.clone() for q in policy.parameters()]
+    policy.zero_grad()
+    glp, gent = grouped_response_logprobs(policy, ids, attn, p, 4, 0.7, with_entropy=with_entropy)
+    (glp * mask).sum().backward()
+    b, t = ids.shape
+    assert seen == [b * t, (b // 4) * p, b * (t - p)]  # the 3 prompts once (not 12 times), then the responses
+    torch.testing.assert_close(glp * mask, lp * mask, atol=1e-5, rtol=0)
+    if with_entropy:
+        torch.testing.assert_close(gent * mask, ent * mask, atol=1e-5, rtol=0)
+    for q, g in zip(policy.parameters(), grads, strict=True):
+        torch.testing.assert_close(q.grad, g, atol=1e-5, rtol=1e-4)
+    # rows that do not come in groups of one prompt take the plain path
+    seen.clear()
+    other = grouped_response_logprobs(policy, ids[[0, 4, 8]], attn[[0, 4, 8]], p, 3)[0]
+    assert seen == [3 * t]
+    torch.testing.assert_close(other, response_logprobs(policy, ids[[0, 4, 8]], attn[[0, 4, 8]], p)[0])
+
+
+@pytest.mark.parametrize("minibatch_size", [16, 4])  # whole groups (shared prompt) / groups split (plain path)
+def test_update_with_shared_prompts_matches_the_plain_update(minibatch_size):
+    after = []
+    for group_size in (4, 1):  # 1: every row computes its prompt
+        trainer = make_trainer("grpo", batch_size=4, minibatch_size=minibatch_size, kl_penalty="loss",
+                               kl_estimator="k3", kl_coef=0.1)  # fmt: skip
+        trainer.group_size = group_size
+        metrics = trainer.step(PROMPTS)
+        after.append((torch.cat([q.detach().flatten() for q in trainer.policy.parameters()]), metrics))
+    (p_shared, m_shared), (p_plain, m_plain) = after
+    torch.testing.assert_close(p_shared, p_plain, atol=1e-5, rtol=0)
+    for key in ("loss/policy", "policy/approx_kl", "objective/kl"):
+        assert m_shared[key] == pytest.approx(m_plain[key], abs=1e-5)

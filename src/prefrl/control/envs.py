@@ -34,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+from prefrl.control.config import is_atari
 from prefrl.control.policies import is_image_space
 
 __all__ = [
@@ -156,11 +157,6 @@ class FixedHorizonWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
 
 # --------------------------------------------------------------------------- construction
-
-
-def is_atari(env_id: str) -> bool:
-    """``ALE/…`` ids and the classic ``…NoFrameskip-v4`` ids."""
-    return env_id.startswith("ALE/") or "NoFrameskip" in env_id
 
 
 def resolve_env_id(env_id: str) -> str:

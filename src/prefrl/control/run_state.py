@@ -73,6 +73,10 @@ class History:
     """Same as ``episodes`` for the optimiser on the true reward (``true_reward_baseline``)."""
     segment_returns: list[tuple[float, float]] = field(default_factory=list)
     """(predicted, true) returns of held-out pool segments at the end of the run."""
+    evaluations: list[tuple[int, float, float]] = field(default_factory=list)
+    """(env step, mean, std) true return of the deterministic policy (``control.evaluation``)."""
+    clip: dict[str, Any] = field(default_factory=dict)
+    """The final policy's clip: ``path``, ``return``, ``steps`` — or the ``reason`` there is none."""
 
 
 class EpisodeTracker:
@@ -127,6 +131,9 @@ def restore_loop_state(loop: Any, state: dict[str, Any]) -> None:
             loop.trainer.load_state_dict(state["trainer"])
         loop.counters = state["counters"]
         loop.history = state["history"]
+        for name in ("evaluations", "clip"):  # histories checkpointed before these fields existed
+            if not hasattr(loop.history, name):
+                setattr(loop.history, name, [] if name == "evaluations" else {})
         loop.pool.load_state(state["pool"])
         restore_rng_states(loop.rng, state["rng"])
         owners = _rng_owners(loop)
@@ -203,6 +210,8 @@ def history_dict(history: History, counters: LoopCounters) -> dict[str, Any]:
         "baseline_episodes": history.baseline_episodes,
         "iterations": history.iterations,
         "segment_returns": history.segment_returns,
+        "evaluations": history.evaluations,
+        "clip": history.clip,
     }
 
 

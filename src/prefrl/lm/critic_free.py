@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from prefrl.lm.critic_free_config import CriticFreeConfig, CriticFreeRunConfig
-from prefrl.lm.logprobs import response_logprobs
+from prefrl.lm.logprobs import grouped_response_logprobs
 from prefrl.lm.policy_trainer import LMPolicyTrainer
 from prefrl.lm.reward_functions import RewardFn
 from prefrl.lm.rollout import RolloutBatch
@@ -83,6 +83,7 @@ class CriticFreeTrainer(LMPolicyTrainer):
     ) -> None:
         super().__init__(policy, ref_policy, reward_fn, tokenizer, cfg, gold_fn)
         self.name = cfg.algo
+        self.group_size = cfg.num_generations
         logger.info("%s: %s", cfg.algo, cfg.kl_description)
 
     def rollout(self, prompts: Sequence[str]) -> RolloutBatch:
@@ -99,6 +100,45 @@ class CriticFreeTrainer(LMPolicyTrainer):
         else:
             adv = group_relative_advantages(seq_rewards, cfg.num_generations, scale=cfg.scale_rewards)
         return adv[:, None] * mask  # (B, R)
+
+    def shaped_advantages(
+        self, score_rewards: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """β, KL_t, the reward's KL share −β·KL_t and the advantages of one rollout, all (B, R) but β.
+
+        The KL (``cfg.kl_estimator``) enters each token's reward with ``kl_penalty="reward"``
+        (k1 there is RLOO's r − β·Σ_t log π/π_ref) and only the loss otherwise
+        (:meth:`minibatch_loss`); the advantages come from the shaped rewards.
+        """
+        beta, kl_t, non_score_rewards = self._kl_penalty(old_logprobs, ref_logprobs, mask)  # (B, R)
+        token_rewards = score_rewards + non_score_rewards  # (B, R)
+        advantages = self._advantages(token_rewards.sum(1), token_rewards, mask)  # (B, R)
+        return beta, kl_t, non_score_rewards, advantages
+
+    def minibatch_loss(
+        self,
+        logprobs: torch.Tensor,
+        old_logprobs: torch.Tensor,
+        ref_logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        beta: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What one minibatch's update minimises, as (policy loss, KL loss): their sum is the loss.
+
+        Policy: :meth:`policy_loss`; KL: β · the same aggregation of ``cfg.kl_estimator``(π_θ, π_ref)
+        with ``kl_penalty="loss"`` (GRPO's objective, Shao et al. 2024 eq. 3), else 0.
+        All tensors (mb, R).
+        """
+        pg_loss = self.policy_loss(logprobs, old_logprobs, advantages, self.cfg.clip_coef, mask)
+        return pg_loss, self._kl_loss(logprobs, ref_logprobs, mask, beta)
+
+    def _kl_loss(self, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.kl_penalty != "loss":
+            return torch.zeros((), device=logprobs.device)
+        kl = kl_estimate(logprobs, ref_logprobs, cfg.kl_estimator)  # (mb, R)
+        return beta * aggregate_token_loss(kl, mask, cfg.loss_aggregation, cfg.normaliser)
 
     def step(self, prompts: Sequence[str]) -> dict[str, float]:
         """Rollout of k responses to each of ``prompts`` (exactly ``cfg.batch_size``), then a clipped update."""
@@ -118,12 +158,10 @@ class CriticFreeTrainer(LMPolicyTrainer):
         old_logprobs, ref_logprobs = scored["logprobs"], scored["ref_logprobs"]
         reward, scores, score_rewards = self._task_scores(batch)  # (B,), (B, R)
 
-        # 3. KL: k1/k2/k3 per token; in the reward (−β·KL_t) or, with kl_penalty="loss", in the loss
-        beta, kl_t, non_score_rewards = self._kl_penalty(old_logprobs, ref_logprobs, mask)  # (B, R)
-        token_rewards = score_rewards + non_score_rewards  # (B, R)
-
-        # 4. critic-free advantages
-        advantages = self._advantages(token_rewards.sum(1), token_rewards, mask)  # (B, R)
+        # 3–4. KL per token (in the reward or the loss) and critic-free advantages
+        beta, kl_t, non_score_rewards, advantages = self.shaped_advantages(
+            score_rewards, old_logprobs, ref_logprobs, mask
+        )  # (B, R) each
         groups = scores.reshape(-1, cfg.num_generations)
         zero_std = float((groups.max(1).values == groups.min(1).values).float().mean())
         t_score = time.perf_counter()
@@ -182,15 +220,22 @@ class CriticFreeTrainer(LMPolicyTrainer):
         self.last_minibatch_stats = []
 
         def evaluate(idx: torch.Tensor) -> MinibatchOutput:
-            mb_ids, mb_attn, dev_idx = ids[idx].to(dev), attn[idx].to(dev), idx.to(dev)
+            dev_idx = idx.to(dev)
             mb_mask = b_mask[dev_idx]
-            new_lp, entropy = response_logprobs(
-                self.policy, mb_ids, mb_attn, p, cfg.temperature, with_entropy=cfg.ent_coef > 0
-            )  # (mb, R)
-            kl_loss = None
-            if cfg.kl_penalty == "loss":
-                kl_mb = kl_estimate(new_lp, b_ref_lp[dev_idx], cfg.kl_estimator)
-                kl_loss = beta * aggregate_token_loss(kl_mb, mb_mask, cfg.loss_aggregation, cfg.normaliser)
+            # rows in batch order, so that a minibatch of whole groups computes each prompt once
+            order = torch.argsort(idx)
+            new_lp, entropy = grouped_response_logprobs(
+                self.policy,
+                ids[idx[order]].to(dev),
+                attn[idx[order]].to(dev),
+                p,
+                self.group_size,
+                cfg.temperature,
+                with_entropy=cfg.ent_coef > 0,
+            )  # (mb, R), sorted rows
+            back = torch.argsort(order).to(dev)  # sorted → idx order
+            new_lp, entropy = new_lp[back], None if entropy is None else entropy[back]
+            kl_loss = self._kl_loss(new_lp, b_ref_lp[dev_idx], mb_mask, beta) if cfg.kl_penalty == "loss" else None
             # before this minibatch's update: the first entry shows ratio 1 when π_old = π_θ
             diag = ppo_diagnostics(new_lp, b_old_lp[dev_idx], cfg.clip_coef, mb_mask)
             self.last_minibatch_stats.append({k: float(v) for k, v in diag.items()})

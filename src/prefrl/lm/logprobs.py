@@ -185,11 +185,85 @@ def response_logprobs(
         logits_to_keep=n_resp + 1,
         use_cache=False,
     )
-    logits = out.logits[:, :-1, :].float() / temperature  # (B, R, V)
-    targets = input_ids[:, n_query:]
+    return _scored_tokens(out.logits[:, :-1, :], input_ids[:, n_query:], temperature, with_entropy)
+
+
+def _scored_tokens(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(targets) (and the entropy) from (B, R, V) logits at ``temperature``, (B, R) each.
+
+    At temperature 1 the logits are used as they are (a division by 1 would copy the (B, R, V)
+    tensor, and autograd would keep the copy until the backward pass).
+    """
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
     if not with_entropy:  # gather − logsumexp: no (B, R, V) log-softmax copy (training minibatches)
         return logprobs_from_logits(logits, targets), None
     logp_all = F.log_softmax(logits, dim=-1)  # (B, R, V)
     logprobs = torch.gather(logp_all, 2, targets.unsqueeze(-1)).squeeze(-1)  # (B, R)
     entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, R)
     return logprobs, entropy
+
+
+__all__ += ["shared_prompt_groups", "grouped_response_logprobs"]
+
+
+def shared_prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, n_query: int, k: int) -> bool:
+    """Whether the (B, P + R) rows come in adjacent groups of ``k`` > 1 with one prompt each (ids and mask)."""
+    b = input_ids.shape[0]
+    if k <= 1 or b % k:
+        return False
+    ids, mask = input_ids[:, :n_query].view(b // k, k, -1), attention_mask[:, :n_query].view(b // k, k, -1)
+    return bool((ids == ids[:, :1]).all() and (mask == mask[:, :1]).all())
+
+
+def grouped_response_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    n_query: int,
+    num_generations: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`response_logprobs` of rows whose ``num_generations`` = k adjacent rows share a prompt, the
+    prompt computed once per group.
+
+    The G = B / k prompts run through the model once; their KV cache is repeated k-fold and the
+    B responses run on top of it (the prefix sharing of the k-completions sampler, here in the
+    scoring and training passes; with gradients, which flow into the prompt's keys and values
+    through the repeat). Same log-probabilities as :func:`response_logprobs` to float rounding,
+    with (k − 1)·G·P fewer token positions computed. Rows that are not such groups
+    (:func:`shared_prompt_groups`) go through :func:`response_logprobs`.
+    """
+    k, p = num_generations, n_query
+    if not shared_prompt_groups(input_ids, attention_mask, p, k):
+        return response_logprobs(model, input_ids, attention_mask, p, temperature, with_entropy)
+    n_resp = input_ids.shape[1] - p
+    if n_resp <= 0:
+        raise ValueError(f"input_ids has {input_ids.shape[1]} columns, not more than n_query={n_query}")
+    position = position_ids_from_mask(attention_mask)
+    first = model(
+        input_ids=input_ids[::k, :p],
+        attention_mask=attention_mask[::k, :p],
+        position_ids=position[::k, :p],
+        use_cache=True,
+        logits_to_keep=1,
+    )  # (G, 1, V): predicts response token 0
+    cache = first.past_key_values
+    cache.batch_repeat_interleave(k)
+    rest = model(
+        input_ids=input_ids[:, p:],
+        attention_mask=attention_mask,
+        position_ids=position[:, p:],
+        past_key_values=cache,
+        use_cache=True,  # the cache is read; its update is dropped with it
+        logits_to_keep=n_resp,
+    )  # (B, R, V): column t predicts response token t + 1
+    targets = input_ids[:, p:]
+    # scored in two parts, concatenated as (B, R) log-probs: no copy of the (B, R, V) logits
+    lp0, ent0 = _scored_tokens(first.logits.repeat_interleave(k, 0), targets[:, :1], temperature, with_entropy)
+    lp, ent = _scored_tokens(rest.logits[:, :-1], targets[:, 1:], temperature, with_entropy)
+    return torch.cat([lp0, lp], 1), None if ent is None else torch.cat([ent0, ent], 1)

@@ -23,7 +23,7 @@ import torch
 from prefrl.diagnostics.degenerate import degenerate_report
 from prefrl.diagnostics.kl_profile import kl_summary
 from prefrl.diagnostics.overoptimisation import GoldProxyMonitor
-from prefrl.lm.logprobs import response_logprobs
+from prefrl.lm.logprobs import grouped_response_logprobs
 from prefrl.lm.models import is_peft
 from prefrl.lm.ppo_checkpoint import load_ppo_checkpoint, save_ppo_checkpoint
 from prefrl.lm.reward_functions import RewardFn, RewardResult, call_reward, place_rewards
@@ -46,6 +46,9 @@ class LMPolicyTrainer:
 
     #: Name in progress bars and logs.
     name = "rl"
+    #: Adjacent rows of a rollout that share a prompt (k completions per prompt); their prompt is
+    #: computed once in the scoring passes (:func:`prefrl.lm.logprobs.grouped_response_logprobs`).
+    group_size = 1
     #: The JSON copy of the config in each checkpoint, beside ``trainer_state.pt``.
     config_file = "rl_config.json"
     #: Metrics the progress bar shows.
@@ -129,7 +132,8 @@ class LMPolicyTrainer:
         """Policy log-probs + entropy and reference log-probs of a rollout, chunked, no grad.
 
         The policy's come from the sampler when it recorded them (plain sampling); otherwise
-        from one forward pass of the policy.
+        from one forward pass of the policy. Chunks holding whole groups of ``group_size``
+        completions of one prompt compute that prompt once.
         """
         ids, mask, p = batch.input_ids.to(self.device), batch.attention_mask.to(self.device), batch.n_query
         fb = self.cfg.forward_batch_size
@@ -138,12 +142,13 @@ class LMPolicyTrainer:
         ref_logprobs = []
         for s in range(0, ids.shape[0], fb):
             mb_ids, mb_mask = ids[s : s + fb], mask[s : s + fb]
+            k, temp = self.group_size, self.cfg.temperature
             if not recorded:
-                lp, ent = response_logprobs(self.policy, mb_ids, mb_mask, p, self.cfg.temperature, with_entropy=True)
+                lp, ent = grouped_response_logprobs(self.policy, mb_ids, mb_mask, p, k, temp, with_entropy=True)
                 logprobs.append(lp)
                 entropy.append(ent)
             with self._reference() as ref:
-                ref_logprobs.append(response_logprobs(ref, mb_ids, mb_mask, p, self.cfg.temperature)[0])
+                ref_logprobs.append(grouped_response_logprobs(ref, mb_ids, mb_mask, p, k, temp)[0])
         return {
             "logprobs": torch.cat(logprobs).cpu(),  # (B, R)
             "entropy": torch.cat(entropy).cpu(),  # (B, R)
