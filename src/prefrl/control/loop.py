@@ -219,14 +219,19 @@ class PreferenceLoop:
         """The paper's up-front labels on segments of the untrained policy.
 
         Rollouts of the initial policy fill the pool (their steps count toward the budget but
-        train nothing), then ``labels_due(0)`` queries are asked and answered and the reward
-        model gets its first round.
+        train nothing), for at most ``initial_fraction`` of the run's steps (after pre-training),
+        then ``labels_due(0)`` queries are asked and answered and the reward model gets its first
+        round. (Uncapped, a Hopper run whose untrained episodes end before one segment fits spent
+        its whole budget here and never trained the policy.)
         """
-        due = min(self.schedule.labels_due(0), self.cfg.labels)
+        cfg = self.cfg
+        due = min(self.schedule.labels_due(0), cfg.labels)
         if due > 0:
             # Enough segments that the 10× candidates are mostly distinct pairs.
-            want = min(self.cfg.pool_size, max(2 * due, 2 * self.cfg.candidate_factor))
-            while len(self.pool) < want and self.counters.global_step + self.cfg.steps_per_rollout < self.cfg.steps:
+            want = min(cfg.pool_size, max(2 * due, 2 * cfg.candidate_factor))
+            stop = cfg.pretrain_steps + max(cfg.steps_per_rollout, int(cfg.initial_fraction * cfg.steps))
+            while (len(self.pool) < want and self.counters.global_step < stop
+                   and self.counters.global_step + cfg.steps_per_rollout < cfg.steps):  # fmt: skip
                 self._collect_untrained(sink)
             if len(self.pool) < 2:
                 self._collect_untrained(sink)
