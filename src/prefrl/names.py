@@ -19,6 +19,7 @@ __all__ = [
     "OptimizerName",
     "CriticFreeAlgo",
     "LossAggregation",
+    "PolicyCNN",
     "OnlineTeacher",
     "DPOReference",
     "check_choice",
@@ -46,6 +47,9 @@ OnlineTeacher = Literal["reward-model", "judge", "human"]
 """Who answers online DPO's fresh pairs: a frozen reward model, an AI judge, or people in the web app (through the store)."""
 DPOReference = Literal["initial", "previous"]
 """Online DPO's reference: the starting policy throughout, or the policy that sampled the round (the previous round's)."""
+
+PolicyCNN = Literal["a3c", "nature"]
+"""The policy's torso for image observations: A3C's (Mnih et al. 2013/2016, what Christiano et al. 2017 used) or DQN's Nature CNN."""
 
 
 def check_choice(field: str, value: object, choices: object) -> None:

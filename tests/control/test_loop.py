@@ -303,3 +303,19 @@ def test_atari_segment_renders_from_its_frames(tmp_path):
     frames = segment_frames(seg)
     np.testing.assert_array_equal(frames[2], obs[2, -1])
     assert render_segment(seg, tmp_path / "pong.mp4").stat().st_size > 0
+
+
+def test_up_front_phase_spends_at_most_its_share_of_the_steps_when_segments_are_scarce(tmp_path):
+    # episodes of 8 steps never hold a 10-step segment (as Hopper's untrained episodes end before a
+    # 60-step clip fits): the up-front phase used to collect until the run's last step, training nothing
+    import gymnasium as gym
+
+    env_id = "prefrl-test/GoRightShort-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=go_right_env.GoRightEnv, max_episode_steps=8)
+    cfg = toy_config(tmp_path, env_id=env_id, steps=128 * 8, labels=8, initial_fraction=0.25)
+    loop = PreferenceLoop(cfg)
+    with pytest.warns(RuntimeWarning, match="no reward model was trained"):
+        loop.run()
+    # a quarter of the 8 rollouts up front (+ one more, the pool being empty), then the policy trains
+    assert loop.counters.iteration == 8 - 2 - 1

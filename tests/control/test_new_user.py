@@ -195,3 +195,94 @@ def test_report_has_gold_vs_proxy_and_a_wall_clock_axis(tmp_path):
     assert len(elapsed) >= 2 and elapsed == sorted(elapsed) and elapsed[-1] > 0
     assert (run / "gold_vs_proxy.png").stat().st_size > 1000
     assert "gold_vs_proxy.png" in (run / "report.html").read_text()
+
+
+# ----------------------------------------------------------------------------- item 4: a bad Literal choice
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "allowed"),
+    [
+        (["control", "train", "--optimizer", "nope"], "--optimizer", ("'ppo'", "'sac'", "'sb3-ppo'")),
+        (["control", "train", "--selector", "nope"], "--selector", ("'disagreement'", "'entropy'", "'uniform'")),
+        (["lm", "dpo", "--loss-type", "nope"], "--loss-type", ("'sigmoid'", "'ipo'")),
+        (["lm", "rl", "--algo", "nope"], "--algo", ("'grpo'", "'rloo'", "'reinforce++'")),
+    ],
+)
+def test_a_bad_choice_is_one_line_naming_the_option_and_the_allowed_values(argv, option, allowed):
+    result = runner.invoke(app, argv)
+    lines = list(dict.fromkeys(line for line in _output(result).splitlines() if line.strip()))  # output ⊇ stderr
+    assert result.exit_code == 2
+    assert len(lines) == 1, lines  # not Typer's boxed, multi-line usage panel
+    assert lines[0].startswith("Error: ") and option in lines[0] and "'nope'" in lines[0], lines
+    assert all(name in lines[0] for name in allowed), lines
+    assert "╭" not in lines[0] and "Traceback" not in lines[0]
+
+
+def test_usage_errors_of_the_installed_command_are_one_line_too(tmp_path):
+    import subprocess
+    import sys
+
+    for argv, expected in ((["control", "train", "--steps", "abc"], "'--steps'"),
+                           (["control", "train", "--no-such-option"], "--no-such-option"),
+                           (["control", "eval"], "run_dir")):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "prefrl", *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stdout == "", (argv, proc.stdout)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], (argv, proc.stderr)
+
+
+# ----------------------------------------------------------------------------- item 6: evaluation curve and clip
+
+
+class _PaintedGoRight(go_right_env.GoRightEnv):
+    """GoRight that renders an rgb frame whose brightness is the position (so the clip shows the policy)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode=None):
+        super().__init__()
+        self.render_mode = render_mode
+
+    def render(self):
+        import numpy as np
+
+        frame = np.zeros((32, 32, 3), np.uint8)
+        frame[:, :, 1] = np.uint8(np.clip(128 + 40 * float(self.state[0]), 0, 255))
+        return frame
+
+
+def test_report_has_a_deterministic_evaluation_curve_and_a_clip_of_the_final_policy(tmp_path):
+    import gymnasium as gym
+
+    env_id = "PaintedGoRight-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=_PaintedGoRight, max_episode_steps=go_right_env.HORIZON)
+    run = tmp_path / "run"
+    args = [a if a != go_right_env.ENV_ID else env_id for a in TOY]
+    result = runner.invoke(app, ["control", "train", *args, "--eval-points", "2", "--eval-episodes", "1",
+                                 "--clip-steps", str(go_right_env.HORIZON), "--run-dir", str(run)])  # fmt: skip
+    assert result.exit_code == 0, _output(result)
+    history = json.loads((run / "history.json").read_text())
+    evals = history["evaluations"]
+    assert len(evals) == 2 and 256 <= evals[0][0] < 512 and evals[1][0] == 512  # past halfway, and at the end
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["eval_return_last"] == pytest.approx(evals[-1][1])
+    clip = run / "final_policy.mp4"
+    import imageio.v2 as imageio
+
+    assert len(imageio.mimread(clip, memtest=False)) == go_right_env.HORIZON + 1  # every step + the first frame
+    page = (run / "report.html").read_text()
+    assert "<video" in page and "final_policy.mp4" in page and "data:video/mp4;base64," in page
+    # the whole clip is the final evaluation's episode: same env settings and seed, so the same return
+    assert history["clip"]["return"] == pytest.approx(evals[-1][1], abs=1e-5)
+
+
+def test_a_run_whose_env_cannot_render_says_why_there_is_no_clip(tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["control", "train", *TOY, "--eval-points", "1", "--run-dir", str(run)])
+    assert result.exit_code == 0, _output(result)
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["evaluations"]) == 1 and history["evaluations"][0][0] == 512
+    assert "reason" in history["clip"] and not (run / "final_policy.mp4").exists()
+    assert "No clip of the final policy" in (run / "report.html").read_text()

@@ -13,6 +13,7 @@ import traceback
 import typer
 
 from prefrl.cli import control, demo, label, lm
+from prefrl.cli.options import OneLineErrors
 
 app = typer.Typer(
     name="prefrl",
@@ -20,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,  # a usage error is one line (`Error: Invalid value for '--x': …`), not a boxed panel
 )
 app.add_typer(control.app, name="control", help="Control agents in Gymnasium envs learning from comparisons.")
 app.add_typer(lm.app, name="lm", help="Language-model RLHF: SFT, reward model, PPO, DPO.")

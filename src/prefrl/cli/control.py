@@ -92,10 +92,21 @@ _SERVE = (
     inspect.Parameter("port", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
         8000, "--port", min=0, max=65535, help="With --serve: the app's TCP port (0: a free one).")),
 )
+def _preset(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    from prefrl.control.presets import preset_for
+
+    defaults = preset_for(str(values.get("env_id") or ""))
+    if "reward_epochs" in given:  # epochs asked for: not the preset's fixed steps per round
+        defaults.pop("reward.steps_per_round", None)
+        defaults.pop("reward.initial_steps", None)
+    return defaults
+
+
 command_from_config(
     app, "train", ControlConfig, _train,
-    "Train an agent from comparisons (Christiano et al. 2017) and write RUN_DIR/report.html.",
-    extra=(_RESUME, *_SERVE), fail=_fail,
+    "Train an agent from comparisons (Christiano et al. 2017) and write RUN_DIR/report.html. Atari ids take the "
+    "Atari preset (prefrl.control.presets.ATARI) for the options not given.",
+    extra=(_RESUME, *_SERVE), fail=_fail, preset=_preset,
 )  # fmt: skip
 
 

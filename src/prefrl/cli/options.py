@@ -34,7 +34,36 @@ from typing import Any, Literal, get_args, get_origin
 
 import typer
 
-__all__ = ["command_from_config", "as_json", "field_docs", "parse_key_values"]
+__all__ = ["OneLineErrors", "command_from_config", "as_json", "field_docs", "parse_key_values"]
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The ``prefrl`` command group: a usage error is one line on stderr, not Typer's boxed panel.
+
+    ``Error: Invalid value for '--optimizer': unknown optimizer 'nope'; optimizer must be one of …
+    (see 'prefrl control train --help')``, exit status 2 — for every command and every kind of
+    usage error (a bad ``Literal`` choice, an unknown option, a missing argument, a bad number).
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        import sys
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.exceptions.TyperException as e:  # click's ClickException (usage errors) derives from it
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = " ".join(e.format_message().split())  # one line, whatever click wrapped
+            print(f"Error: {message}{hint}", file=sys.stderr)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            print("Aborted.", file=sys.stderr)
+            sys.exit(1)
+        # standalone_mode=False returns an Exit's code (--help, typer.Exit) or the command's value.
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 @functools.cache
@@ -123,6 +152,7 @@ def command_from_config(
     *,
     extra: tuple[inspect.Parameter, ...] = (),
     fail: Callable[[str], BaseException] | None = None,
+    preset: Callable[[dict[str, Any], set[str]], dict[str, Any]] | None = None,
 ) -> Callable[..., None]:
     """Register a command whose options are ``config_cls``'s fields (see the module docstring).
 
@@ -130,13 +160,16 @@ def command_from_config(
     as JSON. ``extra``: options that are not config fields (keyword-only ``inspect.Parameter``s
     with a ``typer.Option`` default), passed to ``run`` by name. A ``ValueError`` from the config
     (bad option) becomes a usage error, or ``fail(message)`` when given; a message that starts with
-    a field's name names its option instead (``--steps must …``).
+    a field's name names its option instead (``--steps must …``). ``preset(values, given)`` (values by
+    parameter name, the names given on the command line) returns defaults by field path (``n_envs``,
+    ``ppo.num_steps``) that replace those of the options *not given* (``prefrl.control.presets.ATARI``).
     """
     hints = typing.get_type_hints(config_cls)
     docs = field_docs(config_cls)
     params: list[inspect.Parameter] = []
     nested: dict[str, tuple[Any, dict[str, str]]] = {}  # outer field → (default instance, {param: nested field})
     option_of: dict[str, str] = {}
+    path_of: dict[str, str] = {}  # parameter → field path ("n_envs", "ppo.num_steps")
     for f in dataclasses.fields(config_cls):
         meta = f.metadata
         if meta.get("cli", True) is False or not f.init:
@@ -155,6 +188,7 @@ def command_from_config(
                 params.append(_option(pname, inner_hints[g.name], getattr(inner, g.name), decls, help_text, True))
                 mapping[pname] = g.name
                 option_of[pname] = decls[0]
+                path_of[pname] = f"{f.name}.{g.name}"
             nested[f.name] = (inner, mapping)
             continue
         decls = list(meta.get("option", ["--" + f.name.replace("_", "-"), *meta.get("aliases", ())]))
@@ -164,7 +198,10 @@ def command_from_config(
             annotation, default = list[str], []
         params.append(_option(f.name, annotation, default, decls, help_text))
         option_of[f.name] = decls[0].split("/")[0]
+        path_of[f.name] = f.name
     params.extend(extra)
+    if preset is not None:
+        params.append(inspect.Parameter("_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
     extra_names = {p.name for p in extra}
     key_value = {f.name for f in dataclasses.fields(config_cls) if f.metadata.get("key_value")}
 
@@ -176,7 +213,18 @@ def command_from_config(
 
     def command(**kwargs: Any) -> None:
         extras = {k: kwargs.pop(k) for k in list(kwargs) if k in extra_names}
+        ctx = kwargs.pop("_ctx", None)
         try:
+            if preset is not None and ctx is not None:
+                given = set()
+                for pname in path_of:
+                    source = ctx.get_parameter_source(pname)
+                    if source is not None and source.name != "DEFAULT":
+                        given.add(pname)
+                defaults = preset(dict(kwargs), given)
+                for pname, path in path_of.items():
+                    if path in defaults and pname not in given:
+                        kwargs[pname] = defaults[path]
             for outer, (inner, mapping) in nested.items():
                 values = {mapping[p]: kwargs.pop(p) for p in list(kwargs) if p in mapping}
                 kwargs[outer] = dataclasses.replace(inner, **values)

@@ -3,14 +3,18 @@
 A checkpoint is one ``torch.save`` file written with :func:`prefrl.utils.files.atomic_write`
 (temporary name in the same directory, fsync, ``os.replace``) — so a run killed mid-write
 (SIGKILL, power loss) leaves either the old or the new checkpoint, never half of one.
-Comparisons are not in the checkpoint: they live in the run's store.
+Comparisons are not in the checkpoint: they live in the run's store. The file is zlib-compressed
+(level 1): an Atari run's pool of frame stacks shrinks ≈ 20-fold (docs/benchmarks_control.md);
+plain ``torch.save`` files of older runs still load.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +37,11 @@ def checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:
 
 
 def save_checkpoint(run_dir: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Save ``state`` (plus the version tag) atomically as ``RUN_DIR/checkpoint.pt``."""
-    import io
-
+    """Save ``state`` (plus the version tag), zlib-compressed, atomically as ``RUN_DIR/checkpoint.pt``."""
     buffer = io.BytesIO()
     torch.save({"version": CHECKPOINT_VERSION, **state}, buffer)
     path = checkpoint_path(run_dir)
-    atomic_write(path, buffer.getvalue())
+    atomic_write(path, zlib.compress(buffer.getbuffer(), 1))
     return path
 
 
@@ -50,8 +52,12 @@ def load_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         # Our own file: it holds numpy RNG states and Segments, so weights_only=False.
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as e:
+        raw = path.read_bytes()
+        if not raw.startswith(b"PK"):  # torch.save's zip archive: a checkpoint of before the compression
+            raw = zlib.decompress(raw)
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, AttributeError,
+            zlib.error) as e:  # fmt: skip
         raise CheckpointError(f"checkpoint {path} is corrupted or unreadable: {type(e).__name__}: {e}") from e
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"checkpoint {path} is not a prefrl control checkpoint (version {CHECKPOINT_VERSION})")

@@ -8,12 +8,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from prefrl.names import OptimizerName, SelectorName, TeacherName
+from prefrl.names import OptimizerName, PolicyCNN, SelectorName, TeacherName
 
 TEACHER_NAMES: tuple[str, ...] = get_args(TeacherName)
 SYNTHETIC_TEACHERS: tuple[str, ...] = tuple(t for t in TEACHER_NAMES if t not in ("human", "judge"))
 SELECTOR_NAMES: tuple[str, ...] = get_args(SelectorName)
 OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
+POLICY_CNNS: tuple[str, ...] = get_args(PolicyCNN)
+
+
+def is_atari(env_id: str) -> bool:
+    """``ALE/…`` ids (also as ``module:ALE/…``) and the classic ``…NoFrameskip-v4`` ids."""
+    name = env_id.rpartition(":")[2]
+    return name.startswith("ALE/") or "NoFrameskip" in name
 
 #: The measured best rollout and reward-round sizes (``benchmarks/label_efficiency.py``,
 #: docs/benchmarks_control.md): 4 envs × 512 steps and 3 reward epochs per round run ≈ 5× faster
@@ -84,7 +91,7 @@ class ControlConfig:
     """One run of Christiano et al. 2017: collect → ask → learn, for a Gymnasium agent."""
 
     env_id: str = field(default="HalfCheetah-v5", metadata={"aliases": ("--env",)})
-    """Gymnasium id (MuJoCo ``HalfCheetah-v5``, ``Hopper-v5``; Atari ``ALE/Pong-v5``)."""
+    """Gymnasium id (MuJoCo ``HalfCheetah-v5``, ``Hopper-v5``; Atari ``ALE/Pong-v5``, whose options not given take the Atari preset's values, ``prefrl.control.presets.ATARI``; your own ``module:EnvId``)."""
     labels: int = 700
     """Total number of queries asked over the run (the paper: 700 for MuJoCo)."""
     steps: int = 1_000_000
@@ -122,6 +129,8 @@ class ControlConfig:
     """Most recent segments kept in memory as candidates (saved to the store only when queried)."""
     reward_members: int = 3
     """Members of the reward ensemble."""
+    policy_cnn: PolicyCNN = "a3c"
+    """The policy's torso for image observations (Atari): ``a3c`` (16-32 filters, 256 features; the network Christiano et al. 2017 trained with A3C) or ``nature`` (DQN's, 3.1× the compute)."""
     reward_hidden: tuple[int, ...] = field(default=(64, 64), metadata={"cli": False})
     """Hidden sizes of each reward member's MLP (image observations use the CNN)."""
     reward: Any = field(default_factory=_default_reward, metadata={"flatten": "reward_"})
@@ -149,12 +158,22 @@ class ControlConfig:
     """Teacher sees the env reward without the control cost (the paper's MuJoCo teacher)."""
     true_reward_baseline: bool = field(default=False, metadata={"option": ("--baseline/--no-baseline",)})
     """Also run PPO on the true env reward with the same steps, for the report."""
+    eval_episodes: int = 3
+    """Episodes of the deterministic policy per evaluation (the report's evaluation curve); 0: no evaluations."""
+    eval_points: int = 5
+    """Evaluations over the run, at evenly spaced steps, the last at its end."""
+    clip_steps: int = 300
+    """Steps of the final policy's clip in the report (``final_policy.mp4``, the first evaluation episode); 0: no clip."""
     checkpoint_minutes: float = 10.0
     """Minutes between checkpoints (one is always written at the end)."""
     lease_seconds: float = 60.0
     """How long the synthetic labeller holds a query before another labeller may take it."""
     human_wait_seconds: float = field(default=0.0, metadata={"aliases": ("--human-wait",)})
     """With ``teacher=human``: how long the loop waits at the end for outstanding answers."""
+    human_queue_ahead: int = 24
+    """With ``teacher=human``: post queries ahead of the label schedule (within ``labels``) so that at least this many wait unanswered after each rollout, and people labelling faster than the schedule never find the queue empty (8 people at one answer per 3 s take ~20 between two HalfCheetah rollouts); 0 = follow the schedule only."""
+    report_video: bool = False
+    """Record one evaluation episode of the final policy into the report: ``RUN_DIR/behaviour.mp4`` and a strip of its frames (MuJoCo: ``MUJOCO_GL=osmesa`` or ``egl``)."""
     progress: bool = field(default=True, metadata={"option": ("--progress/--no-progress",)})
     """Show a progress bar."""
     threads: int | None = 1
@@ -173,6 +192,8 @@ class ControlConfig:
             raise ValueError(f"unknown selector {self.selector!r}; choose one of {', '.join(SELECTOR_NAMES)}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZER_NAMES)}")
+        if self.policy_cnn not in POLICY_CNNS:
+            raise ValueError(f"unknown policy_cnn {self.policy_cnn!r}; choose one of {', '.join(POLICY_CNNS)}")
         if self.n_envs < 1:
             raise ValueError(f"n_envs must be ≥ 1, got {self.n_envs}")
         self._apply_label_recipe()
@@ -203,12 +224,20 @@ class ControlConfig:
             raise ValueError(f"reward_hidden sizes must be ≥ 1, got {self.reward_hidden}")
         if self.fixed_horizon is not None and self.fixed_horizon < 1:
             raise ValueError(f"fixed_horizon must be ≥ 1, got {self.fixed_horizon}")
+        for name in ("eval_episodes", "clip_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.eval_points < 1:
+            raise ValueError(f"eval_points must be ≥ 1, got {self.eval_points}")
         if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes > 0):
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if self.lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, got {self.lease_seconds}")
         if self.threads is not None and self.threads < 0:
             raise ValueError(f"threads must be ≥ 0 (0 = torch's default), got {self.threads}")
+        if isinstance(self.human_queue_ahead, bool) or not isinstance(self.human_queue_ahead, int) \
+                or self.human_queue_ahead < 0:
+            raise ValueError(f"human_queue_ahead must be an int ≥ 0, got {self.human_queue_ahead!r}")
         if self.human_wait_seconds < 0:
             raise ValueError(f"human_wait_seconds must be ≥ 0, got {self.human_wait_seconds}")
         if self.teacher == "human" and self.teacher_kwargs:
@@ -289,6 +318,7 @@ class ControlConfig:
         if unknown:
             raise ValueError(f"unknown ControlConfig fields: {sorted(unknown)}")
         data = dict(data)
+        data.setdefault("policy_cnn", "nature")  # runs saved before the field existed had the Nature CNN
         if isinstance(data.get("ppo"), dict):
             data["ppo"] = _build_nested(_ppo_config_cls(), data["ppo"])
         if isinstance(data.get("sac"), dict):

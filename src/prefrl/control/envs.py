@@ -34,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+from prefrl.control.config import is_atari
 from prefrl.control.policies import is_image_space
 
 __all__ = [
@@ -158,11 +159,6 @@ class FixedHorizonWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 # --------------------------------------------------------------------------- construction
 
 
-def is_atari(env_id: str) -> bool:
-    """``ALE/…`` ids and the classic ``…NoFrameskip-v4`` ids."""
-    return env_id.startswith("ALE/") or "NoFrameskip" in env_id
-
-
 def resolve_env_id(env_id: str) -> str:
     """The registered id of ``env_id``, importing the module of Gymnasium's ``module:EnvId`` form first.
 
@@ -200,6 +196,18 @@ def _accepts_kwarg(spec: gym.envs.registration.EnvSpec, name: str) -> bool:
         return name in inspect.signature(creator).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _is_mujoco(spec: gym.envs.registration.EnvSpec) -> bool:
+    """A MuJoCo env (its ``width``/``height`` kwargs pass through ``**kwargs``, invisible to :func:`_accepts_kwarg`)."""
+    entry = spec.entry_point
+    try:
+        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    except Exception:  # noqa: BLE001 - no mujoco installed, or an entry point that does not load
+        return False
+    return isinstance(creator, type) and issubclass(creator, MujocoEnv)
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str = "") -> None:
@@ -242,7 +250,7 @@ def make_env(
     kwargs: dict[str, Any] = {}
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-        if render_size is not None and _accepts_kwarg(spec, "width"):  # MuJoCo: frames of (width, height)
+        if render_size is not None and (_accepts_kwarg(spec, "width") or _is_mujoco(spec)):  # frames of (width, height)
             kwargs["width"], kwargs["height"] = render_size
     if drop_ctrl_cost:
         if not _accepts_kwarg(spec, "ctrl_cost_weight"):

@@ -12,8 +12,9 @@
 3. **Learn** — the reward ensemble retrains on the store's comparisons every round, the
    rollout's T×N rewards are predicted in one batched call, and the optimiser updates on them.
 
-Beside it: ``run_state`` (counters, history, checkpoints), ``learned_reward``, ``presets`` (``demo_config``),
-``baseline`` (the true-reward run), ``workers`` (``asynchronous=True``), ``optimizers`` (PPO / SB3).
+Beside it: ``run_state`` (counters, history, checkpoints), ``learned_reward``, ``presets`` (``demo_config``,
+the Atari preset), ``evaluation`` (deterministic evaluations, the final clip), ``baseline`` (the true-reward
+run), ``workers`` (``asynchronous=True``), ``optimizers`` (PPO / SB3).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from prefrl.control import run_state
 from prefrl.control.checkpoint import load_checkpoint, save_checkpoint
 from prefrl.control.config import ControlConfig
 from prefrl.control.envs import env_dt
+from prefrl.control.evaluation import evaluate_now, evaluation_due, record_final_clip
 from prefrl.control.learned_reward import LearnedReward
 from prefrl.control.rollout import Rollout
 from prefrl.control.segments import SegmentPool, cut_segments, resolve_segment_steps
@@ -143,6 +145,13 @@ class PreferenceLoop:
         self.counters.queries_posted += len(pairs)
         return len(pairs)
 
+    def queue_shortfall(self) -> int:
+        """Queries to post ahead of the schedule so that ``human_queue_ahead`` wait for people (``teacher=human``)."""
+        if self.cfg.teacher != "human" or self.cfg.human_queue_ahead <= 0:
+            return 0  # a synthetic teacher answers at once: posting early would only spend the budget early
+        pending = self.store.count_queries(status="pending")
+        return min(self.cfg.human_queue_ahead - pending, self.cfg.labels - self.counters.queries_posted)
+
     def _unasked(self, candidates: list[tuple[Segment, Segment]]) -> list[tuple[Segment, Segment]]:
         """``candidates`` without repeats and without pairs already in the store's queue (either order):
         a label spent twice on one pair is a label lost, and the pool is small enough to repeat pairs."""
@@ -210,14 +219,19 @@ class PreferenceLoop:
         """The paper's up-front labels on segments of the untrained policy.
 
         Rollouts of the initial policy fill the pool (their steps count toward the budget but
-        train nothing), then ``labels_due(0)`` queries are asked and answered and the reward
-        model gets its first round.
+        train nothing), for at most ``initial_fraction`` of the run's steps (after pre-training),
+        then ``labels_due(0)`` queries are asked and answered and the reward model gets its first
+        round. (Uncapped, a Hopper run whose untrained episodes end before one segment fits spent
+        its whole budget here and never trained the policy.)
         """
-        due = min(self.schedule.labels_due(0), self.cfg.labels)
+        cfg = self.cfg
+        due = min(self.schedule.labels_due(0), cfg.labels)
         if due > 0:
             # Enough segments that the 10× candidates are mostly distinct pairs.
-            want = min(self.cfg.pool_size, max(2 * due, 2 * self.cfg.candidate_factor))
-            while len(self.pool) < want and self.counters.global_step + self.cfg.steps_per_rollout < self.cfg.steps:
+            want = min(cfg.pool_size, max(2 * due, 2 * cfg.candidate_factor))
+            stop = cfg.pretrain_steps + max(cfg.steps_per_rollout, int(cfg.initial_fraction * cfg.steps))
+            while (len(self.pool) < want and self.counters.global_step < stop
+                   and self.counters.global_step + cfg.steps_per_rollout < cfg.steps):  # fmt: skip
                 self._collect_untrained(sink)
             if len(self.pool) < 2:
                 self._collect_untrained(sink)
@@ -253,7 +267,7 @@ class PreferenceLoop:
                 t0 = time.monotonic()
                 rollout, finished = self.collect()  # collect
                 due = min(self.schedule.labels_due(self.counters.global_step), cfg.labels) - self.counters.queries_posted
-                self.ask(due)  # ask
+                self.ask(max(due, self.queue_shortfall()))  # ask
                 if workers is None:  # learn (in the background when asynchronous)
                     self.answer_pending()
                     self.train_reward()
@@ -263,6 +277,8 @@ class PreferenceLoop:
                 self.counters.elapsed_seconds = elapsed_before + time.monotonic() - session_start
                 sps = cfg.steps_per_rollout / max(time.monotonic() - t0, 1e-9)
                 self.history.iterations.append(run_state.log_iteration(self, sink, finished, {**proxy_metrics, **opt_metrics, "charts/sps": sps}))
+                if evaluation_due(cfg, len(self.history.evaluations), self.counters.global_step):
+                    evaluate_now(self)
                 self._checkpoint_if_due()
         finally:
             if workers is not None:
@@ -285,9 +301,16 @@ class PreferenceLoop:
         if self.reward.n_trained_pairs != len(self.training_pairs()):
             self.train_reward()
         self.history.segment_returns = self.reward.segment_returns(self.pool.segments())
+        evals = self.history.evaluations
+        if cfg.eval_episodes > 0 and (not evals or evals[-1][0] != self.counters.global_step):
+            evaluate_now(self)  # the curve ends at the final policy
+        if not self.history.clip:
+            self.history.clip = record_final_clip(self)
         if cfg.true_reward_baseline and not self.history.baseline_episodes:
             self.history.baseline_episodes = run_true_reward_ppo(cfg, sink=sink)
         self.checkpoint()
+        if cfg.report_video:
+            run_state.record_behaviour(self)
         run_state.write_run_outputs(self)
 
 

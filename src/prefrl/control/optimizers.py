@@ -62,7 +62,7 @@ def build_optimizer(cfg: Any, *, n_envs: int | None = None, seed: int | None = N
         from prefrl.control.envs import make_vec_env
         from prefrl.control.ppo_agent import PPOAgent
 
-        return PPOAgent(make_vec_env(cfg.env_id, n_envs, seed, **env_kwargs), cfg.ppo, seed)
+        return PPOAgent(make_vec_env(cfg.env_id, n_envs, seed, **env_kwargs), cfg.ppo, seed, cnn=cfg.policy_cnn)
     if cfg.optimizer == "sac":
         from prefrl.control.envs import make_vec_env
         from prefrl.control.sac_optimizer import SACOptimizer

@@ -20,7 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ActorCritic", "TwinMLP", "is_image_space", "layer_init"]
+__all__ = ["ActorCritic", "IMAGE_TORSOS", "TwinMLP", "image_torso", "is_image_space", "layer_init"]
+
+#: Image torsos of :class:`ActorCritic`: (conv (filters, kernel, stride) layers, feature width).
+IMAGE_TORSOS: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
+    # DQN (Mnih et al. 2015), cleanrl's ppo_atari: ≈ 9.3 M multiply-adds per 4×84×84 frame.
+    "nature": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
+    # Mnih et al. 2013, the A3C network (Mnih et al. 2016) that Christiano et al. 2017 trained their
+    # Atari policies with: ≈ 3.0 M multiply-adds, 3.1× less compute per step (docs/benchmarks_control.md).
+    "a3c": (((16, 8, 4), (32, 4, 2)), 256),
+}
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -35,6 +44,20 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2.0), bias_const: float 
 def is_image_space(space: gym.Space) -> bool:
     """A uint8 ``Box`` with three dims (C, H, W): a stack of frames."""
     return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
+def image_torso(obs_shape: tuple[int, ...], name: str) -> nn.Sequential:
+    """The conv torso ``name`` of :data:`IMAGE_TORSOS` over (C, H, W) frames → (N, width) ReLU features."""
+    convs, width = IMAGE_TORSOS[name]
+    layers: list[nn.Module] = []
+    c = obs_shape[0]
+    for filters, kernel, stride in convs:
+        layers += [layer_init(nn.Conv2d(c, filters, kernel, stride=stride)), nn.ReLU()]
+        c = filters
+    torso = nn.Sequential(*layers, nn.Flatten())
+    with torch.no_grad():
+        n_flat = torso(torch.zeros(1, *obs_shape)).shape[1]
+    return torso.extend([layer_init(nn.Linear(n_flat, width)), nn.ReLU()])
 
 
 class TwinMLP(nn.Module):
@@ -112,15 +135,16 @@ class ActorCritic(nn.Module):
     Args:
         obs_space: a ``Box`` (vector, flattened if multi-dimensional float; or a uint8 (C, H, W) frame stack).
         action_space: ``Box`` (diagonal Gaussian) or ``Discrete`` (categorical).
-        hidden: hidden sizes of the actor and critic MLPs (vector obs) or of the heads'
-            input (images: the CNN's 512-unit feature layer is used and ``hidden`` ignored).
+        hidden: hidden sizes of the actor and critic MLPs (vector obs; ignored for images).
+        cnn: the torso of image observations, shared by both heads (:func:`image_torso`):
+            ``nature`` (Mnih et al. 2015, 512 features) or ``a3c`` (Mnih et al. 2013/2016, 256).
 
     Raises:
         ValueError: for other spaces (Dict, Tuple, MultiDiscrete, Discrete observations…).
     """
 
     def __init__(
-        self, obs_space: gym.Space, action_space: gym.Space, hidden: tuple[int, ...] = (64, 64)
+        self, obs_space: gym.Space, action_space: gym.Space, hidden: tuple[int, ...] = (64, 64), cnn: str = "nature"
     ) -> None:
         super().__init__()
         if not isinstance(obs_space, gym.spaces.Box):
@@ -144,22 +168,12 @@ class ActorCritic(nn.Module):
         self.image = is_image_space(obs_space)
 
         if self.image:
-            c = obs_space.shape[0]
-            self.torso: nn.Module | None = nn.Sequential(
-                layer_init(nn.Conv2d(c, 32, 8, stride=4)),
-                nn.ReLU(),
-                layer_init(nn.Conv2d(32, 64, 4, stride=2)),
-                nn.ReLU(),
-                layer_init(nn.Conv2d(64, 64, 3, stride=1)),
-                nn.ReLU(),
-                nn.Flatten(),
-            )
-            with torch.no_grad():
-                n_flat = self.torso(torch.zeros(1, *obs_space.shape)).shape[1]
-            self.torso.append(layer_init(nn.Linear(n_flat, 512)))
-            self.torso.append(nn.ReLU())
-            self.actor_head: nn.Module | None = layer_init(nn.Linear(512, act_dim), std=0.01)
-            self.critic_head: nn.Module | None = layer_init(nn.Linear(512, 1), std=1.0)
+            if cnn not in IMAGE_TORSOS:
+                raise ValueError(f"unknown policy CNN {cnn!r}; choose one of {', '.join(IMAGE_TORSOS)}")
+            self.torso: nn.Module | None = image_torso(obs_space.shape, cnn)
+            width = self.torso[-2].out_features
+            self.actor_head: nn.Module | None = layer_init(nn.Linear(width, act_dim), std=0.01)
+            self.critic_head: nn.Module | None = layer_init(nn.Linear(width, 1), std=1.0)
             self.mlp: TwinMLP | None = None
         else:
             self.torso = self.actor_head = self.critic_head = None
@@ -173,7 +187,7 @@ class ActorCritic(nn.Module):
         if self.mlp is not None:
             out, value = self.mlp(obs.reshape(obs.shape[0], -1).float())
             return out, value.squeeze(-1)
-        x = self.torso(obs.float() * (1.0 / 255.0))  # (N, 512)
+        x = self.torso(obs.float() * (1.0 / 255.0))  # (N, 512 or 256)
         return self.actor_head(x), self.critic_head(x).squeeze(-1)
 
     def actor_output(self, obs: torch.Tensor) -> torch.Tensor:

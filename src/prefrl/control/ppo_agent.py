@@ -43,6 +43,7 @@ class PPOAgent:
         seed: seeds the agent's torch generators (initialisation, action sampling, minibatches).
         device: torch device of the policy.
         hidden: MLP hidden sizes of :class:`ActorCritic`.
+        cnn: image torso of :class:`ActorCritic` (``nature`` or ``a3c``).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class PPOAgent:
         seed: int = 0,
         device: str | torch.device = "cpu",
         hidden: tuple[int, ...] = (64, 64),
+        cnn: str = "nature",
     ) -> None:
         autoreset = envs.metadata.get("autoreset_mode")
         if autoreset is not None and autoreset != gym.vector.AutoresetMode.SAME_STEP:
@@ -70,7 +72,7 @@ class PPOAgent:
         # Layer init draws from torch's global RNG: fork it, so the caller's stream is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.policy = ActorCritic(self.obs_space, self.action_space, hidden).to(self.device)
+            self.policy = ActorCritic(self.obs_space, self.action_space, hidden, cnn).to(self.device)
         # The fused kernel updates all parameters in one call (≈4× faster than the default on CPU).
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
         self.continuous = isinstance(self.action_space, gym.spaces.Box)
@@ -155,6 +157,10 @@ class PPOAgent:
         ep_lengths: list[np.ndarray] = []
 
         policy = self.policy
+        # A CNN's torso is shared by actor and critic: one forward per step gives the action, log π
+        # and V, where re-scoring the rollout afterwards would run the torso a second time.
+        scored = policy.image and not self.continuous
+        lp_buf, v_buf = (torch.zeros((T, N)), torch.zeros((T, N))) if scored else (None, None)
         obs = self._obs
         with torch.no_grad():
             noise = policy.draw_noise((T, N), generator=self.generator).to(self.device)
@@ -169,7 +175,12 @@ class PPOAgent:
                     x = torch.from_numpy(self._normalize(obs, out=pobs_buf[t])).to(self.device)
                 else:
                     x = torch.from_numpy(obs_buf[t]).to(self.device)
-                action = policy.sample(x, noise[t])
+                if lp_buf is not None and v_buf is not None:
+                    logits, v_buf[t] = policy(x)  # (N, n), (N,)
+                    action = (logits + noise[t]).argmax(-1)  # Gumbel-max: a sample of softmax(logits)
+                    lp_buf[t] = torch.log_softmax(logits, -1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
+                else:
+                    action = policy.sample(x, noise[t])
                 pact_list.append(action)
                 env_action = self._env_action(action)
                 act_buf[t] = env_action
@@ -202,7 +213,7 @@ class PPOAgent:
             # Image obs are not normalised: the policy input is the raw uint8 stack.
             pobs = torch.from_numpy(pobs_buf if pobs_buf is not None else obs_buf)
             pact = torch.stack(pact_list)
-            logprobs, values = self._score(pobs, pact)
+            logprobs, values = (lp_buf, v_buf) if lp_buf is not None and v_buf is not None else self._score(pobs, pact)
         self._obs = obs
         self.global_step += T * N
 

@@ -1,9 +1,11 @@
 """The run report: PNG charts (matplotlib, Agg) and one self-contained ``report.html``.
 
-Charts: true episode return vs env steps (with the true-reward PPO baseline when it ran),
-labels over time, reward-model validation accuracy, and predicted vs true segment returns.
-The PNGs are written next to the HTML and also embedded in it (base64), so the page
-opens anywhere without a CDN or the run directory.
+Charts: true episode return vs env steps and wall-clock time (the training episodes, the
+deterministic policy's evaluations, the random policy's level and the true-reward PPO baseline
+when it ran), labels over time (asked, answered, equal, skipped), reward-model validation
+accuracy, predicted vs true segment returns, and gold vs proxy on the policy's own steps; then a
+clip of the final policy (``final_policy.mp4``). The PNGs and the clip are written next to the
+HTML and also embedded in it (base64), so the page opens anywhere without a CDN or the run directory.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def summary(history: Any, counters: Any, n_last: int = 10, answers: dict[str, in
         return float(np.mean([r for _, r in chosen]))
 
     iterations = history.iterations
+    evaluations = getattr(history, "evaluations", [])
     last = iterations[-1] if iterations else {}
     corr = None
     if len(history.segment_returns) >= 3:
@@ -69,6 +72,8 @@ def summary(history: Any, counters: Any, n_last: int = 10, answers: dict[str, in
         "true_return_first": mean_of(history.episodes, first=True),
         "true_return_last": mean_of(history.episodes, first=False),
         "baseline_return_last": mean_of(history.baseline_episodes, first=False),
+        "eval_return_first": evaluations[0][1] if evaluations else None,
+        "eval_return_last": evaluations[-1][1] if evaluations else None,
         "reward_accuracy_last": _last_value(iterations, "reward/accuracy"),
         "segment_return_correlation": corr,
         "wall_clock_minutes": round(float(counters.elapsed_seconds) / 60.0, 2),
@@ -108,6 +113,11 @@ def plot_all(run_dir: Path, history: Any, title: str) -> dict[str, Path]:
             steps, rets = np.asarray(pairs, dtype=np.float64).T
             ax.plot(steps, rets, ".", color=color, alpha=0.25, markersize=3)
             ax.plot(steps, smooth(rets), color=color, label=label)
+    evaluations = getattr(history, "evaluations", [])
+    if evaluations:
+        steps, means, stds = np.asarray(evaluations, dtype=np.float64).T
+        ax.errorbar(steps, means, yerr=stds, fmt="o-", color="tab:green", markersize=4, capsize=3,
+                    label="deterministic policy (evaluation)")  # fmt: skip
     if history.episodes:  # the run's first episodes are the untrained (random) policy's
         ax.axhline(float(np.mean([r for _, r in history.episodes[:10]])), color="tab:red", linestyle=":",
                    linewidth=1, label="random policy (first 10 episodes)")  # fmt: skip
@@ -119,7 +129,7 @@ def plot_all(run_dir: Path, history: Any, title: str) -> dict[str, Path]:
         top = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, steps, minutes / 60.0),
                                                    lambda m: np.interp(m, minutes / 60.0, steps)))  # fmt: skip
         top.set_xlabel("wall-clock minutes", fontsize=8)
-    if history.episodes or history.baseline_episodes:
+    if history.episodes or history.baseline_episodes or evaluations:
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(paths["true_return"], dpi=100)
@@ -186,11 +196,45 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+#: The final policy's episode, when the run records one (``ControlConfig.report_video``): video and strip of frames.
+BEHAVIOUR_VIDEO, BEHAVIOUR_STRIP = "behaviour.mp4", "behaviour_frames.png"
+
+
+def _behaviour_section(run_dir: Path) -> str:
+    video, strip = run_dir / BEHAVIOUR_VIDEO, run_dir / BEHAVIOUR_STRIP
+    if not video.is_file():
+        return ""
+    img = ""
+    if strip.is_file():
+        data = base64.b64encode(strip.read_bytes()).decode("ascii")
+        img = f'<p><img alt="frames of the episode" style="max-width:100%" src="data:image/png;base64,{data}"></p>'
+    return (f'<h2>Learned behaviour</h2>\n<p>One evaluation episode of the final (deterministic) policy, '
+            f'left to right in the strip: <a href="{BEHAVIOUR_VIDEO}">{BEHAVIOUR_VIDEO}</a>.</p>\n'
+            f'<video src="{BEHAVIOUR_VIDEO}" controls loop muted autoplay playsinline width="480"></video>\n{img}')
+
+
 #: Said in the report, the CLI and a warning when a run ends without a single reward round.
 NO_REWARD_MODEL = (
     "no reward model was trained: the teacher gave no comparable answer (all skipped, can't tell or unanswered), "
     "so the policy optimised an untrained reward"
 )
+
+
+#: Larger clips are linked, not embedded (the page stays a few MB).
+MAX_EMBEDDED_CLIP_BYTES = 8_000_000
+
+
+def _clip_html(run_dir: Path, clip: dict[str, Any]) -> str:
+    if not clip:
+        return "<p>No clip was recorded.</p>"
+    path = run_dir / Path(str(clip.get("path", ""))).name
+    if "reason" in clip or not path.is_file():
+        return f"<p>No clip of the final policy: {html.escape(str(clip.get('reason', 'file missing')))}.</p>"
+    caption = (f'<a href="{path.name}">{path.name}</a>: the deterministic policy, first {clip.get("steps")} steps of '
+               f'the first evaluation episode, true return {_fmt(clip.get("return"))}')  # fmt: skip
+    size = path.stat().st_size
+    src = path.name if size > MAX_EMBEDDED_CLIP_BYTES else "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><video controls muted loop width="480" src="{src}"></video><figcaption>{caption}</figcaption></figure>'
 
 
 def write_report(run_dir: str | Path, cfg: Any, history: Any, counters: Any, answers: dict[str, int] | None = None) -> Path:
@@ -209,6 +253,7 @@ def write_report(run_dir: str | Path, cfg: Any, history: Any, counters: Any, ans
             f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
             f'<figcaption><a href="{path.name}">{path.name}</a></figcaption></figure>'
         )
+    clip = _clip_html(run_dir, getattr(history, "clip", {}))
     config = html.escape(cfg.to_json() if hasattr(cfg, "to_json") else json.dumps(cfg, default=str))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>prefrl report — {html.escape(title)}</title>
@@ -224,8 +269,11 @@ the teacher compares pairs of segments, a reward ensemble is fitted to the compa
 optimises the learned reward. The true return below is measured with the hidden env reward.</p>
 <h2>Summary</h2>
 {warning}<table>{rows}</table>
+{_behaviour_section(run_dir)}
 <h2>Charts</h2>
 {"".join(figures)}
+<h2>Final policy</h2>
+{clip}
 <h2>Configuration</h2>
 <pre>{config}</pre>
 </body></html>

@@ -73,6 +73,10 @@ class History:
     """Same as ``episodes`` for the optimiser on the true reward (``true_reward_baseline``)."""
     segment_returns: list[tuple[float, float]] = field(default_factory=list)
     """(predicted, true) returns of held-out pool segments at the end of the run."""
+    evaluations: list[tuple[int, float, float]] = field(default_factory=list)
+    """(env step, mean, std) true return of the deterministic policy (``control.evaluation``)."""
+    clip: dict[str, Any] = field(default_factory=dict)
+    """The final policy's clip: ``path``, ``return``, ``steps`` — or the ``reason`` there is none."""
 
 
 class EpisodeTracker:
@@ -127,6 +131,9 @@ def restore_loop_state(loop: Any, state: dict[str, Any]) -> None:
             loop.trainer.load_state_dict(state["trainer"])
         loop.counters = state["counters"]
         loop.history = state["history"]
+        for name in ("evaluations", "clip"):  # histories checkpointed before these fields existed
+            if not hasattr(loop.history, name):
+                setattr(loop.history, name, [] if name == "evaluations" else {})
         loop.pool.load_state(state["pool"])
         restore_rng_states(loop.rng, state["rng"])
         owners = _rng_owners(loop)
@@ -203,6 +210,8 @@ def history_dict(history: History, counters: LoopCounters) -> dict[str, Any]:
         "baseline_episodes": history.baseline_episodes,
         "iterations": history.iterations,
         "segment_returns": history.segment_returns,
+        "evaluations": history.evaluations,
+        "clip": history.clip,
     }
 
 
@@ -214,6 +223,19 @@ def write_run_outputs(loop: Any) -> None:
         warnings.warn(NO_REWARD_MODEL, RuntimeWarning, stacklevel=3)
     (loop.run_dir / HISTORY_NAME).write_text(json.dumps(history_dict(loop.history, loop.counters), indent=1))
     write_report(loop.run_dir, loop.cfg, loop.history, loop.counters, answers=answer_counts(loop.store))
+
+
+def record_behaviour(loop: Any) -> Path:
+    """One episode of the final deterministic policy as ``RUN_DIR/behaviour.mp4`` and its strip of frames."""
+    from prefrl.control.render import record_episode
+    from prefrl.control.report import BEHAVIOUR_STRIP, BEHAVIOUR_VIDEO
+
+    cfg = loop.cfg
+    env_kwargs = {"fixed_horizon": cfg.fixed_horizon, "drop_ctrl_cost": cfg.drop_ctrl_cost}
+    path, _ = record_episode(cfg.env_id, lambda o: loop.agent.act(np.asarray(o)[None])[0], loop.run_dir / BEHAVIOUR_VIDEO,
+                             seed=cfg.seed, max_steps=cfg.fixed_horizon or 1000, env_kwargs=env_kwargs,
+                             strip=loop.run_dir / BEHAVIOUR_STRIP)
+    return path
 
 
 def load_run_config(run_dir: str | Path) -> ControlConfig:

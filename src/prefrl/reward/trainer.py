@@ -41,6 +41,7 @@ class _Stacked:
     mask_left: torch.Tensor  # (P, T) 1 for real steps, 0 for padding
     mask_right: torch.Tensor
     mu: torch.Tensor  # (P,)
+    returns: tuple[torch.Tensor, torch.Tensor] | None = None  # raw (M, P) left/right returns, when computed once
 
 
 class RewardTrainer:
@@ -61,6 +62,7 @@ class RewardTrainer:
         self.rng = rng if rng is not None else np.random.default_rng(self.cfg.seed)
         self.l2 = float(self.cfg.l2)
         self.rounds = 0
+        self._last_metrics: dict[str, float] = {}
         self.optimizer = torch.optim.Adam(ensemble.parameters(), lr=self.cfg.lr)
 
     # ------------------------------------------------------------------ one round
@@ -86,7 +88,6 @@ class RewardTrainer:
         kept = [(left, right, check_mu(mu)) for left, right, mu in pairs if mu is not None]
         if not kept:
             raise ValueError("train needs at least one comparison with mu in {1, 0, 0.5}")
-        data = self._stack(kept)
         n = len(kept)
         order = self.rng.permutation(n)
         n_val = min(int(n * cfg.val_fraction), n - 1)
@@ -98,38 +99,96 @@ class RewardTrainer:
         else:
             member_idx = np.tile(train_idx, (m, 1))
 
+        measured = True
+        if cfg.steps_per_round is not None:
+            # Measuring (and renormalising) is most of a short round's cost: every eval_every rounds.
+            measured = self.rounds % cfg.eval_every == 0 or not self._last_metrics
+            metrics = self._train_steps(kept, member_idx, train_idx, val_idx, progress, measured)
+        else:
+            data = self._stack(kept)
+            metrics = self._train_epochs(data, member_idx, train_idx, val_idx, progress)
+            metrics.update(self._truth_metrics(kept, data))
+        metrics["reward/n_train"] = float(n_train)
+        metrics["reward/n_val"] = float(n_val)
+        if cfg.normalisation_segments > 0 and measured:
+            self._renormalise(kept)
+        self._last_metrics = dict(metrics)
+        self.rounds += 1
+        return metrics
+
+    def _train_epochs(self, data: _Stacked, member_idx: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+                      progress: Callable[[int, dict[str, float]], None] | None) -> dict[str, float]:  # fmt: skip
+        """``cfg.epochs`` shuffled passes over each member's resample, evaluating every ``eval_every``."""
+        cfg, m, n_train = self.cfg, self.ensemble.n_members, len(train_idx)
         metrics: dict[str, float] = {}
         for epoch in range(cfg.epochs):
             self.ensemble.train()
             shuffled = np.take_along_axis(member_idx, self.rng.random((m, n_train)).argsort(axis=1), axis=1)
             for start in range(0, n_train, cfg.batch_size):
-                mb_idx = torch.from_numpy(shuffled[:, start : start + cfg.batch_size])  # (M, b)
-                loss = self._member_loss(data, mb_idx) + self.l2 * self._weight_penalty()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                self._step(data, torch.from_numpy(shuffled[:, start : start + cfg.batch_size]))  # (M, b)
             if (epoch + 1) % cfg.eval_every != 0 and epoch != cfg.epochs - 1:
                 continue
-            metrics = self._evaluate(data, train_idx, val_idx)
-            if cfg.adaptive_l2 and n_val > 0:
-                self._adapt_l2(metrics["reward/train_loss"], metrics["reward/val_loss"])
-            metrics["reward/l2"] = self.l2
+            metrics = self._evaluate_and_adapt(data, train_idx, val_idx)
             if progress is not None:
                 progress(epoch, metrics)
+        return metrics
 
-        metrics.update(self._truth_metrics(kept, data))
-        metrics["reward/n_train"] = float(n_train)
-        metrics["reward/n_val"] = float(n_val)
-        if cfg.normalisation_segments > 0:
-            self._renormalise(kept)
-        self.rounds += 1
+    def _train_steps(self, kept: Sequence[Pair], member_idx: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+                     progress: Callable[[int, dict[str, float]], None] | None, measured: bool = True) -> dict[str, float]:  # fmt: skip
+        """``cfg.steps_per_round`` minibatches drawn from each member's resample, then (when ``measured``) one evaluation.
+
+        Only the pairs a minibatch draws are stacked (subsampled to ``frames_per_segment`` steps), and
+        the evaluation reads at most ``eval_pairs`` per split: a round's cost does not grow with the data.
+        Unmeasured rounds report the last measured round's metrics.
+        """
+        cfg, m = self.cfg, self.ensemble.n_members
+        b = min(cfg.batch_size, len(train_idx))
+        self.ensemble.train()
+        steps = cfg.initial_steps if self.rounds == 0 and cfg.initial_steps is not None else cfg.steps_per_round
+        for _ in range(steps or 0):
+            mb_pairs = np.take_along_axis(member_idx, self.rng.integers(0, member_idx.shape[1], size=(m, b)), axis=1)
+            rows, local = np.unique(mb_pairs, return_inverse=True)  # stack each drawn pair once
+            data = self._stack([kept[i] for i in rows], cfg.frames_per_segment)
+            self._step(data, torch.from_numpy(local.reshape(m, b)))
+        if not measured:
+            return dict(self._last_metrics)
+        sub_train, sub_val = (self._eval_subset(idx) for idx in (train_idx, val_idx))
+        subset = [kept[i] for i in np.concatenate([sub_train, sub_val])]
+        data = self._stack(subset)
+        data.returns = self._shared_returns(data, np.arange(len(subset)))  # one pass for losses and truth metrics
+        metrics = self._evaluate_and_adapt(data, np.arange(len(sub_train)), len(sub_train) + np.arange(len(sub_val)))
+        metrics.update(self._truth_metrics(subset, data))
+        if progress is not None:
+            progress(0, metrics)
+        return metrics
+
+    def _eval_subset(self, idx: np.ndarray) -> np.ndarray:
+        n = self.cfg.eval_pairs
+        return idx if n is None or len(idx) <= n else self.rng.choice(idx, n, replace=False)
+
+    def _step(self, data: _Stacked, mb_idx: torch.Tensor) -> None:
+        """One Adam step on each member's Bradley-Terry loss over its minibatch rows ``mb_idx`` (M, b) + L2."""
+        loss = self._member_loss(data, mb_idx) + self.l2 * self._weight_penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def _evaluate_and_adapt(self, data: _Stacked, train_idx: np.ndarray, val_idx: np.ndarray) -> dict[str, float]:
+        metrics = self._evaluate(data, train_idx, val_idx)
+        if self.cfg.adaptive_l2 and len(val_idx) > 0:
+            self._adapt_l2(metrics["reward/train_loss"], metrics["reward/val_loss"])
+        metrics["reward/l2"] = self.l2
         return metrics
 
     # ------------------------------------------------------------------ pieces
-    def _stack(self, kept: Sequence[Pair]) -> _Stacked:
+    def _stack(self, kept: Sequence[Pair], frames: int | None = None) -> _Stacked:
+        """The pairs as tensors; with ``frames`` k, k random steps of each segment, weighted length / k in the mask."""
         device = self.ensemble.norm_offset.device
-        obs_l, act_l, mask_l = stack_segments([p[0] for p in kept])
-        obs_r, act_r, mask_r = stack_segments([p[1] for p in kept])
+        left, right = [p[0] for p in kept], [p[1] for p in kept]
+        if frames is None:
+            (obs_l, act_l, mask_l), (obs_r, act_r, mask_r) = stack_segments(left), stack_segments(right)
+        else:
+            (obs_l, act_l, mask_l), (obs_r, act_r, mask_r) = (_subsampled(segs, frames, self.rng) for segs in (left, right))
         mu = torch.tensor([p[2] for p in kept], dtype=torch.float32)
         tensors = [t.to(device) for t in (obs_l, act_l, obs_r, act_r, mask_l, mask_r, mu)]
         return _Stacked(*tensors[:4], mask_left=tensors[4], mask_right=tensors[5], mu=tensors[6])
@@ -178,7 +237,7 @@ class RewardTrainer:
             if len(idx) == 0:
                 out[f"reward/{split}_loss"] = float("nan")
                 continue
-            r_l, r_r = self._shared_returns(data, idx)
+            r_l, r_r = self._returns_of(data, idx)
             mu = data.mu[torch.from_numpy(idx)].expand_as(r_l)
             out[f"reward/{split}_loss"] = float(bradley_terry_loss(r_l, r_r, mu, self.cfg.random_response))
             if split == "val":
@@ -198,10 +257,18 @@ class RewardTrainer:
             self.l2 = self.l2 / cfg.l2_factor
         self.l2 = min(max(self.l2, cfg.l2_min), cfg.l2_max)
 
+    def _returns_of(self, data: _Stacked, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_shared_returns` of rows ``idx``, read from the round's cache of every row when there is one."""
+        cache = getattr(data, "returns", None)
+        if cache is None:
+            return self._shared_returns(data, idx)
+        rows = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        return cache[0][:, rows], cache[1][:, rows]
+
     def _truth_metrics(self, kept: Sequence[Pair], data: _Stacked) -> dict[str, float]:
         if any(s.true_rewards is None for left, right, _ in kept for s in (left, right)):
             return {}
-        r_l, r_r = self._shared_returns(data, np.arange(len(kept)))
+        r_l, r_r = self._returns_of(data, np.arange(len(kept)))
         pred_l, pred_r = r_l.mean(0).cpu().numpy(), r_r.mean(0).cpu().numpy()
         true_l = np.array([float(np.sum(p[0].true_rewards)) for p in kept])
         true_r = np.array([float(np.sum(p[1].true_rewards)) for p in kept])
@@ -245,6 +312,29 @@ class RewardTrainer:
         self.l2 = float(state["l2"])
         self.rounds = int(state["rounds"])
         self.rng.bit_generator.state = state["rng"]
+
+
+def _subsampled(segments: Sequence[Segment], k: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    """:func:`stack_segments` of k random distinct steps per segment (all of a shorter one), kept in order.
+
+    The mask holds each kept step's weight length / k, so Σ mask·r̂ is an unbiased estimate of the
+    segment's predicted return (the Bradley-Terry model compares returns; k of 25 frames cuts the
+    CNN's cost per pair 25 / k-fold).
+    """
+    obs, act, weights = [], [], []
+    for seg in segments:
+        n = len(seg)
+        keep = np.sort(rng.choice(n, k, replace=False)) if n > k else np.arange(n)
+        obs.append(np.asarray(seg.obs)[keep])
+        act.append(np.asarray(seg.actions)[keep])
+        weights.append(np.full(len(keep), n / len(keep), np.float32))
+    t_max = max(len(w) for w in weights)
+    obs_t = np.zeros((len(obs), t_max, *obs[0].shape[1:]), obs[0].dtype)
+    act_t = np.zeros((len(act), t_max, *act[0].shape[1:]), act[0].dtype)
+    mask = np.zeros((len(obs), t_max), np.float32)
+    for i, (o, a, w) in enumerate(zip(obs, act, weights)):
+        obs_t[i, : len(o)], act_t[i, : len(a)], mask[i, : len(w)] = o, a, w
+    return torch.from_numpy(obs_t), torch.from_numpy(act_t), torch.from_numpy(mask)
 
 
 def _accuracy(pred_left: torch.Tensor, pred_right: torch.Tensor, mu: torch.Tensor) -> float:

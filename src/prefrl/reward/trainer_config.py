@@ -18,6 +18,14 @@ class RewardTrainerConfig:
     """Passes over each member's bootstrap resample per call of ``train`` (one round)."""
     batch_size: int = 64
     """Comparisons per minibatch and member."""
+    steps_per_round: int | None = None
+    """Minibatch steps per round instead of ``epochs`` passes over the data: a round then costs the same however many comparisons are stored (the Atari preset). None: ``epochs``."""
+    initial_steps: int | None = None
+    """With ``steps_per_round``: minibatch steps of the first round (on the labels asked up front, before the policy trains). None: ``steps_per_round``."""
+    frames_per_segment: int | None = None
+    """With ``steps_per_round``: train on this many random steps of each segment, its return estimated as (length / k) × their sum (unbiased); losses, accuracy and normalisation still use every step. None: every step."""
+    eval_pairs: int | None = None
+    """Most comparisons of each split (train, val) a round measures its losses, accuracy and truth metrics on, drawn afresh each round. None: all of them."""
     val_fraction: float = 1.0 / math.e
     """Fraction of the comparisons held out for validation (the paper: 1/e), shared by all members."""
     l2: float = 1e-4
@@ -57,6 +65,10 @@ class RewardTrainerConfig:
             "l2_min": 0 <= self.l2_min <= self.l2_max,
             "random_response": 0.0 <= self.random_response < 1.0,
             "normalisation_segments": self.normalisation_segments >= 0,
+            "steps_per_round": self.steps_per_round is None or self.steps_per_round >= 1,
+            "initial_steps": self.initial_steps is None or self.initial_steps >= 1,
+            "frames_per_segment": self.frames_per_segment is None or self.frames_per_segment >= 1,
+            "eval_pairs": self.eval_pairs is None or self.eval_pairs >= 1,
             "eval_every": self.eval_every >= 1,
         }
         for name, ok in checks.items():

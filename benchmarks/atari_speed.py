@@ -1,0 +1,144 @@
+"""Atari at a usable speed (issue #13 item 5): the whole Pong loop, before and after, and where its time goes.
+
+Runs ``prefrl control train --env ALE/Pong-v5 --labels 500 --steps 200000`` (the README's command,
+synthetic ``rational`` teacher; ``--initial-fraction`` of the labels up front) in a fresh process per
+configuration for ``--seconds`` of wall clock,
+and prints one markdown row per configuration: env steps/s by wall clock and by the process's CPU
+time (the machine is shared: the load average is printed too), for the up-front phase (untrained
+rollouts, the first labels, the first reward round) and for the loop after it, the share of each
+phase, and the checkpoint's size. ``before`` is the configuration the README's command had before
+the Atari preset (the ``ControlConfig`` defaults with the Nature CNN policy); ``after`` is what the
+command runs now (``prefrl.control.presets.ATARI``). ``--write`` replaces the "Atari speed" table in
+docs/benchmarks_control.md.
+
+    .venv/bin/python benchmarks/atari_speed.py --seconds 600 --configs after before --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import dataclasses, io, json, os, resource, signal, sys, tempfile, time, zlib
+import torch
+torch.set_num_threads(1)
+from prefrl.control.config import ControlConfig
+from prefrl.control.loop import PreferenceLoop
+from prefrl.control.presets import atari_config
+name, seconds, initial_fraction = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+tmp = tempfile.mkdtemp()
+common = dict(labels=500, steps=200_000, run_dir=tmp + "/run", progress=False, eval_episodes=0, clip_steps=0,
+              checkpoint_minutes=1e6, initial_fraction=initial_fraction)
+if name == "before":
+    cfg = ControlConfig(env_id="ALE/Pong-v5", policy_cnn="nature", **common)
+else:
+    cfg = atari_config(**common)
+loop = PreferenceLoop(cfg)
+phases = {}
+def timed(obj, attr, phase):
+    fn = getattr(obj, attr)
+    def wrapper(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
+    setattr(obj, attr, wrapper)
+timed(loop, "collect", "collect (env + policy)")
+timed(loop, "ask", "ask (select queries)")
+timed(loop, "answer_pending", "teacher + store")
+timed(loop, "train_reward", "reward training")
+timed(loop.reward, "predict", "reward prediction")
+timed(loop.agent, "update", "PPO update")
+class Stop(Exception):
+    pass
+def stop(*_):
+    raise Stop()
+signal.signal(signal.SIGALRM, stop)
+signal.setitimer(signal.ITIMER_REAL, seconds)
+cpu = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime
+t0, c0 = time.perf_counter(), cpu()
+mark = {}
+orig_initial = loop.initial_labels
+def initial(*a, **k):
+    orig_initial(*a, **k)
+    mark.update(wall=time.perf_counter() - t0, cpu=cpu() - c0, steps=loop.counters.global_step, phases=dict(phases))
+loop.initial_labels = initial
+try:
+    loop.run()
+except Stop:
+    pass
+signal.setitimer(signal.ITIMER_REAL, 0)
+wall, cpu_s, steps = time.perf_counter() - t0, cpu() - c0, loop.counters.global_step
+buf = io.BytesIO()
+from prefrl.control.run_state import loop_state
+torch.save(loop_state(loop), buf)
+out = {"name": name, "wall": wall, "cpu": cpu_s, "steps": steps, "initial": mark, "phases": phases,
+       "iterations": loop.counters.iteration, "labels": loop.counters.queries_posted,
+       "checkpoint_mb": len(zlib.compress(buf.getbuffer(), 1)) / 1e6, "checkpoint_raw_mb": len(buf.getvalue()) / 1e6}
+print("RESULT", json.dumps(out))
+"""
+
+MARK_BEGIN, MARK_END = "<!-- atari_speed:begin -->", "<!-- atari_speed:end -->"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks_control.md"
+
+
+def run(name: str, seconds: float, initial_fraction: float) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, name, str(seconds), str(initial_fraction)], env=env, capture_output=True, text=True,
+                          timeout=seconds + 900, check=True)  # fmt: skip
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
+
+
+def row(r: dict) -> str:
+    ini = r["initial"]
+    loop_steps = r["steps"] - ini.get("steps", r["steps"])
+    loop_wall, loop_cpu = r["wall"] - ini.get("wall", r["wall"]), r["cpu"] - ini.get("cpu", r["cpu"])
+    steady = (f"{loop_steps / loop_wall:.0f} / {loop_steps / loop_cpu:.0f}" if loop_steps and loop_wall > 0
+              else "never reached")  # fmt: skip
+    first = (f"{ini['wall']:.0f} s ({ini['steps']} steps)" if ini else f"not done in {r['wall']:.0f} s")
+    after = {k: v - ini.get("phases", {}).get(k, 0.0) for k, v in r["phases"].items()} if ini else r["phases"]
+    total = sum(after.values()) or 1.0
+    split = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in sorted(after.items(), key=lambda kv: -kv[1]) if v > 0)
+    return (f"| {r['name']} | {r['steps'] / r['wall']:.0f} / {r['steps'] / r['cpu']:.0f} | {first} | {steady} | "
+            f"{split} | {r['checkpoint_raw_mb']:.0f} MB → {r['checkpoint_mb']:.1f} MB |")  # fmt: skip
+
+
+HEADER = ("| configuration | whole run so far: env steps/s wall / CPU | up-front phase | after it: env steps/s wall / CPU "
+          "| where the time goes after the up-front phase | checkpoint (torch.save → zlib) |\n|---|---|---|---|---|---|")  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=600.0, help="wall clock per configuration")
+    p.add_argument("--configs", nargs="+", default=["after", "before"], choices=["after", "before"])
+    p.add_argument("--initial-fraction", type=float, default=0.05,
+                   help="share of the 500 labels asked up front (the run's default 0.25 keeps 'before' in its first "
+                        "reward round for over 20 minutes here, so the loop after it is never measured)")
+    p.add_argument("--write", action="store_true", help="rewrite the table in docs/benchmarks_control.md")
+    a = p.parse_args()
+    load0 = os.getloadavg()[0]
+    rows = []
+    for name in a.configs:
+        r = run(name, a.seconds, a.initial_fraction)
+        rows.append(row(r))
+        print(json.dumps(r), file=sys.stderr, flush=True)
+    table = f"{HEADER}\n" + "\n".join(rows)
+    note = (f"load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after; {a.seconds:.0f} s of wall clock per "
+            f"configuration; --initial-fraction {a.initial_fraction}")
+    print(table + "\n\n" + note)
+    if a.write:
+        text = DOC.read_text()
+        block = f"{MARK_BEGIN}\n{table}\n\n{note}\n{MARK_END}"
+        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
+        DOC.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Pong from synthetic preferences, one resumable background run (issue #13 item 5), and its learning curve.
+
+``run`` starts (or, when its checkpoint exists, continues with ``--resume``) the README's Pong command
+in ``runs/pong-curve``::
+
+    prefrl control train --env ALE/Pong-v5 --labels 500 --steps 200000 --run-dir runs/pong-curve --checkpoint-minutes 5
+
+``record`` reads the run's ``metrics.jsonl`` (one row per PPO iteration, written as it goes, so a
+killed run still has its curve), rewrites ``benchmarks/results/pong_curve.jsonl`` (env steps, labels,
+wall-clock minutes, mean true return of the last 10 episodes, deterministic evaluations), plots
+``docs/pong_curve.png`` and replaces the "Pong learning curve" table in docs/benchmarks_control.md.
+
+    nice -n 10 .venv/bin/python benchmarks/pong_curve.py run      # hours; kill it any time, rerun to continue
+    .venv/bin/python benchmarks/pong_curve.py record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "runs" / "pong-curve"
+RESULTS = ROOT / "benchmarks" / "results" / "pong_curve.jsonl"
+DOC = ROOT / "docs" / "benchmarks_control.md"
+PLOT = ROOT / "docs" / "pong_curve.png"
+COMMAND = ["control", "train", "--env", "ALE/Pong-v5", "--labels", "500", "--steps", "200000", "--run-dir", str(RUN),
+           "--checkpoint-minutes", "5", "--no-progress"]  # fmt: skip
+MARK_BEGIN, MARK_END = "<!-- pong_curve:begin -->", "<!-- pong_curve:end -->"
+
+
+def run() -> None:
+    args = ["control", "train", "--resume", str(RUN)] if (RUN / "checkpoint.pt").is_file() else COMMAND
+    subprocess.run([sys.executable, "-m", "prefrl", *args], check=True)
+
+
+def rows() -> list[dict]:
+    out = []
+    for line in (RUN / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "charts/true_return" in r:
+            out.append({"step": r["step"], "labels": r.get("labels/answered"), "minutes": r.get("charts/elapsed_seconds", 0) / 60,
+                        "true_return": r["charts/true_return"], "sps": r.get("charts/sps")})  # fmt: skip
+    return out
+
+
+def record() -> None:
+    curve = rows()
+    history = RUN / "history.json"
+    evals = json.loads(history.read_text()).get("evaluations", []) if history.is_file() else []
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("".join(json.dumps(r) + "\n" for r in curve) + "".join(
+        json.dumps({"evaluation_step": s, "mean": m, "std": sd}) + "\n" for s, m, sd in evals))  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot([r["step"] for r in curve], [r["true_return"] for r in curve], label="training episodes (mean of last 10)")
+    ax.axhline(-21, color="gray", linestyle=":", linewidth=1, label="−21: loses every point")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("Pong score (true return)")
+    ax.set_title("Pong from 500 synthetic labels (README command)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=100)
+    picks = curve[:: max(1, len(curve) // 12)] + curve[-1:]
+    table = "| env steps | labels answered | wall clock | score (last 10 episodes) |\n|---|---|---|---|\n" + "\n".join(
+        f"| {r['step']:,} | {int(r['labels'] or 0)} | {r['minutes']:.0f} min | {r['true_return']:.1f} |" for r in picks)  # fmt: skip
+    text = DOC.read_text()
+    block = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
+    DOC.write_text(re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S))
+    print(table)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["run", "record"])
+    {"run": run, "record": record}[p.parse_args().what]()
+
+
+if __name__ == "__main__":
+    main()
