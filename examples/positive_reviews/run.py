@@ -704,7 +704,11 @@ def write_docs(summary: dict, samples: dict, pngs: list[Path], docs: Path) -> No
         for name, texts in samples.items():
             lines.append(f"- *{name}*: {texts[i].strip()!r}")
         lines.append("")
-    (docs / "positive_reviews.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = docs / "positive_reviews.md"
+    marker = "<!-- online_methods.py"  # the section online_methods.py writes (GRPO, RLOO, online DPO) is kept
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = old[old.index(marker) :] if marker in old else ""
+    path.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""), encoding="utf-8")
 
 
 if __name__ == "__main__":

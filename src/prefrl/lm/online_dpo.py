@@ -82,6 +82,7 @@ class OnlineDPOTrainer(LMPolicyTrainer):
 
     name = "online-dpo"
     config_file = "online_dpo_config.json"
+    group_size = 2  # the two responses of a prompt are adjacent rows: their prompt is scored once
     progress_postfix = ("reward/margin", "reward/accuracy", "objective/kl", "labels/trained")
 
     def __init__(
