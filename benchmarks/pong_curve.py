@@ -50,8 +50,13 @@ def rows() -> list[dict]:
 
 def record() -> None:
     curve = rows()
-    history = RUN / "history.json"
-    evals = json.loads(history.read_text()).get("evaluations", []) if history.is_file() else []
+    history = RUN / "history.json"  # written at the end; a run still going has its evaluations in the checkpoint
+    if history.is_file():
+        evals = json.loads(history.read_text()).get("evaluations", [])
+    else:
+        from prefrl.control.checkpoint import load_checkpoint
+
+        evals = list(getattr(load_checkpoint(RUN)["history"], "evaluations", []))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("".join(json.dumps(r) + "\n" for r in curve) + "".join(
         json.dumps({"evaluation_step": s, "mean": m, "std": sd}) + "\n" for s, m, sd in evals))  # fmt: skip
@@ -65,13 +70,17 @@ def record() -> None:
     ax.axhline(-21, color="gray", linestyle=":", linewidth=1, label="−21: loses every point")
     ax.set_xlabel("env steps")
     ax.set_ylabel("Pong score (true return)")
+    ax.set_ylim(-21.5, max([-15.0] + [r["true_return"] + 1 for r in curve]))  # the whole scale, not a zoom on noise
     ax.set_title("Pong from 500 synthetic labels (README command)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(PLOT, dpi=100)
     picks = curve[:: max(1, len(curve) // 12)] + curve[-1:]
     table = "| env steps | labels answered | wall clock | score (last 10 episodes) |\n|---|---|---|---|\n" + "\n".join(
-        f"| {r['step']:,} | {int(r['labels'] or 0)} | {r['minutes']:.0f} min | {r['true_return']:.1f} |" for r in picks)  # fmt: skip
+        f"| {int(r['step']):,} | {int(r['labels'] or 0)} | {r['minutes']:.0f} min | {r['true_return']:.1f} |" for r in picks)  # fmt: skip
+    if evals:
+        table += "\n\nDeterministic evaluations (3 episodes each): " + ", ".join(
+            f"{int(s):,} steps: {m:.1f} ± {sd:.1f}" for s, m, sd in evals) + "."  # fmt: skip
     text = DOC.read_text()
     block = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
     DOC.write_text(re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S))
