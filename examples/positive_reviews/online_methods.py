@@ -163,7 +163,7 @@ def write_docs(rows: list[dict], docs: Path, steps: int, deadline: str | None, p
         "evaluated on the same held-out prompts and samples per prompt as the table above. "
         + (f"The reward model is stages 1–2's, re-run with the same seed ({pairs.get('queries')} queries, "
            f"{pairs.get('equal')} \"can't tell\", {pairs.get('pairs')} pairs). " if pairs else "")
-        + "`online-dpo` asks that reward model (`RewardTeacher`); `online-dpo-gold` asks stage 1's teacher "
+        + "`online-dpo` asks stage 2's reward model (`RewardTeacher`); `online-dpo-gold` asks stage 1's teacher "
         "(σ(β·Δgold) over VADER, \"can't tell\" on near-ties: the teacher offline DPO's pairs came from), online, "
         "through the store's queue.",
         "",
