@@ -12,7 +12,8 @@ gave is in it exactly once (none lost, none duplicated).
 
     MUJOCO_GL=osmesa OMP_NUM_THREADS=1 .venv/bin/python benchmarks/labelling_latency.py --labellers 1 8 --seconds 120
 
-Prints one markdown row per labeller count (p50 / p95 / max latency, answers, lost, duplicated,
+Prints one markdown row per labeller count (p50 / p95 / max latency, answers, lost, duplicated, clips
+the render worker finished per second while people labelled,
 load average); ``--out FILE`` appends them. Needs /usr/bin/chromium and the playwright package.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -58,7 +60,8 @@ def start_run(env_id: str, n: int, run_dir: Path, steps: int, labels: int) -> tu
     return proc, links
 
 
-async def labeller(browser, link: str, pace: float, seconds: float, latencies: list[float], answered: list[int]) -> None:
+async def labeller(browser, link: str, pace: float, seconds: float, latencies: list[float], answered: list[int],
+                   window: list[float]) -> None:
     context = await browser.new_context(bypass_csp=True)  # bypass_csp: the wait predicate only
     page = await context.new_page()
     await page.goto(link)
@@ -67,6 +70,7 @@ async def labeller(browser, link: str, pace: float, seconds: float, latencies: l
     # Warm-up, not timed: the run collects its first segments and posts the up-front queries, and the
     # first clips are rendered. The labeller's window starts when its first pair is playable.
     await page.wait_for_function(PLAYABLE, arg="", polling="raf", timeout=600_000)
+    window.append(time.time())
     until = time.monotonic() + seconds
     shown, t_answer = "", None
     while time.monotonic() < until:
@@ -85,20 +89,27 @@ async def labeller(browser, link: str, pace: float, seconds: float, latencies: l
         t_answer = time.perf_counter()
         await page.keyboard.press("ArrowLeft")
         answered.append(int(shown))
+    window.append(time.time())
+    # An answer still in flight when the window ends is given time to be stored (the page counts it
+    # once the server has acknowledged it); one that never is, is lost.
+    with contextlib.suppress(Exception):
+        await page.wait_for_function("n => Number(document.getElementById('counter').textContent) >= n",
+                                     arg=len(answered), timeout=30_000)
     await context.close()
 
 
-async def drive(links: dict[str, str], pace: float, seconds: float) -> tuple[list[float], dict[str, list[int]]]:
+async def drive(links: dict[str, str], pace: float, seconds: float) -> tuple[list[float], dict[str, list[int]], list[float]]:
     from playwright.async_api import async_playwright
 
     latencies: list[float] = []
+    window: list[float] = []  # wall-clock starts and ends of the labellers' timed windows
     answered = {name: [] for name in links}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        await asyncio.gather(*(labeller(browser, link, pace, seconds, latencies, answered[name])
+        await asyncio.gather(*(labeller(browser, link, pace, seconds, latencies, answered[name], window)
                                for name, link in links.items()))
         await browser.close()
-    return latencies, answered
+    return latencies, answered, window
 
 
 def check_store(run_dir: Path, answered: dict[str, list[int]]) -> tuple[int, int]:
@@ -120,20 +131,24 @@ def bench(env_id: str, n: int, seconds: float, pace: float, steps: int, labels: 
         run_dir = Path(tmp) / "run"
         proc, links = start_run(env_id, n, run_dir, steps, labels)
         try:
-            latencies, answered = asyncio.run(drive(links, pace, seconds))
+            latencies, answered, window = asyncio.run(drive(links, pace, seconds))
         finally:
             proc.terminate()
             proc.wait(timeout=60)
         lost, duplicated = check_store(run_dir, answered)
+        # Clips the render worker finished while people labelled (what the pace asked of it, or all it could).
+        start, end = min(window), max(window)
+        done = [p.stat().st_mtime for p in (run_dir / "clips").glob("*.mp4")]
+        clips_per_s = sum(start <= t <= end for t in done) / max(end - start, 1e-9)
     load = os.getloadavg()[0]
     lat = np.asarray(latencies) * 1000 if latencies else np.full(1, np.nan)
     n_answers = sum(len(v) for v in answered.values())
     return (f"| {env_id} | {n} | {seconds:.0f} | {n_answers} | {np.percentile(lat, 50):.0f} | "
-            f"{np.percentile(lat, 95):.0f} | {lat.max():.0f} | {lost} | {duplicated} | {load:.1f} |")
+            f"{np.percentile(lat, 95):.0f} | {lat.max():.0f} | {lost} | {duplicated} | {clips_per_s:.2f} | {load:.1f} |")
 
 
-HEADER = ("| env | labellers | seconds | answers | p50 ms | p95 ms | max ms | lost | duplicated | load (1 min) |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+HEADER = ("| env | labellers | seconds | answers | p50 ms | p95 ms | max ms | lost | duplicated | clips rendered/s "
+          "| load (1 min) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def main() -> None:

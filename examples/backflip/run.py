@@ -2,18 +2,23 @@
 
     MUJOCO_GL=osmesa .venv/bin/python examples/backflip/run.py --out runs/backflip            # the full run
     MUJOCO_GL=osmesa .venv/bin/python examples/backflip/run.py --out /tmp/bf --quick          # smoke (~1 min)
+    MUJOCO_GL=osmesa .venv/bin/python examples/backflip/run.py --out runs/backflip --finish   # a run stopped early
 
-It only assembles the command line: ``prefrl control train --env Hopper-v5 --teacher judge
---judge examples/backflip/judge.py:score_segment …``; the run's report.html has the return curves,
-the number of comparisons and (``prefrl control eval RUN --video flip.mp4``) a video of the policy.
+It assembles the command line ``prefrl control train --env Hopper-v5 --teacher judge
+--judge examples/backflip/judge.py:score_segment --report-video …`` (the run's report.html then has
+the comparison count, the return curves, and the final policy's episode as a video and a strip of
+frames), then measures the rotation of that episode: ``RUN/rotation.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,7 +28,42 @@ def command(out: Path, quick: bool, labels: int, steps: int, seed: int) -> list[
         labels, steps = 40, 8192
     return [sys.executable, "-m", "prefrl", "control", "train", "--env", "Hopper-v5", "--teacher", "judge",
             "--judge", f"{HERE / 'judge.py'}:score_segment", "--labels", str(labels), "--steps", str(steps),
-            "--fixed-horizon", "1000", "--seed", str(seed), "--run-dir", str(out)]
+            "--fixed-horizon", "1000", "--seed", str(seed), "--report-video", "--run-dir", str(out)]
+
+
+def rotation(run_dir: Path) -> dict[str, float]:
+    """Torso rotation of the report's episode (same env, seed and deterministic policy as behaviour.mp4).
+
+    ``backward_turns``: net backward rotation of the torso hinge over the episode / 2π (a backflip
+    is one); ``max_backward_turns``: the furthest backwards it got at any time.
+    """
+    from prefrl.control.envs import make_env
+    from prefrl.control.run_state import load_agent
+
+    agent, cfg = load_agent(run_dir)
+    env = make_env(cfg.env_id, seed=cfg.seed, fixed_horizon=cfg.fixed_horizon, record_sim_state=False)
+    obs, _ = env.reset()
+    angles = [float(env.unwrapped.data.qpos[2])]
+    for _ in range(cfg.fixed_horizon or 1000):
+        obs, _, terminated, truncated, _ = env.step(agent.act(np.asarray(obs)[None])[0])
+        angles.append(float(env.unwrapped.data.qpos[2]))
+        if terminated or truncated:
+            break
+    env.close()
+    back = -(np.asarray(angles) - angles[0])  # rooty's axis is +y: a backward turn lowers the angle
+    return {"steps": len(angles) - 1, "backward_turns": float(back[-1] / (2 * np.pi)),
+            "max_backward_turns": float(back.max() / (2 * np.pi))}
+
+
+def finish(run_dir: Path) -> None:
+    """Resume the checkpointed run with its budget cut to the steps it reached: the loop goes straight to its end."""
+    from prefrl.control.loop import PreferenceLoop
+
+    loop = PreferenceLoop.resume(run_dir, report_video=True)
+    loop.cfg.steps = loop.counters.global_step
+    print(f"finishing {run_dir} at {loop.counters.global_step} env steps, {loop.counters.queries_posted} comparisons",
+          flush=True)
+    loop.run()
 
 
 def main() -> None:
@@ -33,10 +73,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2_000_000, help="Env steps.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="A tiny budget, to check that it runs.")
+    parser.add_argument("--finish", action="store_true",
+                        help="Finish the run in --out where its last checkpoint stopped (e.g. killed when its time "
+                             "was up): last reward round, report with the video, rotation.")
     args = parser.parse_args()
-    cmd = command(args.out, args.quick, args.labels, args.steps, args.seed)
-    print(" ".join(cmd), flush=True)
-    sys.exit(subprocess.call(cmd))
+    if args.finish:
+        finish(args.out)
+    else:
+        cmd = command(args.out, args.quick, args.labels, args.steps, args.seed)
+        print(" ".join(cmd), flush=True)
+        code = subprocess.call(cmd)
+        if code:
+            sys.exit(code)
+    turns = rotation(args.out)
+    (args.out / "rotation.json").write_text(json.dumps(turns, indent=1))
+    print(json.dumps(turns), flush=True)
 
 
 if __name__ == "__main__":

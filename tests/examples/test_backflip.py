@@ -18,8 +18,46 @@ def _hopper_segment(angular_velocity: float, height: float = 1.2, steps: int = 2
     return Segment(obs=obs, actions=np.zeros((steps, 3), np.float32), env_id="Hopper-v5")
 
 
-def test_backflip_judge_prefers_turning_backwards_high_up():
-    teacher = build_teacher("judge", np.random.default_rng(0), judge=f"{JUDGE}:score_segment", kind="myopic")
-    back, forward, low = _hopper_segment(5.0), _hopper_segment(-5.0), _hopper_segment(5.0, height=0.9)
-    assert teacher.scores(back).shape == (20,) and np.all(teacher.scores(back) > 0)
-    assert teacher.answer([(back, forward), (forward, back), (back, low)]) == [1.0, 0.0, 1.0]
+def _judge():
+    return build_teacher("judge", np.random.default_rng(0), judge=f"{JUDGE}:score_segment", kind="myopic")
+
+
+def test_backflip_judge_prefers_turning_high_up_over_low():
+    teacher = _judge()
+    turn, low = _hopper_segment(-5.0), _hopper_segment(-5.0, height=0.9)
+    assert teacher.scores(turn).shape == (20,)
+    assert teacher.answer([(turn, low), (low, turn)]) == [1.0, 0.0]
+
+
+def _spun_hopper(angular_velocity: float, steps: int = 10) -> tuple[Segment, float]:
+    """A Hopper launched in the air spinning about its hinge; (its segment, head's x − torso's x at the end)."""
+    import gymnasium as gym
+    import mujoco
+
+    env = gym.make("Hopper-v5")
+    env.reset(seed=0)
+    sim = env.unwrapped
+    qpos, qvel = sim.init_qpos.copy(), np.zeros_like(sim.init_qvel)
+    qpos[1] += 1.0  # high above the floor: nothing touches it while it turns
+    qvel[2] = angular_velocity
+    sim.set_state(qpos, qvel)
+    obs = []
+    for _ in range(steps):
+        obs.append(sim._get_obs())
+        sim.do_simulation(np.zeros(3), sim.frame_skip)
+    torso = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_BODY, "torso")
+    head_ahead = float(sim.data.xmat[torso].reshape(3, 3)[0, 2])  # x of the torso's long (head) axis
+    env.close()
+    segment = Segment(obs=np.asarray(obs, np.float32), actions=np.zeros((steps, 3), np.float32), env_id="Hopper-v5")
+    return segment, head_ahead
+
+
+def test_backflip_judge_scores_the_turn_that_tips_the_head_backwards_in_mujoco():
+    # The sign is the physics', not a convention: the env reward runs towards +x, so a backward
+    # turn moves the head towards −x. (A first version rewarded the opposite turn: a front flip.)
+    backward, head_back = _spun_hopper(-5.0)
+    forward, head_fwd = _spun_hopper(5.0)
+    assert head_back < -0.1 and head_fwd > 0.1
+    teacher = _judge()
+    assert teacher.scores(backward).sum() > 0 > teacher.scores(forward).sum()
+    assert teacher.answer([(backward, forward), (forward, backward)]) == [1.0, 0.0]

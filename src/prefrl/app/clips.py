@@ -16,7 +16,9 @@ import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
@@ -47,17 +49,17 @@ class SimRenderer:
         self._fps: dict[str, float] = {}
 
     def __call__(self, segment: Segment, path: Path) -> None:
-        from prefrl.control.render import DEFAULT_FPS, make_render_env, segment_frames, write_video
+        from prefrl.control.render import DEFAULT_FPS, iter_segment_frames, make_render_env, write_video
 
         if segment.sim_states is None or not segment.env_id:  # Atari frame stacks need no env
-            write_video(segment_frames(segment), path, fps=DEFAULT_FPS)
+            write_video(iter_segment_frames(segment), path, fps=DEFAULT_FPS)
             return
         env = self._envs.get(segment.env_id)
         if env is None:
             env = self._envs[segment.env_id] = make_render_env(segment.env_id)
             dt = getattr(env.unwrapped, "dt", None)
             self._fps[segment.env_id] = float(1.0 / dt) if dt else float(env.metadata.get("render_fps") or DEFAULT_FPS)
-        write_video(segment_frames(segment, env=env), path, fps=self._fps[segment.env_id])
+        write_video(iter_segment_frames(segment, env=env), path, fps=self._fps[segment.env_id])
 
     def close(self) -> None:
         """Close the envs (and their GL contexts)."""
@@ -67,6 +69,18 @@ class SimRenderer:
 
 
 _child_renderer: SimRenderer | None = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a render child: exit once the server's process is gone. A run stopped by a signal runs no
+    clean-up, and a pool worker blocked on its queue would otherwise live on as an orphan."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="prefrl-render-parent", daemon=True).start()
 
 
 def _render_in_child(segment: Segment, path: str) -> None:
@@ -82,18 +96,21 @@ class ProcessRenderer:
     MuJoCo's software GL (OSMesa) and the video encoder hold the GIL for up to a few hundred
     milliseconds at a time; in the server's process that stalls every request. The child is
     spawned (not forked: the server has threads and open connections) on the first clip and
-    kept; each call sends it the segment and waits for the file.
+    kept; each call sends it the segment and waits for the file. ``processes`` children render
+    side by side (one per :class:`RenderWorker` thread); each exits when this process does.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, processes: int = 1) -> None:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self.processes = int(processes)
 
     def __call__(self, segment: Segment, path: Path) -> None:
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                    max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent, initargs=(os.getpid(),))
             pool = self._pool
         try:
             pool.submit(_render_in_child, segment, str(path)).result()
@@ -161,28 +178,33 @@ class ClipCache:
 
 
 class RenderWorker:
-    """A thread that renders clips ahead of the labellers, one at a time, with one renderer.
+    """Threads that render clips ahead of the labellers, each one clip at a time, with one renderer.
 
     Args:
         clips: the cache it fills.
         store: where the queued queries are read.
         prerender: how many pending queries ahead to render (0 = only what is requested).
         poll_seconds: how often it looks for newly posted queries when idle.
+        threads: clips rendered side by side (the renderer must allow it: a :class:`ProcessRenderer`
+            with as many processes).
     """
 
     def __init__(
-        self, clips: ClipCache, store: PreferenceStore, prerender: int = 8, poll_seconds: float = 0.5
+        self, clips: ClipCache, store: PreferenceStore, prerender: int = 8, poll_seconds: float = 0.5,
+        threads: int = 1,
     ) -> None:
         self.clips = clips
         self.store = store
         self.prerender = int(prerender)
         self.poll_seconds = float(poll_seconds)
+        self.n_threads = max(1, int(threads))
+        self._claimed: set[int] = set()  # being rendered by one of the threads
         self._requested: deque[int] = deque()
         self._failures: dict[int, BaseException] = {}
         self._waiters: dict[int, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(list)
         self._wake = threading.Condition()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # ---- called from requests (never blocks on a render) ----------------------------------
 
@@ -237,26 +259,39 @@ class RenderWorker:
     # ---- the thread -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the thread (idempotent)."""
+        """Start the threads (idempotent)."""
         with self._wake:
-            if self._thread is None or not self._thread.is_alive():
+            if not any(t.is_alive() for t in self._threads):
                 self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name="prefrl-render", daemon=True)
-                self._thread.start()
+                self._threads = [threading.Thread(target=self._run, name=f"prefrl-render-{i}", daemon=True)
+                                 for i in range(self.n_threads)]
+                for thread in self._threads:
+                    thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the render in progress."""
+        """Stop after the renders in progress."""
         self._stop.set()
-        self.wake()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _claim(self, segment_id: int) -> bool:
+        with self._wake:
+            if segment_id in self._claimed:
+                return False
+            self._claimed.add(segment_id)
+            return True
 
     def _next(self) -> int | None:
         with self._wake:
-            if self._requested:
-                return self._requested.popleft()
+            while self._requested:
+                segment_id = self._requested.popleft()
+                if segment_id not in self._claimed:
+                    self._claimed.add(segment_id)
+                    return segment_id
         for segment_id in self._ahead():
-            if self.clips.cached(segment_id) is None and self.failure(segment_id) is None:
+            if self.clips.cached(segment_id) is None and self.failure(segment_id) is None and self._claim(segment_id):
                 return segment_id
         return None
 
@@ -294,3 +329,6 @@ class RenderWorker:
                     raise
             else:
                 self._finished(segment_id, None)
+            finally:
+                with self._wake:
+                    self._claimed.discard(segment_id)

@@ -18,6 +18,9 @@ class AppConfig:
     prerender_queries: int = 8
     """How many pending queries ahead the render worker renders, for anyone and for each labeller at
     work (besides those being labelled); 0 renders only clips asked for."""
+    render_processes: int = 2
+    """Child processes rendering clips side by side (one MuJoCo GL context each). Eight people at one
+    answer per 3 s need ~5 HalfCheetah clips/s; one process renders ~3/s on a loaded 2-core machine."""
     clip_wait_seconds: float = 1.0
     """How long a clip request waits (holding no thread) for a render in flight before 202."""
     lease_seconds: float = 300.0
@@ -48,6 +51,9 @@ class AppConfig:
         if isinstance(self.login_max_failures, bool) or not isinstance(self.login_max_failures, int) \
                 or self.login_max_failures < 1:
             raise ValueError(f"login_max_failures must be an int ≥ 1, got {self.login_max_failures!r}")
+        if isinstance(self.render_processes, bool) or not isinstance(self.render_processes, int) \
+                or not 1 <= self.render_processes <= 64:
+            raise ValueError(f"render_processes must be an int from 1 to 64, got {self.render_processes!r}")
         if isinstance(self.prerender_queries, bool) or not isinstance(self.prerender_queries, int) \
                 or self.prerender_queries < 0:
             raise ValueError(f"prerender_queries must be an int ≥ 0, got {self.prerender_queries!r}")

@@ -10,8 +10,12 @@ Endpoints (all JSON errors are ``{"detail": "..."}``):
   ``POST /login`` (form field ``token``) exchanges the one-time token for a session cookie.
 - ``GET /`` the labelling page (the login form without a session); ``GET /admin`` progress.
 - ``POST /api/next`` lease the next query of this labeller's queue → ``{"query": {...} | null}``.
-- ``POST /api/answer`` ``{"query_id": int, "mu": 1 | 0 | 0.5 | null}`` → the stored
-  comparison and the next query. ``null`` = can't tell.
+- ``POST /api/answer`` ``{"query_id": int, "mu": 1 | 0 | 0.5 | null, "next_query_id": int?}`` →
+  the stored comparison and the next query (``next_query_id`` when it is still free: the pair
+  whose clips the page has loaded ahead). ``null`` = can't tell.
+- ``POST /api/upcoming`` ``{"current_query_id": int | null}`` → ``{"upcoming": {"id", "clips"} | null}``:
+  the pair this labeller's page should load ahead (a hint held in memory, not a lease; each
+  labeller gets a different one), so that after an answer the next pair plays from memory.
 - ``POST /api/undo`` ``{"comparison_id": int, "current_query_id": int | null}`` undo an answer
   given within the undo window; the current lease is released so the undone pair comes back.
 - ``POST /api/release`` ``{"query_id": int}`` give a lease back; ``POST /logout``.
@@ -66,14 +70,20 @@ def create_app(
     cfg = cfg or AppConfig()
     signer = SessionSigner(cfg.secret, cfg.session_max_age_seconds)
     limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds)
-    own_renderer = ProcessRenderer() if renderer is None else None
+    own_renderer = ProcessRenderer(cfg.render_processes) if renderer is None else None
     clips = ClipCache(store, cfg.clips_dir, renderer or own_renderer)
-    worker = RenderWorker(clips, store, prerender=cfg.prerender_queries)
+    # A renderer passed in may not be thread-safe: it gets one thread.
+    worker = RenderWorker(clips, store, prerender=cfg.prerender_queries,
+                          threads=cfg.render_processes if own_renderer is not None else 1)
     templates = Jinja2Templates(directory=str(APP_DIR / "templates"))
     # Segments handed to each labeller in a query: only those clips may be requested
     # (and hence rendered), so a labeller cannot make the server render the whole store.
     shown: dict[str, set[int]] = defaultdict(set)
     shown_lock = threading.Lock()
+    # The pair each labeller's page loads ahead, kept apart from the others' (a hint, not a lease).
+    upcoming: dict[str, int] = {}
+    # Segment id → (length, env_id) for the query JSON: segments never change once stored.
+    segment_info: dict[int, tuple[int, str]] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -160,12 +170,37 @@ def create_app(
             left_id, right_id = int(query.left_id), int(query.right_id)
             with shown_lock:
                 shown[labeller].update((left_id, right_id))
-            segs = store.get_segments([left_id, right_id])
+            info = segments_info([left_id, right_id])
             out["kind"] = "segments"
-            for side, seg in zip(("left", "right"), segs):
-                out[side] = {"segment_id": int(seg.id), "clip_url": f"/clips/{int(seg.id)}.mp4",
-                             "length": len(seg), "env_id": seg.env_id}
+            for side, seg_id in zip(("left", "right"), (left_id, right_id)):
+                length, env_id = info[seg_id]
+                out[side] = {"segment_id": seg_id, "clip_url": f"/clips/{seg_id}.mp4", "length": length,
+                             "env_id": env_id}
         return out
+
+    def segments_info(ids: list[int]) -> dict[int, tuple[int, str]]:
+        missing = [i for i in ids if i not in segment_info]
+        if missing:  # read once per segment (its arrays too), off the answer's path when loaded ahead
+            for seg in store.get_segments(missing):
+                segment_info[int(seg.id)] = (len(seg), seg.env_id)
+        return {i: segment_info[i] for i in ids}
+
+    def upcoming_json(labeller: str, current_id: int | None) -> dict | None:
+        """The next free segment pair in this labeller's queue that no other labeller's page is loading."""
+        with shown_lock:
+            others = {qid for name, qid in upcoming.items() if name != labeller}
+        for q in store.queries("pending", limit=len(others) + 2, labeller=labeller):
+            if q.left_id is None or q.id == current_id or q.id in others:
+                continue
+            left_id, right_id = int(q.left_id), int(q.right_id)
+            with shown_lock:
+                upcoming[labeller] = int(q.id)
+                shown[labeller].update((left_id, right_id))
+            segments_info([left_id, right_id])
+            return {"id": int(q.id), "clips": [f"/clips/{left_id}.mp4", f"/clips/{right_id}.mp4"]}
+        with shown_lock:
+            upcoming.pop(labeller, None)
+        return None
 
     def _raise_unknown_query(query_id: int) -> None:
         try:
@@ -299,16 +334,24 @@ def create_app(
             mu = check_mu(mu)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
-        return await run_in_threadpool(_answer, session, query_id, mu)
+        prefer = int_field(body, "next_query_id", required=False)
+        return await run_in_threadpool(_answer, session, query_id, mu, prefer)
 
-    def _answer(session: Session, query_id: int, mu: float | None) -> dict:
+    def _answer(session: Session, query_id: int, mu: float | None, prefer: int | None = None) -> dict:
         try:  # one transaction: the answer is stored and the next pair leased, or neither
-            comparison, query = store.answer_and_lease_next(query_id, session.labeller, mu, cfg.lease_seconds)
+            comparison, query = store.answer_and_lease_next(query_id, session.labeller, mu, cfg.lease_seconds,
+                                                            prefer_query_id=prefer)
         except LeaseError as e:
             _raise_unknown_query(query_id)
             raise HTTPException(409, f"query {query_id} cannot be answered: {e}") from None
         return {"comparison": comparison_json(comparison), "undo_seconds": cfg.undo_window_seconds,
                 "next": next_json(query, session)}
+
+    @app.post("/api/upcoming")
+    async def api_upcoming(request: Request) -> dict:
+        session = await run_in_threadpool(require_post_session, request)
+        current = int_field(await json_body(request), "current_query_id", required=False)
+        return {"upcoming": await run_in_threadpool(upcoming_json, session.labeller, current)}
 
     @app.post("/api/undo")
     async def api_undo(request: Request) -> dict:

@@ -65,6 +65,8 @@ def serve(
     prerender: int = typer.Option(8, min=0, help="Pending queries whose clips the render worker renders ahead "
                                   "(besides those being labelled)."),
     undo_seconds: float = typer.Option(30.0, help="How long after answering a labeller may undo."),
+    render_processes: int = typer.Option(2, min=1, max=64, help="Child processes rendering clips side by side "
+                                         "(one per core you can spare; ~3 HalfCheetah clips/s each)."),
     secure_cookie: bool = typer.Option(False, help="Mark the session cookie Secure (serve behind HTTPS)."),
     allowed_host: list[str] = typer.Option(
         [], "--allowed-host", help="A host name people reach the app by (repeat for several; '*' = any). "
@@ -88,7 +90,7 @@ def serve(
     hosts = tuple(allowed_host) or (host, "127.0.0.1", "localhost", "::1")
     try:
         cfg = AppConfig(clips_dir=clips_dir, lease_seconds=lease_seconds, undo_window_seconds=undo_seconds,
-                        prerender_queries=prerender,
+                        prerender_queries=prerender, render_processes=render_processes,
                         secure_cookie=secure_cookie, secret=secret_env.encode() if secret_env else None,
                         allowed_hosts=hosts)
         from prefrl.app.auth import SessionSigner

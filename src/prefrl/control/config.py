@@ -170,6 +170,10 @@ class ControlConfig:
     """How long the synthetic labeller holds a query before another labeller may take it."""
     human_wait_seconds: float = field(default=0.0, metadata={"aliases": ("--human-wait",)})
     """With ``teacher=human``: how long the loop waits at the end for outstanding answers."""
+    human_queue_ahead: int = 24
+    """With ``teacher=human``: post queries ahead of the label schedule (within ``labels``) so that at least this many wait unanswered after each rollout, and people labelling faster than the schedule never find the queue empty (8 people at one answer per 3 s take ~20 between two HalfCheetah rollouts); 0 = follow the schedule only."""
+    report_video: bool = False
+    """Record one evaluation episode of the final policy into the report: ``RUN_DIR/behaviour.mp4`` and a strip of its frames (MuJoCo: ``MUJOCO_GL=osmesa`` or ``egl``)."""
     progress: bool = field(default=True, metadata={"option": ("--progress/--no-progress",)})
     """Show a progress bar."""
     threads: int | None = 1
@@ -231,6 +235,9 @@ class ControlConfig:
             raise ValueError(f"lease_seconds must be > 0, got {self.lease_seconds}")
         if self.threads is not None and self.threads < 0:
             raise ValueError(f"threads must be ≥ 0 (0 = torch's default), got {self.threads}")
+        if isinstance(self.human_queue_ahead, bool) or not isinstance(self.human_queue_ahead, int) \
+                or self.human_queue_ahead < 0:
+            raise ValueError(f"human_queue_ahead must be an int ≥ 0, got {self.human_queue_ahead!r}")
         if self.human_wait_seconds < 0:
             raise ValueError(f"human_wait_seconds must be ≥ 0, got {self.human_wait_seconds}")
         if self.teacher == "human" and self.teacher_kwargs:

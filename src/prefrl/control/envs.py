@@ -198,6 +198,18 @@ def _accepts_kwarg(spec: gym.envs.registration.EnvSpec, name: str) -> bool:
         return False
 
 
+def _is_mujoco(spec: gym.envs.registration.EnvSpec) -> bool:
+    """A MuJoCo env (its ``width``/``height`` kwargs pass through ``**kwargs``, invisible to :func:`_accepts_kwarg`)."""
+    entry = spec.entry_point
+    try:
+        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    except Exception:  # noqa: BLE001 - no mujoco installed, or an entry point that does not load
+        return False
+    return isinstance(creator, type) and issubclass(creator, MujocoEnv)
+
+
 def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str = "") -> None:
     """ValueError unless obs is a float ``Box`` or a uint8 (C, H, W) frame stack and actions are 1-D Box or Discrete."""
     where = f" of environment {env_id!r}" if env_id else ""
@@ -238,7 +250,7 @@ def make_env(
     kwargs: dict[str, Any] = {}
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-        if render_size is not None and _accepts_kwarg(spec, "width"):  # MuJoCo: frames of (width, height)
+        if render_size is not None and (_accepts_kwarg(spec, "width") or _is_mujoco(spec)):  # frames of (width, height)
             kwargs["width"], kwargs["height"] = render_size
     if drop_ctrl_cost:
         if not _accepts_kwarg(spec, "ctrl_cost_weight"):

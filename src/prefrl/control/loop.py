@@ -145,6 +145,13 @@ class PreferenceLoop:
         self.counters.queries_posted += len(pairs)
         return len(pairs)
 
+    def queue_shortfall(self) -> int:
+        """Queries to post ahead of the schedule so that ``human_queue_ahead`` wait for people (``teacher=human``)."""
+        if self.cfg.teacher != "human" or self.cfg.human_queue_ahead <= 0:
+            return 0  # a synthetic teacher answers at once: posting early would only spend the budget early
+        pending = self.store.count_queries(status="pending")
+        return min(self.cfg.human_queue_ahead - pending, self.cfg.labels - self.counters.queries_posted)
+
     def _unasked(self, candidates: list[tuple[Segment, Segment]]) -> list[tuple[Segment, Segment]]:
         """``candidates`` without repeats and without pairs already in the store's queue (either order):
         a label spent twice on one pair is a label lost, and the pool is small enough to repeat pairs."""
@@ -260,7 +267,7 @@ class PreferenceLoop:
                 t0 = time.monotonic()
                 rollout, finished = self.collect()  # collect
                 due = min(self.schedule.labels_due(self.counters.global_step), cfg.labels) - self.counters.queries_posted
-                self.ask(due)  # ask
+                self.ask(max(due, self.queue_shortfall()))  # ask
                 if workers is None:  # learn (in the background when asynchronous)
                     self.answer_pending()
                     self.train_reward()
@@ -297,11 +304,13 @@ class PreferenceLoop:
         evals = self.history.evaluations
         if cfg.eval_episodes > 0 and (not evals or evals[-1][0] != self.counters.global_step):
             evaluate_now(self)  # the curve ends at the final policy
-        if not self.history.clip:
+        if not self.history.clip and not cfg.report_video:  # report_video records its own episode (behaviour.mp4)
             self.history.clip = record_final_clip(self)
         if cfg.true_reward_baseline and not self.history.baseline_episodes:
             self.history.baseline_episodes = run_true_reward_ppo(cfg, sink=sink)
         self.checkpoint()
+        if cfg.report_video:
+            run_state.record_behaviour(self)
         run_state.write_run_outputs(self)
 
 

@@ -3,15 +3,21 @@
 MuJoCo renders off-screen with ``MUJOCO_GL=osmesa`` (Debian package ``libosmesa6``); a
 segment's frames come from restoring its saved qpos‖qvel one step at a time. Atari
 segments need no simulator: their frames are the last channel of each stacked
-observation. MP4s are written by imageio-ffmpeg (``.gif`` works too, by extension).
+observation. MP4s are written by imageio-ffmpeg (``.gif`` works too, by extension), frames
+streamed to the encoder as they are rendered.
+
+Software GL pays for MuJoCo's default look: a 4096² shadow map, a reflective floor drawn twice
+and 4× multisampling made a 240×160 HalfCheetah frame cost ~300 ms on OSMesa. Clips and report
+videos (``quality="clip"``) render without them (~6–8 ms a frame); ``"default"`` keeps the
+model's own look. Measured in docs/benchmarks.md, "People in the loop".
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,6 +26,29 @@ from prefrl.data.types import Segment
 #: Frame size of rendered clips (small: they are shown side by side in the web app).
 WIDTH, HEIGHT = 240, 160
 DEFAULT_FPS = 20
+#: x264 preset of labelling clips: the fastest, one thread (3× faster than the default at 240×160,
+#: files ~2× larger, ~30 KB a clip); long videos (a report's episode) keep x264's default (smaller).
+CLIP_PRESET = "ultrafast"
+X264_QUALITY = 5  # imageio's scale: constant quality crf 25
+
+RenderQuality = Literal["clip", "default"]
+
+
+def tune_offscreen(env: Any, quality: RenderQuality = "clip") -> None:
+    """Cheaper MuJoCo offscreen rendering for ``env`` (call before its first ``render()``).
+
+    ``"clip"``: no shadows, no reflections, no multisampling. ``"default"``: the model's own settings.
+    Only the visual model changes (lights, materials, render quality), never the physics; envs
+    without a MuJoCo model are left alone.
+    """
+    if quality not in ("clip", "default"):
+        raise ValueError(f"render quality must be 'clip' or 'default', got {quality!r}")
+    model = getattr(env.unwrapped, "model", None)
+    if quality == "default" or model is None or not hasattr(model, "vis"):
+        return
+    model.vis.quality.offsamples = 0
+    model.light_castshadow[:] = 0
+    model.mat_reflectance[:] = 0.0
 
 
 def _use_offscreen_gl() -> None:
@@ -29,22 +58,44 @@ def _use_offscreen_gl() -> None:
         os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 
-def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: float = DEFAULT_FPS) -> Path:
-    """Write (H, W, 3) or (H, W) uint8 frames to ``path`` (mp4 via ffmpeg, or gif)."""
-    import imageio.v2 as imageio
+def write_video(
+    frames: Iterable[np.ndarray], path: str | Path, fps: float = DEFAULT_FPS, preset: str | None = CLIP_PRESET
+) -> Path:
+    """Write (H, W, 3) or (H, W) uint8 frames to ``path`` (mp4 via ffmpeg, or gif).
 
-    if len(frames) == 0:
-        raise ValueError("no frames to write")
+    ``frames`` may be a generator: each frame goes to ffmpeg as it comes, so rendering and
+    encoding overlap (and ffmpeg starts while the first frames render). ``preset``: x264's
+    (``None``: its default).
+    """
     path = Path(path)
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("no frames to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = [_to_rgb(f) for f in frames]
+    first = _to_rgb(first)
     if path.suffix.lower() == ".gif":
-        imageio.mimsave(path, rgb, duration=1.0 / fps, loop=0)
-    else:
-        # macro_block_size=1 keeps 84×84 Atari frames unpadded; yuv420p for browser playback.
-        with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, pixelformat="yuv420p") as w:
-            for frame in rgb:
-                w.append_data(frame)
+        import imageio.v2 as imageio
+
+        imageio.mimsave(path, [first, *(_to_rgb(f) for f in it)], duration=1.0 / fps, loop=0)
+        return path
+    import imageio_ffmpeg
+
+    # macro_block_size=1 keeps 84×84 Atari frames unpadded; yuv420p for browser playback.
+    height, width = first.shape[:2]
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264", quality=X264_QUALITY,
+                                         macro_block_size=1, pix_fmt_out="yuv420p", ffmpeg_log_level="error",
+                                         output_params=["-threads", "1", *(("-preset", preset) if preset else ())])
+    writer.send(None)
+    try:
+        writer.send(np.ascontiguousarray(first))
+        for frame in it:
+            frame = _to_rgb(frame)
+            if frame.shape != first.shape:
+                raise ValueError(f"frame of shape {frame.shape} in a video of {first.shape} frames")
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        writer.close()
     return path
 
 
@@ -59,8 +110,9 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def make_render_env(env_id: str, width: int = WIDTH, height: int = HEIGHT) -> Any:
-    """A single env that renders ``rgb_array`` frames of ``width``×``height`` (MuJoCo kwargs)."""
+def make_render_env(env_id: str, width: int = WIDTH, height: int = HEIGHT, quality: RenderQuality = "clip") -> Any:
+    """A single env that renders ``rgb_array`` frames of ``width``×``height`` (MuJoCo kwargs) at ``quality``
+    (:func:`tune_offscreen`)."""
     _use_offscreen_gl()
     from prefrl.control.envs import is_atari, make_env
 
@@ -78,6 +130,7 @@ def make_render_env(env_id: str, width: int = WIDTH, height: int = HEIGHT) -> An
             env = gym.make(name, render_mode="rgb_array")
     except gym.error.DependencyNotInstalled as e:  # classic control renders with pygame
         raise ValueError(f"environment {env_id!r} cannot render: {e}") from None
+    tune_offscreen(env, quality)
     return env
 
 
@@ -98,27 +151,37 @@ def check_renderable(env_id: str) -> None:
 
 def segment_frames(segment: Segment, env: Any = None) -> list[np.ndarray]:
     """Frames of a stored segment: from its sim states (MuJoCo/classic) or its stacked obs (Atari)."""
+    return list(iter_segment_frames(segment, env))
+
+
+def iter_segment_frames(segment: Segment, env: Any = None) -> Iterator[np.ndarray]:
+    """:func:`segment_frames` one frame at a time (to stream them to an encoder).
+
+    Raises ``ValueError`` before the first frame when the segment cannot be rendered.
+    """
     obs = np.asarray(segment.obs)
     if segment.sim_states is None:
         if obs.dtype == np.uint8 and obs.ndim == 4:  # (T, C, H, W) frame stack: last channel is the newest
-            return [frame for frame in obs[:, -1]]
+            return iter(list(obs[:, -1]))
         raise ValueError(
             f"segment {segment.id} has no sim_states and no image observations: it cannot be rendered"
         )
-    from prefrl.control.envs import restore
-
     own_env = env is None
     if own_env:
         if not segment.env_id:
             raise ValueError(f"segment {segment.id} has no env_id: cannot build an env to render it")
         env = make_render_env(segment.env_id)
+    return _replay(segment, env, own_env)
+
+
+def _replay(segment: Segment, env: Any, own_env: bool) -> Iterator[np.ndarray]:
+    from prefrl.control.envs import restore
+
     try:
         env.reset(seed=0)
-        frames = []
         for state in np.asarray(segment.sim_states):
             restore(env, state)
-            frames.append(np.asarray(env.render()).copy())
-        return frames
+            yield np.asarray(env.render()).copy()
     finally:
         if own_env:
             env.close()
@@ -144,10 +207,22 @@ def render_segment(segment: Segment, path: str | Path, fps: float | None = None)
         path: output file; parent folders are created.
         fps: frames per second; default real time (1 / env dt) for MuJoCo, else 20.
     """
-    frames = segment_frames(segment)
     if fps is None:
         fps = _fps_for(segment.env_id) if segment.sim_states is not None else DEFAULT_FPS
-    return write_video(frames, path, fps=fps)
+    return write_video(iter_segment_frames(segment), path, fps=fps)
+
+
+def write_strip(frames: Sequence[np.ndarray], path: str | Path, n: int = 8) -> Path:
+    """A PNG of ``n`` frames taken evenly from ``frames``, side by side (a strip for a report)."""
+    from PIL import Image
+
+    if len(frames) == 0:
+        raise ValueError("no frames for a strip")
+    idx = np.unique(np.linspace(0, len(frames) - 1, num=min(n, len(frames))).round().astype(int))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate([_to_rgb(frames[i]) for i in idx], axis=1)).save(path, optimize=True)
+    return path
 
 
 def record_episode(
@@ -158,12 +233,15 @@ def record_episode(
     seed: int = 0,
     max_steps: int = 1000,
     env_kwargs: dict[str, Any] | None = None,
+    strip: str | Path | None = None,
+    strip_frames: int = 8,
 ) -> tuple[Path, float]:
     """Run one episode with ``act(obs) -> action`` and save its frames; returns (path, true return).
 
     The env is the one training and :meth:`PPOAgent.evaluate` use (:func:`make_env` with ``env_kwargs``:
     ``fixed_horizon``, ``drop_ctrl_cost``), seeded the same way, so the video's return is that of the
-    evaluation episode with the same ``seed``.
+    evaluation episode with the same ``seed``. Frames are streamed to the encoder; with ``strip``, a PNG
+    of ``strip_frames`` frames spread over the episode is written there too (:func:`write_strip`).
     """
     from prefrl.control.envs import make_env
 
@@ -171,21 +249,37 @@ def record_episode(
     kwargs = {**(env_kwargs or {}), "record_sim_state": False}
     try:
         env = make_env(env_id, seed=seed, render_mode="rgb_array", render_size=(WIDTH, HEIGHT), **kwargs)
+        tune_offscreen(env, "clip")
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - a missing renderer (pygame) or GL backend
         raise ValueError(f"environment {env_id!r} cannot render: {type(e).__name__}: {e}") from None
-    try:
+    total, kept = 0.0, []
+    every = max(1, max_steps // (8 * max(strip_frames, 1)))  # frames kept for the strip, not the whole episode
+
+    def frames() -> Iterator[np.ndarray]:
+        nonlocal total
         obs, _ = env.reset()  # make_env reset it with ``seed``; the vector env of evaluate() resets once more
-        frames, total = [np.asarray(env.render()).copy()], 0.0
-        for _ in range(max_steps):
+        for t in range(max_steps + 1):
+            frame = np.asarray(env.render()).copy()
+            if t % every == 0:
+                kept.append(frame)
+            yield frame
+            if t == max_steps:
+                return
             obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
-            frames.append(np.asarray(env.render()).copy())
             if terminated or truncated:
-                break
+                kept.append(np.asarray(env.render()).copy())
+                yield kept[-1]
+                return
+
+    try:
         dt = getattr(env.unwrapped, "dt", None)
         fps = 1.0 / dt if dt else float(env.metadata.get("render_fps") or DEFAULT_FPS)
+        out = write_video(frames(), path, fps=min(fps, 60.0), preset=None)
     finally:
         env.close()
-    return write_video(frames, path, fps=min(fps, 60.0)), total
+    if strip is not None:
+        write_strip(kept, strip, strip_frames)
+    return out, total

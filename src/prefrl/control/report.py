@@ -196,6 +196,23 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+#: The final policy's episode, when the run records one (``ControlConfig.report_video``): video and strip of frames.
+BEHAVIOUR_VIDEO, BEHAVIOUR_STRIP = "behaviour.mp4", "behaviour_frames.png"
+
+
+def _behaviour_section(run_dir: Path) -> str:
+    video, strip = run_dir / BEHAVIOUR_VIDEO, run_dir / BEHAVIOUR_STRIP
+    if not video.is_file():
+        return ""
+    img = ""
+    if strip.is_file():
+        data = base64.b64encode(strip.read_bytes()).decode("ascii")
+        img = f'<p><img alt="frames of the episode" style="max-width:100%" src="data:image/png;base64,{data}"></p>'
+    return (f'<h2>Learned behaviour</h2>\n<p>One evaluation episode of the final (deterministic) policy, '
+            f'left to right in the strip: <a href="{BEHAVIOUR_VIDEO}">{BEHAVIOUR_VIDEO}</a>.</p>\n'
+            f'<video src="{BEHAVIOUR_VIDEO}" controls loop muted autoplay playsinline width="480"></video>\n{img}')
+
+
 #: Said in the report, the CLI and a warning when a run ends without a single reward round.
 NO_REWARD_MODEL = (
     "no reward model was trained: the teacher gave no comparable answer (all skipped, can't tell or unanswered), "
@@ -236,7 +253,8 @@ def write_report(run_dir: str | Path, cfg: Any, history: Any, counters: Any, ans
             f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
             f'<figcaption><a href="{path.name}">{path.name}</a></figcaption></figure>'
         )
-    clip = _clip_html(run_dir, getattr(history, "clip", {}))
+    clip = ("<p>See “Learned behaviour” above (<code>report_video</code>).</p>" if getattr(cfg, "report_video", False)
+            else _clip_html(run_dir, getattr(history, "clip", {})))  # fmt: skip
     config = html.escape(cfg.to_json() if hasattr(cfg, "to_json") else json.dumps(cfg, default=str))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>prefrl report — {html.escape(title)}</title>
@@ -252,6 +270,7 @@ the teacher compares pairs of segments, a reward ensemble is fitted to the compa
 optimises the learned reward. The true return below is measured with the hidden env reward.</p>
 <h2>Summary</h2>
 {warning}<table>{rows}</table>
+{_behaviour_section(run_dir)}
 <h2>Charts</h2>
 {"".join(figures)}
 <h2>Final policy</h2>

@@ -134,17 +134,22 @@ class QueryQueue(RecordStore):
         """Number of queries, optionally of one status now ("pending", "leased", "answered")."""
         return self._count(schema.queries, *_status_filter(status, utcnow()))
 
-    def lease_query(self, labeller: str, lease_seconds: float = 300.0) -> Query | None:
+    def lease_query(
+        self, labeller: str, lease_seconds: float = 300.0, prefer_query_id: int | None = None
+    ) -> Query | None:
         """Lease the highest-priority free query to ``labeller``; ``None`` when there is none.
 
         A query is free when it is pending or its lease has lapsed, and it is not restricted
         to another labeller. If ``labeller`` already holds a live lease, that query is
         returned (its lease unchanged). Atomic: the lease is taken with a conditional UPDATE
         whose row count is checked, so two labellers never hold a live lease on one query.
+        ``prefer_query_id``: lease that query if it is still free for ``labeller`` (e.g. the
+        pair whose clips the page has already loaded), else the highest-priority one.
         """
         labeller = check_name(labeller, "labeller")
         lease_seconds = check_positive(lease_seconds, "lease_seconds", MAX_SECONDS)
-        return self._write(lambda conn: _lease(conn, labeller, lease_seconds, utcnow()))
+        prefer = None if prefer_query_id is None else check_id(prefer_query_id, "prefer_query_id")
+        return self._write(lambda conn: _lease(conn, labeller, lease_seconds, utcnow(), prefer))
 
     def answer_query(
         self, query_id: int, labeller: str, mu: float | None, teacher: str = "human"
@@ -163,11 +168,14 @@ class QueryQueue(RecordStore):
         return self._write(lambda conn: _answer(conn, query_id, labeller, mu, teacher, utcnow()))
 
     def answer_and_lease_next(
-        self, query_id: int, labeller: str, mu: float | None, lease_seconds: float = 300.0, teacher: str = "human"
+        self, query_id: int, labeller: str, mu: float | None, lease_seconds: float = 300.0, teacher: str = "human",
+        prefer_query_id: int | None = None,
     ) -> tuple[Comparison, Query | None]:
-        """:meth:`answer_query`, then :meth:`lease_query` for the same labeller, in one transaction:
-        the answer is stored and the next pair leased together, or neither happens."""
+        """:meth:`answer_query`, then :meth:`lease_query` for the same labeller (with its
+        ``prefer_query_id``), in one transaction: the answer is stored and the next pair leased
+        together, or neither happens."""
         query_id = check_id(query_id, "query_id")
+        prefer = None if prefer_query_id is None else check_id(prefer_query_id, "prefer_query_id")
         labeller = check_name(labeller, "labeller")
         mu = check_mu(mu)
         teacher = check_name(teacher, "teacher")
@@ -176,7 +184,7 @@ class QueryQueue(RecordStore):
         def answer_then_lease(conn: Connection) -> tuple[Comparison, Query | None]:
             now = utcnow()
             comparison = _answer(conn, query_id, labeller, mu, teacher, now)
-            return comparison, _lease(conn, labeller, lease_seconds, now)
+            return comparison, _lease(conn, labeller, lease_seconds, now, prefer)
 
         return self._write(answer_then_lease)
 
@@ -292,7 +300,9 @@ def _end_lease(
     raise LeaseError(f"the lease of {labeller!r} on query {query_id} expired at {row.lease_expires_at}")
 
 
-def _lease(conn: Connection, labeller: str, lease_seconds: float, now: datetime) -> Query | None:
+def _lease(
+    conn: Connection, labeller: str, lease_seconds: float, now: datetime, prefer: int | None = None
+) -> Query | None:
     """The body of :meth:`QueryQueue.lease_query`, inside the caller's transaction."""
     q = schema.queries.c
     held = conn.execute(
@@ -303,18 +313,19 @@ def _lease(conn: Connection, labeller: str, lease_seconds: float, now: datetime)
     ).first()
     if held is not None:
         return schema.query_from_row(held, now)
-    for _ in range(1000):  # each miss means another labeller just took that query
-        candidate = conn.execute(
-            sa.select(q.id)
-            .where(_free(now), sa.or_(q.labeller.is_(None), q.labeller == labeller))
-            .order_by(q.priority.desc(), q.id)
-            .limit(1)
-        ).scalar()
+    mine = sa.or_(q.labeller.is_(None), q.labeller == labeller)
+    for attempt in range(1000):  # each miss means another labeller just took that query
+        if attempt == 0 and prefer is not None:
+            candidate = prefer  # free and allowed to this labeller, or the UPDATE below misses
+        else:
+            candidate = conn.execute(
+                sa.select(q.id).where(_free(now), mine).order_by(q.priority.desc(), q.id).limit(1)
+            ).scalar()
         if candidate is None:
             return None
         taken = conn.execute(
             schema.queries.update()
-            .where(q.id == candidate, _free(now))
+            .where(q.id == candidate, _free(now), mine)
             .values(
                 status="leased",
                 leased_to=labeller,

@@ -42,10 +42,76 @@
   }
 
   // A clip is fetched, not pointed at: the server answers 202 while the render worker is still
-  // rendering it, and the page asks again after Retry-After; the video plays from memory.
+  // rendering it, and the page asks again after Retry-After; the video plays from memory. Clips
+  // are kept by URL (the pair shown and the one loaded ahead), so the next pair plays at once.
+  const clips = new Map();   // clip URL → Promise of an object URL (null: it failed)
+  const preloaded = new Map();  // clip URL → a detached <video> already decoding it, swapped in when shown
+  let upcoming = null;       // {id, clips}: the pair the server suggests loading ahead
+  const AHEAD_DELAY_MS = 250;  // after the pair shown has started playing, not competing with it
+
+  async function fetchClip(url) {
+    for (let attempt = 0; attempt < 300; attempt++) {
+      let res = null;
+      try { res = await fetch(url, { credentials: "same-origin" }); } catch (e) { res = null; }
+      if (res && res.status === 200) { return URL.createObjectURL(await res.blob()); }
+      if (res && res.status === 401) { window.location.href = "/"; return null; }
+      if (res && res.status !== 202) return null;     // a real failure: say so, don't spin
+      if (!clips.has(url)) return null;               // nobody wants it any more
+      const wait = 1000 * Number((res && res.headers.get("Retry-After")) || 1);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(Math.max(wait, 250), 2000)));
+    }
+    return null;
+  }
+
+  function clip(url) {
+    if (!clips.has(url)) {
+      const p = fetchClip(url);
+      clips.set(url, p);
+      p.then((obj) => { if (obj === null && clips.get(url) === p) clips.delete(url); });  // retried when shown
+    }
+    return clips.get(url);
+  }
+
+  function keepOnly(urls) {
+    for (const [url, video] of preloaded) {
+      if (!urls.includes(url)) { preloaded.delete(url); clearVideo(video); }
+    }
+    for (const [url, p] of clips) {
+      if (!urls.includes(url)) {
+        clips.delete(url);
+        p.then((obj) => { if (obj) URL.revokeObjectURL(obj); });
+      }
+    }
+  }
+
+  function watch(video) {
+    video.addEventListener("loadeddata", () => {
+      if (video.parentElement) video.parentElement.classList.remove("loading");
+    });
+    video.addEventListener("error", () => {
+      if (!video.parentElement || !video.getAttribute("src")) return;
+      video.parentElement.classList.remove("loading");
+      video.parentElement.classList.add("failed");
+    });
+  }
+
+  // A clip of the pair loaded ahead is decoded in a detached <video>, so showing it is a swap.
+  function preload(url) {
+    clip(url).then((obj) => {
+      if (!obj || clips.get(url) === undefined || preloaded.has(url)) return;
+      const video = document.createElement("video");
+      for (const attr of ["autoplay", "loop", "muted", "playsinline"]) video.setAttribute(attr, "");
+      video.muted = true;
+      video.preload = "auto";
+      watch(video);
+      video.dataset.clip = url;
+      video.setAttribute("src", obj);
+      video.load();
+      preloaded.set(url, video);
+    });
+  }
+
   function clearVideo(el) {
-    const old = el.getAttribute("src");
-    if (old && old.startsWith("blob:")) { URL.revokeObjectURL(old); }
     el.removeAttribute("src");
     delete el.dataset.clip;
   }
@@ -56,28 +122,42 @@
       const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
       return;
     }
+    const ready = preloaded.get(url);
+    if (ready) {
+      preloaded.delete(url);
+      ready.id = el.id;
+      el.replaceWith(ready);
+      clearVideo(el);
+      ready.parentElement.classList.remove("failed");
+      ready.parentElement.classList.toggle("loading", ready.readyState < 2);
+      const p = ready.play(); if (p && p.catch) { p.catch(() => {}); }
+      return;
+    }
     clearVideo(el);
     el.dataset.clip = url;
     el.parentElement.classList.add("loading");
     el.parentElement.classList.remove("failed");
-    for (let attempt = 0; attempt < 300; attempt++) {
-      let res = null;
-      try { res = await fetch(url, { credentials: "same-origin" }); } catch (e) { res = null; }
-      if (el.dataset.clip !== url) return;            // another pair is shown by now
-      if (res && res.status === 200) {
-        const blob = await res.blob();
-        if (el.dataset.clip !== url) return;
-        el.setAttribute("src", URL.createObjectURL(blob));
-        const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
-        return;
-      }
-      if (res && res.status === 401) { window.location.href = "/"; return; }
-      if (res && res.status !== 202) break;           // a real failure: say so, don't spin
-      const wait = 1000 * Number((res && res.headers.get("Retry-After")) || 1);
-      await new Promise((resolve) => setTimeout(resolve, Math.min(Math.max(wait, 250), 2000)));
+    const obj = await clip(url);
+    if (el.dataset.clip !== url) return;              // another pair is shown by now
+    if (obj) {
+      el.setAttribute("src", obj);
+      const p = el.play(); if (p && p.catch) { p.catch(() => {}); }
+      return;
     }
     el.parentElement.classList.remove("loading");
     el.parentElement.classList.add("failed");
+  }
+
+  // After a pair is shown, ask which pair to load next and fetch its clips in the background.
+  async function loadAhead(query) {
+    let data = null;
+    try { data = await post("/api/upcoming", { current_query_id: query ? query.id : null }); }
+    catch (e) { data = null; }
+    if (current !== query) return;                   // answered meanwhile: the next pair asks again
+    upcoming = data && data.upcoming;
+    const shown = query && query.kind !== "text" ? [query.left.clip_url, query.right.clip_url] : [];
+    keepOnly(shown.concat(upcoming ? upcoming.clips : []));
+    if (upcoming) { upcoming.clips.forEach(preload); }
   }
 
   function render(query) {
@@ -86,7 +166,7 @@
     if (!query) {
       pair.hidden = true; answers.hidden = true; prompt.hidden = true; empty.hidden = false;
       root.dataset.queryId = "";
-      if (!pollTimer) { pollTimer = setTimeout(() => { pollTimer = null; loadNext(); }, 4000); }
+      if (!pollTimer) { pollTimer = setTimeout(() => { pollTimer = null; loadNext(); }, 2000); }
       return;
     }
     empty.hidden = true; pair.hidden = false; answers.hidden = false;
@@ -102,8 +182,8 @@
         setVideo(video, query[side].clip_url);
       }
     }
-    if (query.kind === "text") { prompt.textContent = query.prompt; prompt.hidden = false; }
-    else { prompt.hidden = true; }
+    if (query.kind === "text") { prompt.textContent = query.prompt; prompt.hidden = false; keepOnly([]); }
+    else { prompt.hidden = true; setTimeout(() => loadAhead(query), AHEAD_DELAY_MS); }
     $("question").textContent = query.kind === "text"
       ? "Which response is better?" : "Which clip shows better behaviour?";
   }
@@ -135,7 +215,10 @@
     busy = true;
     flash(mu);
     try {
-      const data = await post("/api/answer", { query_id: current.id, mu: mu });
+      const body = { query_id: current.id, mu: mu };
+      if (upcoming) { body.next_query_id = upcoming.id; }
+      upcoming = null;
+      const data = await post("/api/answer", body);
       lastAnswer = { id: data.comparison.id, at: Date.now() };
       setCount(count + 1);
       toast("Saved: " + LABELS[String(mu)] + ".");
@@ -164,13 +247,7 @@
     finally { busy = false; }
   }
 
-  document.querySelectorAll("video").forEach((video) => {
-    video.addEventListener("loadeddata", () => video.parentElement.classList.remove("loading"));
-    video.addEventListener("error", () => {
-      video.parentElement.classList.remove("loading");
-      video.parentElement.classList.add("failed");
-    });
-  });
+  document.querySelectorAll("video").forEach(watch);
 
   document.querySelectorAll("button.answer").forEach((btn) => {
     btn.addEventListener("click", () => {
