@@ -392,7 +392,7 @@ def main() -> None:
     if results:
         lines += [
             f"Produced by `benchmarks/lm_rl_vs_trl.py` on {time.strftime('%Y-%m-%d')}, TRL {trl_version}, one thread "
-            "per run, the four runs back to back in one invocation, all nice'd alike. Model "
+            "per run, the runs back to back in one invocation, all nice'd alike. Model "
             f"`{a.model}` (fp32) as policy, reference (a frozen copy) and reward-model backbone (a fresh scalar "
             f"head); {a.prompts_per_step} prompts × k = {a.num_generations} completions = {rows} per step, at most "
             f"{a.max_new_tokens} new tokens, temperature 1, β = {BETA}, clip ε = {CLIP}, lr {LR}, one update per "
@@ -433,8 +433,8 @@ def main() -> None:
         f"{BETA}, ε = {CLIP}, fp32. TRL: `GRPOTrainer._compute_loss` with `use_bias_correction_kl=False`; prefrl: `CriticFreeTrainer.shaped_advantages` "
         "then `minibatch_loss` (what its update minimises).",
         "",
-        "| TRL loss_type | prefrl loss_aggregation | TRL, own forward | prefrl, own forward | |Δ| | TRL, fixed log-probs "
-        "| prefrl, fixed log-probs | |Δ| |",
+        "| TRL loss_type | prefrl loss_aggregation | TRL, own forward | prefrl, own forward | abs. diff. | TRL, fixed "
+        "log-probs | prefrl, fixed log-probs | abs. diff. |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     trl, ours = check["trl"], check["ours"]
