@@ -8,7 +8,8 @@ The true reward is recorded but never used unless the caller passes it.
 
 Hot-loop rules (the env loop is the agent's throughput): per vector step only the actor
 runs (no critic, no log-probabilities: those are computed for the whole rollout in one
-batched call afterwards), with the sampling noise drawn for the whole rollout up front; one
+batched call afterwards; a CNN policy, whose torso actor and critic share, computes them in
+its one forward per step instead), with the sampling noise drawn for the whole rollout up front; one
 numpy → torch conversion of the observations (normalised in place into a preallocated
 buffer) and one torch → numpy conversion of the actions; no per-env Python work.
 """

@@ -253,7 +253,8 @@ def write_report(run_dir: str | Path, cfg: Any, history: Any, counters: Any, ans
             f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
             f'<figcaption><a href="{path.name}">{path.name}</a></figcaption></figure>'
         )
-    clip = _clip_html(run_dir, getattr(history, "clip", {}))
+    clip = ("<p>See “Learned behaviour” above (<code>report_video</code>).</p>" if getattr(cfg, "report_video", False)
+            else _clip_html(run_dir, getattr(history, "clip", {})))  # fmt: skip
     config = html.escape(cfg.to_json() if hasattr(cfg, "to_json") else json.dumps(cfg, default=str))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>prefrl report — {html.escape(title)}</title>
