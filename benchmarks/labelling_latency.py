@@ -5,7 +5,9 @@ Starts ``prefrl control train --teacher human --serve --labellers l1,…,lN`` on
 links it prints, and drives N labellers in one headless Chromium (one browser context each,
 Playwright's async API). Timing starts when a labeller's first pair is playable (the run's warm-up: its first rollouts,
 the up-front queries, the first clips). Each labeller then answers at the paper's pace, one answer every ``--pace``
-seconds (3): it waits for a pair whose two clips are loaded and playable (``readyState ≥ 2``),
+seconds (3): it waits for a pair whose two clips are loaded and playable (a ``src`` set and
+``readyState ≥ 2``: removing a video's ``src`` keeps its old ``readyState``, so without the first
+check the previous pair's clips counted as the new pair's),
 waits out the rest of its 3 s, presses ←, and times how long the next pair takes to become
 playable. After ``--seconds`` the run is stopped and the store is checked: every answer a labeller
 gave is in it exactly once (none lost, none duplicated).
@@ -37,7 +39,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 PLAYABLE = ("(old => { const d = document.getElementById('app').dataset; return d.queryId > 0 && d.queryId !== old"
             " && [...document.querySelectorAll('video')].length === 2"
-            " && [...document.querySelectorAll('video')].every(v => v.readyState >= 2); })")
+            " && [...document.querySelectorAll('video')].every(v => v.getAttribute('src') && v.readyState >= 2); })")
 
 
 def start_run(env_id: str, n: int, run_dir: Path, steps: int, labels: int) -> tuple[subprocess.Popen, dict[str, str]]:

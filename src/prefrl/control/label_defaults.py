@@ -48,7 +48,7 @@ MEASURED_BEST: dict[int, str] = {100: "ppo", 200: "ppo"}
 MEASURED_STEPS = 20_000
 
 #: What :data:`MEASURED_BEST` rests on (quoted by ``--help``).
-MEASURED_ON = ("HalfCheetah-v5 at a reduced budget of 20,000 env steps, 1 seed "
+MEASURED_ON = ("HalfCheetah-v5 (and Hopper-v5 at 100 labels) at a reduced budget of 20,000 env steps, 1 seed "
                "(benchmarks/few_labels.py, docs/benchmarks_control.md 'Fewer labels')")  # fmt: skip
 
 
