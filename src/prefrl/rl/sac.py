@@ -116,11 +116,11 @@ class SACAgent:
             self.q1 = QNetwork(obs_dim, act_dim, cfg.hidden).to(self.device)
             self.q2 = QNetwork(obs_dim, act_dim, cfg.hidden).to(self.device)
         self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
-        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=cfg.q_lr, fused=True)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.policy_lr, fused=True)
+        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=cfg.q_lr)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.policy_lr)
         self.target_entropy = -cfg.target_entropy_scale * act_dim
         self.log_alpha = torch.tensor(math.log(cfg.alpha), device=self.device, requires_grad=cfg.autotune)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.policy_lr, fused=True) if cfg.autotune else None
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.policy_lr) if cfg.autotune else None
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.n_updates = 0
 
@@ -134,7 +134,7 @@ class SACAgent:
             self.q1 = QNetwork(obs_dim, act_dim, self.cfg.hidden).to(self.device)
             self.q2 = QNetwork(obs_dim, act_dim, self.cfg.hidden).to(self.device)
         self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
-        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=self.cfg.q_lr, fused=True)
+        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=self.cfg.q_lr)
 
     @property
     def alpha(self) -> float:
