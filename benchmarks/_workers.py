@@ -38,6 +38,26 @@ def summarise(step_s: list[float], tokens: list[float], warmup: int, cpu_s: list
     return out
 
 
+def time_prefrl_steps(step, prompts: list, per_step: int, rows: int, steps: int, warmup: int) -> dict:
+    """``steps`` calls of a prefrl trainer's ``step`` on consecutive slices of ``per_step`` prompts
+    (``rows`` completions each step): :func:`summarise` of its own clock and the process's CPU time, plus
+    the median seconds per phase (sampling with the policy's log-probs, scoring, updates)."""
+    import time
+
+    times, cpu, tokens, phases = [], [], [], []
+    for s in range(steps):
+        c0 = time.process_time()
+        m = step(prompts[s * per_step : (s + 1) * per_step])
+        cpu.append(time.process_time() - c0)
+        times.append(m["time/step_s"])
+        tokens.append(m["response/length"] * rows)
+        phases.append([m["time/rollout_s"], m["time/score_s"], m["time/update_s"]])
+    res = summarise(times, tokens, warmup, cpu)
+    measured = phases[warmup:] or phases
+    res["phases_s"] = [statistics.median(col) for col in zip(*measured, strict=True)]
+    return res
+
+
 def run_worker(python: str, script: str, argv: list[str], src: str | None = None) -> dict:
     """Run ``python script argv…`` on one thread and return the JSON on its last stdout line.
 

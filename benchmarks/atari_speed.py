@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
+
+from _docs import write_section  # benchmarks/ is sys.path[0] when run as a script
 
 CHILD = r"""
 import dataclasses, io, json, os, resource, signal, sys, tempfile, time, zlib
@@ -134,10 +135,7 @@ def main() -> None:
             f"configuration; --initial-fraction {a.initial_fraction}")
     print(table + "\n\n" + note)
     if a.write:
-        text = DOC.read_text()
-        block = f"{MARK_BEGIN}\n{table}\n\n{note}\n{MARK_END}"
-        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
-        DOC.write_text(text)
+        write_section(DOC, MARK_BEGIN, MARK_END, f"{table}\n\n{note}")
 
 
 if __name__ == "__main__":

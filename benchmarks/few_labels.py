@@ -21,11 +21,11 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import time
 from pathlib import Path
 
 import numpy as np
+from _docs import write_section  # benchmarks/ is sys.path[0] when run as a script
 
 from prefrl.control import label_defaults
 from prefrl.control.baseline import train_true_reward_ppo
@@ -147,13 +147,8 @@ def defaults_section(results: list[dict]) -> list[str]:
 
 
 def write_table(doc: Path, table: str) -> None:
-    text = doc.read_text() if doc.exists() else ""
-    block = f"{MARK_START}\n{table}\n{MARK_END}"
-    if MARK_START in text:
-        text = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
-    else:
-        text += f"\n## Fewer labels (#16): PPO, SAC, PEBBLE, SURF\n\nWritten by `benchmarks/few_labels.py`.\n\n{block}\n"
-    doc.write_text(text)
+    write_section(doc, MARK_START, MARK_END, table,
+                  heading="## Fewer labels (#16): PPO, SAC, PEBBLE, SURF\n\nWritten by `benchmarks/few_labels.py`.")  # fmt: skip
 
 
 def main() -> None:

@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _workers import run_worker, summarise  # benchmarks/ is sys.path[0] when run as a script
+from _workers import (  # benchmarks/ is sys.path[0] when run as a script
+    run_worker,
+    summarise,
+    time_prefrl_steps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- lm_ppo_vs_trl:begin -->", "<!-- lm_ppo_vs_trl:end -->"
@@ -79,19 +82,7 @@ def worker_ppo(
     )
     trainer = LMPPOTrainer(policy, None, critic, scorer, tok, cfg)  # reference: a frozen copy, or no adapter
     prompts = make_prompts(batch * steps)
-    times, cpu, tokens, phases = [], [], [], []
-    for k in range(steps):
-        c0 = time.process_time()
-        m = trainer.step(prompts[k * batch : (k + 1) * batch])
-        cpu.append(time.process_time() - c0)
-        times.append(m["time/step_s"])
-        tokens.append(m["response/length"] * batch)
-        phases.append([m["time/rollout_s"], m["time/score_s"], m["time/update_s"]])
-    res = summarise(times, tokens, warmup, cpu)
-    # where a step's time goes: sampling (with the policy's log-probs), scoring, updates
-    measured = phases[warmup:] or phases
-    res["phases_s"] = [statistics.median(col) for col in zip(*measured, strict=True)]
-    return res
+    return time_prefrl_steps(trainer.step, prompts, batch, batch, steps, warmup)
 
 
 def worker_trl_ppo(model: str, steps: int, batch: int, max_new: int, warmup: int, epochs: int) -> dict:

@@ -36,14 +36,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _workers import run_worker, summarise  # benchmarks/ is sys.path[0] when run as a script
+from _workers import (  # benchmarks/ is sys.path[0] when run as a script
+    run_worker,
+    summarise,
+    time_prefrl_steps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- lm_rl_vs_trl:begin -->", "<!-- lm_rl_vs_trl:end -->"
@@ -93,18 +96,7 @@ def worker_prefrl(algo: str, model: str, steps: int, prompts_per_step: int, k: i
     )
     trainer = CriticFreeTrainer(policy, None, scorer, tok, cfg)  # reference: a frozen copy
     prompts = make_prompts(prompts_per_step * steps)
-    times, cpu, tokens, phases = [], [], [], []
-    for s in range(steps):
-        c0 = time.process_time()
-        m = trainer.step(prompts[s * prompts_per_step : (s + 1) * prompts_per_step])
-        cpu.append(time.process_time() - c0)
-        times.append(m["time/step_s"])
-        tokens.append(m["response/length"] * rows)
-        phases.append([m["time/rollout_s"], m["time/score_s"], m["time/update_s"]])
-    res = summarise(times, tokens, warmup, cpu)
-    measured = phases[warmup:] or phases
-    res["phases_s"] = [statistics.median(col) for col in zip(*measured, strict=True)]
-    return res
+    return time_prefrl_steps(trainer.step, prompts, prompts_per_step, rows, steps, warmup)
 
 
 def worker_trl(algo: str, model: str, steps: int, prompts_per_step: int, k: int, max_new: int, warmup: int) -> dict:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
+
+from _docs import write_section  # benchmarks/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "runs" / "pong-curve"
@@ -81,9 +82,7 @@ def record() -> None:
     if evals:
         table += "\n\nDeterministic evaluations (3 episodes each): " + ", ".join(
             f"{int(s):,} steps: {m:.1f} ± {sd:.1f}" for s, m, sd in evals) + "."  # fmt: skip
-    text = DOC.read_text()
-    block = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
-    DOC.write_text(re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S))
+    write_section(DOC, MARK_BEGIN, MARK_END, table)
     print(table)
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from pathlib import Path
 
 import numpy as np
+from _docs import write_section  # benchmarks/ is sys.path[0] when run as a script
 
 MARK_START, MARK_END = "<!-- sac_vs_sb3:start -->", "<!-- sac_vs_sb3:end -->"
 IMPLS = ("prefrl", "sb3")
@@ -112,13 +112,8 @@ def markdown(results: list[dict]) -> str:
 
 
 def write_table(doc: Path, table: str) -> None:
-    text = doc.read_text() if doc.exists() else ""
-    block = f"{MARK_START}\n{table}\n{MARK_END}"
-    if MARK_START in text:
-        text = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
-    else:
-        text += f"\n## Our SAC vs SB3's SAC (#16)\n\nWritten by `benchmarks/sac_vs_sb3.py`.\n\n{block}\n"
-    doc.write_text(text)
+    write_section(doc, MARK_START, MARK_END, table,
+                  heading="## Our SAC vs SB3's SAC (#16)\n\nWritten by `benchmarks/sac_vs_sb3.py`.")  # fmt: skip
 
 
 def main() -> None:
