@@ -140,16 +140,70 @@ KL_BUDGET = 10.0
 
 def _table_rows(text: str) -> list[tuple[str, float, float]]:
     """(policy, gold, KL) of the rows of run.py's table in ``text``."""
+    return [(name, gold, kl) for name, gold, _, kl, _ in _table_rows_se(text)]
+
+
+def _table_rows_se(text: str) -> list[tuple[str, float, float, float, float]]:
+    """(policy, gold, gold s.e., KL, KL s.e.) of the rows of run.py's table in ``text`` (s.e. 0 where none)."""
     rows = []
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 3 and "±" in cells[1]:
-            rows.append((cells[0], float(cells[1].split("±")[0]), float(cells[2].split()[0])))
+            gold, gold_se = (float(x) for x in cells[1].split("±"))
+            kl = cells[2].split()
+            rows.append((cells[0], gold, gold_se, float(kl[0]), float(kl[2]) if len(kl) > 2 and kl[1] == "±" else 0.0))
     return rows
 
 
-def write_docs(rows: list[dict], docs: Path, steps: int, deadline: str | None, pairs: dict) -> None:
-    """Replace this script's section of ``docs/positive_reviews.md`` (after :data:`MARKER`)."""
+def plot_frontier(head: str, rows: list[dict], logs: dict[str, list[dict]], path: Path) -> None:
+    """Gold vs sequence KL of every policy: run.py's (parsed from its table in ``head``) and this script's
+    held-out rows, with their training rollouts per step (``logs``) and the KL budget line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.6, 4.6))
+    old = _table_rows_se(head)
+    bon = [r for r in old if r[0].startswith("best-of-")]
+    if bon:
+        ax.plot([r[3] for r in bon], [r[1] for r in bon], "o-", color="tab:green", label="best-of-n (RM-ranked)")
+    styles = {"reference": ("black", "s"), "ppo": ("tab:blue", "D"), "dpo": ("tab:red", "^"),
+              "grpo": ("tab:purple", "v"), "rloo": ("tab:orange", "P"), "online-dpo": ("tab:brown", "X"),
+              "online-dpo-gold": ("tab:pink", "X")}  # fmt: skip
+    for name, gold, gold_se, kl, kl_se in old:
+        if name in ("ppo", "dpo", "reference"):
+            color, marker = styles[name]
+            ax.errorbar(kl, gold, xerr=kl_se, yerr=gold_se, fmt=marker, color=color, label=f"{name} (held out, run.py)")
+    for r in rows:
+        if r["name"] == "reference":  # the same model and prompts, sampled by today's sampler
+            ax.errorbar(r["kl"], r["gold"], xerr=r["kl_se"], yerr=r["gold_se"], fmt="s", color="black", mfc="white",
+                        label="reference (held out, re-evaluated)")  # fmt: skip
+            continue
+        color, marker = styles.get(r["name"], ("tab:gray", "o"))
+        ax.errorbar(r["kl"], r["gold"], xerr=r["kl_se"], yerr=r["gold_se"], fmt=marker, color=color, markersize=9,
+                    label=f"{r['name']} (held out, {r['steps']} steps)")  # fmt: skip
+        log = [m for m in logs.get(r["name"], []) if "objective/gold" in m and "objective/kl" in m]
+        if log:
+            ax.plot([m["objective/kl"] for m in log], [m["objective/gold"] for m in log], ".", color=color, alpha=0.3)
+    ax.axvline(KL_BUDGET, color="gray", ls="--", lw=1)
+    ax.text(KL_BUDGET, ax.get_ylim()[0], f" KL = {KL_BUDGET:g}", color="gray", fontsize=7, va="bottom")
+    ax.set_xlabel("sequence KL(π ‖ π_ref) [nats]")
+    ax.set_ylabel("mean gold sentiment (VADER compound)")
+    ax.set_title("Gold reward vs KL: PPO, DPO, best-of-n, GRPO, RLOO, online DPO (dots: training rollouts)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_docs(rows: list[dict], docs: Path, steps: int, deadline: str | None, pairs: dict,
+               logs: dict[str, list[dict]] | None = None) -> None:  # fmt: skip
+    """Replace this script's section of ``docs/positive_reviews.md`` (after :data:`MARKER`) and draw
+    ``docs/positive_reviews/frontier_online.png``."""
     path = docs / "positive_reviews.md"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     head = text.split(MARKER)[0].rstrip() + "\n\n"
@@ -180,6 +234,8 @@ def write_docs(rows: list[dict], docs: Path, steps: int, deadline: str | None, p
         best = max(within, key=lambda c: c[1])
         lines += ["", f"**Highest held-out gold at sequence KL ≤ {KL_BUDGET:g} nats: {best[0]}** ({best[1]:+.3f} at "
                   f"{best[2]:.2f} nats), over the rows of both tables."]  # fmt: skip
+    plot_frontier(head, rows, logs or {}, docs / "positive_reviews" / "frontier_online.png")
+    lines += ["", "![frontier with GRPO, RLOO and online DPO](positive_reviews/frontier_online.png)"]
     path.write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -238,7 +294,10 @@ def main() -> None:
     print(json.dumps(rows, indent=1))
     if args.docs:
         stats = out / "pairs_stats.json"
-        write_docs(rows, Path(args.docs), args.steps, args.deadline, json.loads(stats.read_text()) if stats.exists() else {})
+        logs = {r["name"]: [json.loads(x) for x in (out / r["name"] / "metrics.jsonl").read_text().splitlines() if x]
+                for r in rows if (out / r["name"] / "metrics.jsonl").exists()}  # fmt: skip
+        write_docs(rows, Path(args.docs), args.steps, args.deadline, json.loads(stats.read_text()) if stats.exists() else {},
+                   logs)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ def test_online_methods_quick_trains_evaluates_and_writes_its_docs_section(tmp_p
     assert "## GRPO, RLOO and online DPO" in text and "| rloo |" in text
     # the best row within 10 nats is picked over both tables: ppo's +0.6 is over budget, dpo's +0.5 within
     assert "Highest held-out gold at sequence KL ≤ 10 nats: dpo" in text
+    assert (docs / "positive_reviews" / "frontier_online.png").stat().st_size > 10_000  # the plot with every method
+    assert "(positive_reviews/frontier_online.png)" in text
 
     sys.path.insert(0, str(SCRIPT.parent))
     import run as pr  # noqa: E402
