@@ -250,6 +250,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--docs", default=None, help="write this script's section of DOCS/positive_reviews.md")
     ap.add_argument("--quick", action="store_true", help="run.py's quick budget (a smoke test; --out …/quick)")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="do not re-evaluate the reference (run.py's table has it; saves one evaluation)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     b, out = (pr.QUICK if args.quick else pr.FULL), Path(args.out)
@@ -271,7 +273,7 @@ def main() -> None:
     ref.eval()
     results_path = out / "new_methods.jsonl"
     done = {json.loads(x)["name"] for x in results_path.read_text().splitlines() if x} if results_path.exists() else set()
-    names = [n for n in [*args.methods.split(","), "reference"] if n not in done]  # the reference is in the docs already
+    names = [n for n in [*args.methods.split(","), *([] if args.no_reference else ["reference"])] if n not in done]
     for i, name in enumerate(names):
         t0 = time.time()
         if name == "reference":
