@@ -283,6 +283,9 @@ def main() -> None:
             to_train = sum(n != "reference" for n in names[i:])
             until = None if deadline is None else t0 + (deadline - t0 - (len(names) - i) * args.eval_s) / to_train
             run_dir, log = train_method(name, args.model, rm_dir, train_prompts, b, out, args.seed, args.steps, until)
+            if not (run_dir / "policy").is_dir():  # the deadline left no time for a single step: no row
+                pr.log(f"{name}: not trained (no time left before --deadline); no row")
+                continue
             model = load_causal_lm(run_dir / "policy")[0].eval()
         e = pr.evaluate_policy(model, ref, tok, eval_prompts, b, args.seed + 1)
         row = {"name": name, **{k: v for k, v in e.items() if k != "responses"}, "samples": e["responses"][:4],
