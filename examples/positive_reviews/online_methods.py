@@ -155,6 +155,18 @@ def _table_rows_se(text: str) -> list[tuple[str, float, float, float, float]]:
     return rows
 
 
+def _section_rows(text: str) -> list[dict]:
+    """The rows of this script's table (five columns) in ``text``, as result dicts."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and "±" in cells[1] and "±" in cells[2]:
+            (gold, gold_se), (kl, kl_se) = ((float(x) for x in cells[i].split("±")) for i in (1, 2))
+            rows.append({"name": cells[0], "gold": gold, "gold_se": gold_se, "kl": kl, "kl_se": kl_se,
+                         "steps": int(cells[3]), "step_s": float(cells[4])})  # fmt: skip
+    return rows
+
+
 def plot_frontier(head: str, rows: list[dict], logs: dict[str, list[dict]], path: Path) -> None:
     """Gold vs sequence KL of every policy: run.py's (parsed from its table in ``head``) and this script's
     held-out rows, with their training rollouts per step (``logs``) and the KL budget line."""
@@ -208,6 +220,9 @@ def write_docs(rows: list[dict], docs: Path, steps: int, deadline: str | None, p
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     head = text.split(MARKER)[0].rstrip() + "\n\n"
     new = [r for r in rows if r["name"] != "reference"]
+    # rows of the section's earlier version that this run did not redo are kept, and say so
+    earlier = _section_rows(text.split(MARKER)[1]) if MARKER in text else []
+    kept = [r for r in earlier if r["name"] not in {x["name"] for x in rows} and not r["name"].startswith("reference")]
     lines = [
         MARKER,
         "## GRPO, RLOO and online DPO (issue #15)",
@@ -219,22 +234,23 @@ def write_docs(rows: list[dict], docs: Path, steps: int, deadline: str | None, p
            f"{pairs.get('equal')} \"can't tell\", {pairs.get('pairs')} pairs). " if pairs else "")
         + "`online-dpo` asks stage 2's reward model (`RewardTeacher`); `online-dpo-gold` asks stage 1's teacher "
         "(σ(β·Δgold) over VADER, \"can't tell\" on near-ties: the teacher offline DPO's pairs came from), online, "
-        "through the store's queue.",
+        "through the store's queue."
+        + (f" Kept from this section's earlier version (not re-run): {', '.join(r['name'] for r in kept)}." if kept else ""),
         "",
         "| policy | gold (held out) | sequence KL(π‖π_ref) [nats] | steps run | s / step |",
         "|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in [*rows, *kept]:
         lines.append(f"| {r['name']} | {r['gold']:+.3f} ± {r['gold_se']:.3f} | {r['kl']:.2f} ± {r['kl_se']:.2f} | "
                      f"{r['steps']} | {r['step_s']:.0f} |")  # fmt: skip
     candidates = _table_rows(head)  # run.py's policies: reference, PPO, DPO, best-of-n
-    candidates += [(r["name"], r["gold"], r["kl"]) for r in new]
+    candidates += [(r["name"], r["gold"], r["kl"]) for r in [*new, *kept]]
     within = [c for c in candidates if c[2] <= KL_BUDGET]
     if within:
         best = max(within, key=lambda c: c[1])
         lines += ["", f"**Highest held-out gold at sequence KL ≤ {KL_BUDGET:g} nats: {best[0]}** ({best[1]:+.3f} at "
                   f"{best[2]:.2f} nats), over the rows of both tables."]  # fmt: skip
-    plot_frontier(head, rows, logs or {}, docs / "positive_reviews" / "frontier_online.png")
+    plot_frontier(head, [*rows, *kept], logs or {}, docs / "positive_reviews" / "frontier_online.png")
     lines += ["", "![frontier with GRPO, RLOO and online DPO](positive_reviews/frontier_online.png)"]
     path.write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
 
@@ -295,7 +311,7 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
         pr.log(f"eval {name}: gold {e['gold']:+.3f} ± {e['gold_se']:.3f}, KL {e['kl']:.2f} ± {e['kl_se']:.2f} "
                f"after {len(log)} steps")  # fmt: skip
-    rows = [json.loads(x) for x in results_path.read_text().splitlines() if x]
+    rows = [json.loads(x) for x in results_path.read_text().splitlines() if x] if results_path.exists() else []
     print(json.dumps(rows, indent=1))
     if args.docs:
         stats = out / "pairs_stats.json"
