@@ -28,7 +28,7 @@ from prefrl.data.store import PreferenceStore
 from prefrl.data.types import Segment
 from prefrl.utils.files import atomic_write
 
-__all__ = ["Renderer", "SimRenderer", "ProcessRenderer", "ClipCache", "RenderWorker"]
+__all__ = ["Renderer", "SimRenderer", "ProcessRenderer", "ClipCache", "RenderWorker", "exit_with_parent"]
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,16 @@ class SimRenderer:
 _child_renderer: SimRenderer | None = None
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In a render child: exit once the server's process is gone. A run stopped by a signal runs no
-    clean-up, and a pool worker blocked on its queue would otherwise live on as an orphan."""
+def exit_with_parent(parent: int) -> None:
+    """In a child (a render child, the app's process): exit once process ``parent`` is gone. A run
+    stopped by a signal runs no clean-up, and a child blocked on its queue would live on as an orphan."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
         os._exit(0)
 
-    threading.Thread(target=watch, name="prefrl-render-parent", daemon=True).start()
+    threading.Thread(target=watch, name="prefrl-watch-parent", daemon=True).start()
 
 
 def _render_in_child(segment: Segment, path: str) -> None:
@@ -110,7 +110,7 @@ class ProcessRenderer:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
                     max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_exit_with_parent, initargs=(os.getpid(),))
+                    initializer=exit_with_parent, initargs=(os.getpid(),))
             pool = self._pool
         try:
             pool.submit(_render_in_child, segment, str(path)).result()

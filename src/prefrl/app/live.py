@@ -1,22 +1,32 @@
 """The labelling app served from inside another run: ``prefrl control train --teacher human --serve``.
 
-One process trains and serves (issue #14, item 4): uvicorn runs in a background thread with the
-app's render worker, over the run's own store, while the training loop keeps collecting and
-training on whatever people have answered so far — asynchronously, as in Christiano et al. 2017.
-The loop never imports the app; the CLI starts a :class:`LiveServer` around ``loop.run()``.
+One command trains and serves (issue #14, item 4): the app (uvicorn, with its render worker and
+render children) runs in a child process over the run's own store, while the training loop keeps
+collecting and training on whatever people have answered so far — asynchronously, as in
+Christiano et al. 2017. The loop never imports the app; the CLI starts a :class:`LiveServer`
+around ``loop.run()``.
+
+Why a process and not a thread: in a thread, every request waited for the training loop's GIL
+(PyTorch and NumPy release it only in their kernels), and one labeller's answer took p95 229 ms
+(docs/benchmarks.md, "People in the loop"). The store is multi-process safe (SQLite in WAL mode
+with a busy timeout, or PostgreSQL); the child exits when this process dies, as render children do.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import pickle
 import socket
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from prefrl.app.clips import exit_with_parent
 from prefrl.app.config import AppConfig
 from prefrl.app.middleware import RedactTokenFilter
 from prefrl.app.server import Renderer, create_app
@@ -69,63 +79,103 @@ def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     return sock
 
 
+def _serve_in_child(sock: socket.socket, store_url: str, config: AppConfig, renderer: Renderer | None,
+                    parent: int, ready: Any, stop: Any) -> None:
+    """The app's process: uvicorn on ``sock`` over its own connection to the store, until ``stop`` is set
+    or the parent is gone (then its render children follow it)."""
+    import uvicorn
+
+    exit_with_parent(parent)
+    logging.getLogger("uvicorn.access").addFilter(RedactTokenFilter())
+    with PreferenceStore(store_url) as store:
+        server = uvicorn.Server(uvicorn.Config(create_app(store, config, renderer=renderer), log_level="warning"))
+
+        def watch() -> None:
+            while not server.started and not stop.is_set():
+                time.sleep(0.01)
+            ready.set()
+            stop.wait()
+            server.should_exit = True
+
+        threading.Thread(target=watch, name="prefrl-app-stop", daemon=True).start()
+        server.run(sockets=[sock])
+
+
 class LiveServer:
-    """The labelling app on ``host:port`` in a daemon thread of this process (a context manager).
+    """The labelling app on ``host:port`` in a child process (a context manager).
 
     Args:
-        store: the store the app serves (the training run's own).
+        store: the store the app serves (the training run's own; a file or a database server, not
+            ``:memory:``: the app opens its own connection to it).
         host, port: where to listen; port 0 picks a free one (see :attr:`url`).
         sock: a socket from :func:`bind` to listen on instead (``host`` still names the allowed host).
         clips_dir: cache of rendered clips.
-        renderer: renders a segment's clip; ``None`` = MuJoCo replay in a child process.
+        renderer: renders a segment's clip (picklable: it is sent to the app's process); ``None`` =
+            MuJoCo replay in render children of the app's process.
         app_config: other settings of the app (``clips_dir``/``allowed_hosts`` are set from the above).
     """
 
     def __init__(self, store: PreferenceStore, host: str = "127.0.0.1", port: int = 8000, *,
                  sock: socket.socket | None = None, clips_dir: str | Path = "clips",
                  renderer: Renderer | None = None, app_config: AppConfig | None = None) -> None:
+        if store.is_memory:
+            raise ValueError("an in-memory store cannot be served beside a run: give the store a file "
+                             "(the app opens its own connection to it)")
         self._sock = sock if sock is not None else bind(host, port)
         secret = os.environ.get("PREFRL_APP_SECRET")
         base = app_config or AppConfig(secret=secret.encode() if secret else None)
         base.clips_dir = Path(clips_dir)
         base.allowed_hosts = tuple(dict.fromkeys((host.lower(), *LOOPBACK_NAMES)))
-        self.store, self.host, self.config = store, host, base
-        self.app = create_app(store, base, renderer=renderer)
+        self.store, self.host, self.config, self.renderer = store, host, base, renderer
         self.port = int(self._sock.getsockname()[1])
-        self._server = None
-        self._thread: threading.Thread | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._stop: Any = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> LiveServer:
-        """Start serving (the render worker with it); returns once requests are answered."""
-        import uvicorn
+    @property
+    def pid(self) -> int | None:
+        """The app's process id while it serves."""
+        return self._process.pid if self._process is not None else None
 
-        config = uvicorn.Config(self.app, log_level="warning")  # the run's progress bar owns the terminal
-        logging.getLogger("uvicorn.access").addFilter(RedactTokenFilter())
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name="prefrl-app", daemon=True)
-        self._thread.start()
+    def start(self, timeout: float = 60.0) -> LiveServer:
+        """Start the app's process (the render worker with it); returns once requests are answered."""
+        # Spawned, not forked: this process has threads (and, in a run, PyTorch's).
+        ctx = multiprocessing.get_context("spawn")
+        ready, self._stop = ctx.Event(), ctx.Event()
+        self._process = ctx.Process(
+            target=_serve_in_child, name="prefrl-app", daemon=False,
+            args=(self._sock, self.store.url, self.config, self.renderer, os.getpid(), ready, self._stop))
+        try:
+            self._process.start()
+        except (TypeError, AttributeError, pickle.PicklingError) as e:
+            self._process = None
+            raise ValueError(f"the renderer must be picklable (it is sent to the app's process): {e}") from None
         deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+        while not ready.wait(0.05):
+            if not self._process.is_alive() or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the labelling app did not start on {self.url}")
-            time.sleep(0.02)
+        # The app's process listens on its own copy; this one, left open, would queue connections
+        # nobody accepts once the app has stopped (then reset them) instead of refusing them.
+        self._sock.close()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving and rendering (idempotent)."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-            self._thread = None
-        self.app.state.render_worker.stop()
+        """Stop serving and rendering (idempotent): the app finishes its requests and its renders in progress."""
+        if self._process is not None:
+            self._stop.set()
+            self._process.join(timeout)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(5.0)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._process = None
         self._sock.close()
 
     def __enter__(self) -> LiveServer:

@@ -1,7 +1,7 @@
 """``prefrl control train --teacher human --serve``: train while serving the labelling app (issue #14, item 4).
 
-The loop and the app share the run's store; the app runs in a background thread
-(:class:`~prefrl.app.live.LiveServer`) and the loop goes on collecting and training on the
+The loop and the app share the run's store; the app runs in its own process
+(:class:`~prefrl.app.live.LiveServer`), so requests never wait for the loop's GIL, and the loop goes on collecting and training on the
 answers that have arrived, never waiting for people beyond ``--human-wait`` at the end.
 """
 
