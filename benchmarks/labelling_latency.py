@@ -37,6 +37,12 @@ import numpy as np
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+# In the page's clock, for the last answer: key press → the answer request leaves, the request itself
+# (Chromium's resource timing: the server's time plus the loopback), its response → the pair playable.
+KEYDOWN = "document.addEventListener('keydown', () => { window.__keydown = performance.now(); }, true)"
+PHASES = ("() => { const a = performance.getEntriesByType('resource').filter(e => e.name.endsWith('/api/answer')).pop();"
+          " return a && window.__keydown ? [a.startTime - window.__keydown, a.responseEnd - a.startTime,"
+          " performance.now() - a.responseEnd] : null; }")
 PLAYABLE = ("(old => { const d = document.getElementById('app').dataset; return d.queryId > 0 && d.queryId !== old"
             " && [...document.querySelectorAll('video')].length === 2"
             " && [...document.querySelectorAll('video')].every(v => v.getAttribute('src') && v.readyState >= 2); })")
@@ -63,8 +69,9 @@ def start_run(env_id: str, n: int, run_dir: Path, steps: int, labels: int) -> tu
 
 
 async def labeller(browser, link: str, pace: float, seconds: float, latencies: list[float], answered: list[int],
-                   window: list[float]) -> None:
+                   window: list[float], phases: list[list[float]]) -> None:
     context = await browser.new_context(bypass_csp=True)  # bypass_csp: the wait predicate only
+    await context.add_init_script(KEYDOWN)
     page = await context.new_page()
     await page.goto(link)
     await page.get_by_role("button", name="Log in").click()
@@ -82,6 +89,9 @@ async def labeller(browser, link: str, pace: float, seconds: float, latencies: l
             break
         if t_answer is not None:
             latencies.append(time.perf_counter() - t_answer)
+            measured = await page.evaluate(PHASES)
+            if measured:
+                phases.append(measured)
         shown = await page.locator("#app").get_attribute("data-query-id")
         wait = pace - (time.perf_counter() - t_answer) if t_answer is not None else pace
         if wait > 0:
@@ -100,18 +110,19 @@ async def labeller(browser, link: str, pace: float, seconds: float, latencies: l
     await context.close()
 
 
-async def drive(links: dict[str, str], pace: float, seconds: float) -> tuple[list[float], dict[str, list[int]], list[float]]:
+async def drive(links: dict[str, str], pace: float, seconds: float) -> tuple[list[float], dict[str, list[int]], list[float], list]:
     from playwright.async_api import async_playwright
 
     latencies: list[float] = []
+    phases: list[list[float]] = []
     window: list[float] = []  # wall-clock starts and ends of the labellers' timed windows
     answered = {name: [] for name in links}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        await asyncio.gather(*(labeller(browser, link, pace, seconds, latencies, answered[name], window)
+        await asyncio.gather(*(labeller(browser, link, pace, seconds, latencies, answered[name], window, phases)
                                for name, link in links.items()))
         await browser.close()
-    return latencies, answered, window
+    return latencies, answered, window, phases
 
 
 def check_store(run_dir: Path, answered: dict[str, list[int]]) -> tuple[int, int]:
@@ -133,7 +144,7 @@ def bench(env_id: str, n: int, seconds: float, pace: float, steps: int, labels: 
         run_dir = Path(tmp) / "run"
         proc, links = start_run(env_id, n, run_dir, steps, labels)
         try:
-            latencies, answered, window = asyncio.run(drive(links, pace, seconds))
+            latencies, answered, window, phases = asyncio.run(drive(links, pace, seconds))
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -145,12 +156,14 @@ def bench(env_id: str, n: int, seconds: float, pace: float, steps: int, labels: 
     load = os.getloadavg()[0]
     lat = np.asarray(latencies) * 1000 if latencies else np.full(1, np.nan)
     n_answers = sum(len(v) for v in answered.values())
+    split = " / ".join(f"{a:.0f} ({b:.0f})" for a, b in zip(*np.percentile(phases, [50, 95], axis=0))) if phases else "—"
     return (f"| {env_id} | {n} | {seconds:.0f} | {n_answers} | {np.percentile(lat, 50):.0f} | "
-            f"{np.percentile(lat, 95):.0f} | {lat.max():.0f} | {lost} | {duplicated} | {clips_per_s:.2f} | {load:.1f} |")
+            f"{np.percentile(lat, 95):.0f} | {lat.max():.0f} | {split} | {lost} | {duplicated} | {clips_per_s:.2f} | "
+            f"{load:.1f} |")
 
 
-HEADER = ("| env | labellers | seconds | answers | p50 ms | p95 ms | max ms | lost | duplicated | clips rendered/s "
-          "| load (1 min) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+HEADER = ("| env | labellers | seconds | answers | p50 ms | p95 ms | max ms | key→request / request / →playable ms, p50 (p95) "
+          "| lost | duplicated | clips rendered/s | load (1 min) |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
 
 
 def main() -> None:

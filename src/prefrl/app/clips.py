@@ -49,9 +49,15 @@ class SimRenderer:
         self._fps: dict[str, float] = {}
 
     def __call__(self, segment: Segment, path: Path) -> None:
-        from prefrl.control.render import DEFAULT_FPS, iter_segment_frames, make_render_env, write_video
+        from prefrl.control.render import (
+            DEFAULT_FPS,
+            clip_stride,
+            iter_segment_frames,
+            make_render_env,
+            write_video,
+        )
 
-        if segment.sim_states is None or not segment.env_id:  # Atari frame stacks need no env
+        if segment.sim_states is None or not segment.env_id:  # Atari frame stacks: frames cost nothing to render
             write_video(iter_segment_frames(segment), path, fps=DEFAULT_FPS)
             return
         env = self._envs.get(segment.env_id)
@@ -59,7 +65,9 @@ class SimRenderer:
             env = self._envs[segment.env_id] = make_render_env(segment.env_id)
             dt = getattr(env.unwrapped, "dt", None)
             self._fps[segment.env_id] = float(1.0 / dt) if dt else float(env.metadata.get("render_fps") or DEFAULT_FPS)
-        write_video(iter_segment_frames(segment, env=env), path, fps=self._fps[segment.env_id])
+        fps = self._fps[segment.env_id]
+        stride = clip_stride(fps)  # at most CLIP_MAX_FPS frames a second, played at real speed
+        write_video(iter_segment_frames(segment, env=env, stride=stride), path, fps=fps / stride)
 
     def close(self) -> None:
         """Close the envs (and their GL contexts)."""

@@ -15,16 +15,17 @@ with a busy timeout, or PostgreSQL); the child exits when this process dies, as 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import pickle
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from prefrl.app.clips import exit_with_parent
 from prefrl.app.config import AppConfig
@@ -79,26 +80,27 @@ def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     return sock
 
 
-def _serve_in_child(sock: socket.socket, store_url: str, config: AppConfig, renderer: Renderer | None,
-                    parent: int, ready: Any, stop: Any) -> None:
-    """The app's process: uvicorn on ``sock`` over its own connection to the store, until ``stop`` is set
-    or the parent is gone (then its render children follow it)."""
+def serve_child() -> None:
+    """The app's process (``python -c "from prefrl.app.live import serve_child; serve_child()"``): reads
+    its settings pickled on stdin, serves on the inherited socket until SIGTERM, or until its parent is
+    gone (then its render children follow it). It writes a byte to the ready pipe once it answers."""
     import uvicorn
 
+    fd, ready_fd, store_url, config, renderer, parent = pickle.load(sys.stdin.buffer)
     exit_with_parent(parent)
     logging.getLogger("uvicorn.access").addFilter(RedactTokenFilter())
+    sock = socket.socket(fileno=fd)
     with PreferenceStore(store_url) as store:
         server = uvicorn.Server(uvicorn.Config(create_app(store, config, renderer=renderer), log_level="warning"))
 
-        def watch() -> None:
-            while not server.started and not stop.is_set():
+        def signal_ready() -> None:
+            while not server.started and not server.should_exit:
                 time.sleep(0.01)
-            ready.set()
-            stop.wait()
-            server.should_exit = True
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
 
-        threading.Thread(target=watch, name="prefrl-app-stop", daemon=True).start()
-        server.run(sockets=[sock])
+        threading.Thread(target=signal_ready, name="prefrl-app-ready", daemon=True).start()
+        server.run(sockets=[sock])  # SIGTERM: uvicorn's graceful shutdown (requests, then the render worker)
 
 
 class LiveServer:
@@ -128,8 +130,7 @@ class LiveServer:
         base.allowed_hosts = tuple(dict.fromkeys((host.lower(), *LOOPBACK_NAMES)))
         self.store, self.host, self.config, self.renderer = store, host, base, renderer
         self.port = int(self._sock.getsockname()[1])
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._stop: Any = None
+        self._process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -143,38 +144,49 @@ class LiveServer:
 
     def start(self, timeout: float = 60.0) -> LiveServer:
         """Start the app's process (the render worker with it); returns once requests are answered."""
-        # Spawned, not forked: this process has threads (and, in a run, PyTorch's).
-        ctx = multiprocessing.get_context("spawn")
-        ready, self._stop = ctx.Event(), ctx.Event()
-        self._process = ctx.Process(
-            target=_serve_in_child, name="prefrl-app", daemon=False,
-            args=(self._sock, self.store.url, self.config, self.renderer, os.getpid(), ready, self._stop))
+        ready_r, ready_w = os.pipe()
         try:
-            self._process.start()
+            settings = pickle.dumps((self._sock.fileno(), ready_w, self.store.url, self.config, self.renderer,
+                                     os.getpid()))
         except (TypeError, AttributeError, pickle.PicklingError) as e:
-            self._process = None
+            os.close(ready_r)
+            os.close(ready_w)
             raise ValueError(f"the renderer must be picklable (it is sent to the app's process): {e}") from None
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.05):
-            if not self._process.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the labelling app did not start on {self.url}")
+        # A fresh interpreter, not a fork (this process has threads, PyTorch's among them) nor a
+        # multiprocessing spawn (that re-imports the caller's __main__, which needs a main guard).
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "from prefrl.app.live import serve_child; serve_child()"],
+                stdin=subprocess.PIPE, pass_fds=(self._sock.fileno(), ready_w), env=env)
+        finally:
+            os.close(ready_w)
+        try:
+            self._process.stdin.write(settings)
+            self._process.stdin.close()
+            started = select.select([ready_r], [], [], timeout)[0] and os.read(ready_r, 1) == b"1"
+        except OSError:
+            started = False
+        finally:
+            os.close(ready_r)
+        if not started:
+            self.stop()
+            raise RuntimeError(f"the labelling app did not start on {self.url}")
         # The app's process listens on its own copy; this one, left open, would queue connections
         # nobody accepts once the app has stopped (then reset them) instead of refusing them.
         self._sock.close()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
         """Stop serving and rendering (idempotent): the app finishes its requests and its renders in progress."""
         if self._process is not None:
-            self._stop.set()
-            self._process.join(timeout)
-            if self._process.is_alive():
-                self._process.terminate()
-                self._process.join(5.0)
-            if self._process.is_alive():
+            if self._process.poll() is None:
+                self._process.terminate()  # SIGTERM: uvicorn shuts down gracefully
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
                 self._process.kill()
-                self._process.join()
+                self._process.wait()
             self._process = None
         self._sock.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,8 +36,11 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+SERVE_NICE = 10  # --serve-nice
+
+
 def _train(cfg: Any, resume: Path | None = None, serve: bool = False, labellers: str = "",
-           host: str = "127.0.0.1", port: int = 8000) -> dict[str, Any]:
+           host: str = "127.0.0.1", port: int = 8000, serve_nice: int = SERVE_NICE) -> dict[str, Any]:
     from prefrl.control.checkpoint import CheckpointError
     from prefrl.control.loop import PreferenceLoop
 
@@ -56,7 +60,10 @@ def _train(cfg: Any, resume: Path | None = None, serve: bool = False, labellers:
         if serve:
             from prefrl.cli.serve_train import train_serving
 
-            done = train_serving(loop, names, host, port, sock=sock, echo=lambda line: typer.echo(line, err=True))
+            # Once the app (and its render children) runs at this process's priority, the training
+            # loop yields the CPU to them: people wait on the app, nobody waits on a training step.
+            done = train_serving(loop, names, host, port, sock=sock, echo=lambda line: typer.echo(line, err=True),
+                                 on_serving=lambda server, links: os.nice(serve_nice) if serve_nice else None)
             return run_summary(done)
     except (ValueError, CheckpointError) as e:
         if sock is not None:
@@ -91,6 +98,9 @@ _SERVE = (
         "127.0.0.1", "--host", help="With --serve: the interface the app listens on.")),
     inspect.Parameter("port", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
         8000, "--port", min=0, max=65535, help="With --serve: the app's TCP port (0: a free one).")),
+    inspect.Parameter("serve_nice", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
+        SERVE_NICE, "--serve-nice", min=0, max=19, help="With --serve: how much the training loop lowers its CPU priority "
+        "(nice) once the app runs, so that on a busy machine the app and its clip rendering go first (0: not at all).")),
 )
 def _preset(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
     from prefrl.control.presets import preset_for
