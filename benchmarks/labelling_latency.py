@@ -125,6 +125,44 @@ async def drive(links: dict[str, str], pace: float, seconds: float) -> tuple[lis
     return latencies, answered, window, phases
 
 
+class CpuSampler(threading.Thread):
+    """Every second: (time, CPU s of the training process, of its children — the app and its render
+    processes —, of the browser — this process's other descendants). Differences over the timed
+    window say where the cores went."""
+
+    def __init__(self, run_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.run_pid, self.samples, self.stop = run_pid, [], threading.Event()
+
+    @staticmethod
+    def _cpu(procs) -> float:
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(Exception):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def run(self) -> None:
+        import psutil
+
+        run, me = psutil.Process(self.run_pid), psutil.Process()
+        while not self.stop.wait(1.0):
+            with contextlib.suppress(Exception):
+                app = run.children(recursive=True)
+                mine = {p.pid for p in [run, *app]}
+                browser = [p for p in me.children(recursive=True) if p.pid not in mine]
+                self.samples.append((time.time(), self._cpu([run]), self._cpu(app), self._cpu(browser)))
+
+    def cores(self, start: float, end: float) -> tuple[float, float, float]:
+        """Mean cores used over [start, end] by the training process, the app with its renders, the browser."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return (float("nan"),) * 3
+        (t0, *a), (t1, *b) = inside[0], inside[-1]
+        return tuple((y - x) / (t1 - t0) for x, y in zip(a, b))
+
+
 def check_store(run_dir: Path, answered: dict[str, list[int]]) -> tuple[int, int]:
     """(lost, duplicated): answers given in the browser that are not in the store, and extra comparisons of a query."""
     from prefrl.data.store import PreferenceStore
@@ -143,9 +181,12 @@ def bench(env_id: str, n: int, seconds: float, pace: float, steps: int, labels: 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         proc, links = start_run(env_id, n, run_dir, steps, labels)
+        sampler = CpuSampler(proc.pid)
+        sampler.start()
         try:
             latencies, answered, window, phases = asyncio.run(drive(links, pace, seconds))
         finally:
+            sampler.stop.set()
             proc.terminate()
             proc.wait(timeout=60)
         lost, duplicated = check_store(run_dir, answered)
@@ -153,17 +194,19 @@ def bench(env_id: str, n: int, seconds: float, pace: float, steps: int, labels: 
         start, end = min(window), max(window)
         done = [p.stat().st_mtime for p in (run_dir / "clips").glob("*.mp4")]
         clips_per_s = sum(start <= t <= end for t in done) / max(end - start, 1e-9)
+        cores = " / ".join(f"{c:.2f}" for c in sampler.cores(start, end))
     load = os.getloadavg()[0]
     lat = np.asarray(latencies) * 1000 if latencies else np.full(1, np.nan)
     n_answers = sum(len(v) for v in answered.values())
     split = " / ".join(f"{a:.0f} ({b:.0f})" for a, b in zip(*np.percentile(phases, [50, 95], axis=0))) if phases else "—"
     return (f"| {env_id} | {n} | {seconds:.0f} | {n_answers} | {np.percentile(lat, 50):.0f} | "
             f"{np.percentile(lat, 95):.0f} | {lat.max():.0f} | {split} | {lost} | {duplicated} | {clips_per_s:.2f} | "
-            f"{load:.1f} |")
+            f"{cores} | {load:.1f} |")
 
 
 HEADER = ("| env | labellers | seconds | answers | p50 ms | p95 ms | max ms | key→request / request / →playable ms, p50 (p95) "
-          "| lost | duplicated | clips rendered/s | load (1 min) |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+          "| lost | duplicated | clips rendered/s | cores: training / app + renders / browser | load (1 min) |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|")
 
 
 def main() -> None:

@@ -309,10 +309,19 @@ class RenderWorker:
         if self.prerender <= 0:
             return []
         leased = self.store.queries("leased")
+        names = list(dict.fromkeys(q.leased_to for q in leased if q.leased_to))
+        # One read of the queue, then each labeller's part of it (unrestricted or theirs), in the
+        # order they will lease it; a labeller's own read only when the window holds too few of
+        # theirs (queries kept for others). A read per labeller cost ~1.4 ms of this process's GIL.
+        limit = self.prerender * (len(names) + 1)
+        pending = self.store.queries("pending", limit=limit)
         queries = list(leased)
-        for name in dict.fromkeys(q.leased_to for q in leased if q.leased_to):
-            queries += self.store.queries("pending", limit=self.prerender, labeller=name)
-        queries += self.store.queries("pending", limit=self.prerender)
+        for name in names:
+            theirs = [q for q in pending if q.labeller in (None, name)][: self.prerender]
+            if len(theirs) < self.prerender and len(pending) == limit:
+                theirs = self.store.queries("pending", limit=self.prerender, labeller=name)
+            queries += theirs
+        queries += pending[: self.prerender]
         ids = [i for q in queries if q.left_id is not None for i in (int(q.left_id), int(q.right_id))]
         return list(dict.fromkeys(ids))
 
