@@ -14,9 +14,12 @@ gave is in it exactly once (none lost, none duplicated).
 
     MUJOCO_GL=osmesa OMP_NUM_THREADS=1 .venv/bin/python benchmarks/labelling_latency.py --labellers 1 8 --seconds 120
 
-Prints one markdown row per labeller count (p50 / p95 / max latency, answers, lost, duplicated, clips
-the render worker finished per second while people labelled,
-load average); ``--out FILE`` appends them. Needs /usr/bin/chromium and the playwright package.
+Prints one markdown row per labeller count (p50 / p95 / max latency, as the driver measures it, from
+before it sends the key press to after Playwright reports the pair playable; the same in the page's
+own clock, split into its parts; answers, lost, duplicated; clips the render worker finished per second
+while people labelled; the cores the training process, the app with its render processes and the
+browser used over the window; load average); ``--out FILE`` appends them. Needs /usr/bin/chromium
+and the playwright package.
 """
 
 from __future__ import annotations
@@ -37,15 +40,18 @@ import numpy as np
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-# In the page's clock, for the last answer: key press → the answer request leaves, the request itself
-# (Chromium's resource timing: the server's time plus the loopback), its response → the pair playable.
+# In the page's clock, for the last answer: key press → next pair playable (the first animation frame
+# the predicate holds on, without Playwright's round trips), and its parts: key press → the answer
+# request leaves, the request (Chromium's resource timing: the server's time plus the loopback), its
+# response → the pair playable.
 KEYDOWN = "document.addEventListener('keydown', () => { window.__keydown = performance.now(); }, true)"
 PHASES = ("() => { const a = performance.getEntriesByType('resource').filter(e => e.name.endsWith('/api/answer')).pop();"
-          " return a && window.__keydown ? [a.startTime - window.__keydown, a.responseEnd - a.startTime,"
-          " performance.now() - a.responseEnd] : null; }")
-PLAYABLE = ("(old => { const d = document.getElementById('app').dataset; return d.queryId > 0 && d.queryId !== old"
+          " return a && window.__keydown ? [window.__playable - window.__keydown, a.startTime - window.__keydown,"
+          " a.responseEnd - a.startTime, window.__playable - a.responseEnd] : null; }")
+PLAYABLE = ("(old => { const d = document.getElementById('app').dataset; const ok = d.queryId > 0 && d.queryId !== old"
             " && [...document.querySelectorAll('video')].length === 2"
-            " && [...document.querySelectorAll('video')].every(v => v.getAttribute('src') && v.readyState >= 2); })")
+            " && [...document.querySelectorAll('video')].every(v => v.getAttribute('src') && v.readyState >= 2);"
+            " if (ok) window.__playable = performance.now(); return ok; })")
 
 
 def start_run(env_id: str, n: int, run_dir: Path, steps: int, labels: int) -> tuple[subprocess.Popen, dict[str, str]]:
@@ -198,13 +204,15 @@ def bench(env_id: str, n: int, seconds: float, pace: float, steps: int, labels: 
     load = os.getloadavg()[0]
     lat = np.asarray(latencies) * 1000 if latencies else np.full(1, np.nan)
     n_answers = sum(len(v) for v in answered.values())
-    split = " / ".join(f"{a:.0f} ({b:.0f})" for a, b in zip(*np.percentile(phases, [50, 95], axis=0))) if phases else "—"
+    split = ("{} = {} + {} + {}".format(*(f"{a:.0f} ({b:.0f})" for a, b in zip(*np.percentile(phases, [50, 95], axis=0))))
+             if phases else "—")
     return (f"| {env_id} | {n} | {seconds:.0f} | {n_answers} | {np.percentile(lat, 50):.0f} | "
             f"{np.percentile(lat, 95):.0f} | {lat.max():.0f} | {split} | {lost} | {duplicated} | {clips_per_s:.2f} | "
             f"{cores} | {load:.1f} |")
 
 
-HEADER = ("| env | labellers | seconds | answers | p50 ms | p95 ms | max ms | key→request / request / →playable ms, p50 (p95) "
+HEADER = ("| env | labellers | seconds | answers | p50 ms | p95 ms | max ms | page clock: key→playable = key→request + request "
+          "+ →playable ms, p50 (p95) "
           "| lost | duplicated | clips rendered/s | cores: training / app + renders / browser | load (1 min) |\n"
           "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|")
 
