@@ -51,7 +51,7 @@ def timed(obj, attr, phase):
         finally:
             phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
     setattr(obj, attr, wrapper)
-timed(loop, "collect", "collect (env + policy)")
+timed(loop.agent, "collect", "collect (env + policy)")
 timed(loop, "ask", "ask (select queries)")
 timed(loop, "answer_pending", "teacher + store")
 timed(loop, "train_reward", "reward training")

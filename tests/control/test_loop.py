@@ -319,3 +319,24 @@ def test_up_front_phase_spends_at_most_its_share_of_the_steps_when_segments_are_
         loop.run()
     # a quarter of the 8 rollouts up front (+ one more, the pool being empty), then the policy trains
     assert loop.counters.iteration == 8 - 2 - 1
+
+
+def test_collected_segments_carry_the_reward_models_scores_and_asking_reuses_them(tmp_path):
+    """Every step is scored once, at collection: the policy's reward and each segment's cached member
+    rewards come from that one pass, and query selection runs no network over the pool."""
+    loop = PreferenceLoop(toy_config(tmp_path, steps=128 * 6, labels=40))
+    loop.initial_labels()
+    rollout, _, rewards, _ = loop.collect()
+    ens = loop.ensemble
+    new = loop.pool.segments()[-5:]
+    for seg in new:
+        np.testing.assert_allclose(seg.member_rewards, ens.predict_members(seg.obs, seg.actions, normalised=False),
+                                   rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(rewards, ens.predict(rollout.obs.reshape(-1, *rollout.obs.shape[2:]),
+                                                    rollout.actions.reshape(-1, *rollout.actions.shape[2:])).reshape(rewards.shape),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    passes = []
+    inner = ens.segments_member_returns
+    ens.segments_member_returns = lambda segs, *a, **k: passes.append(len(segs)) or inner(segs, *a, **k)
+    assert loop.ask(5) == 5
+    assert passes == []  # every pool segment had its scores
