@@ -127,6 +127,8 @@ class ControlConfig:
     """Share of the labels asked up front on segments of the untrained (random) policy."""
     pool_size: int = 256
     """Most recent segments kept in memory as candidates (saved to the store only when queried)."""
+    score_reuse_rounds: int = 0
+    """Query selection reuses the per-step member rewards the reward model gave a segment when it was collected while at most this many reward rounds have passed since, and scores it again otherwise; 0: only while the model is unchanged (the newest rollout's segments). Older scores save a network pass but are stale, and a less trained ensemble disagrees more, so they favour old segments."""
     reward_members: int = 3
     """Members of the reward ensemble."""
     policy_cnn: PolicyCNN = "a3c"
@@ -217,6 +219,8 @@ class ControlConfig:
             raise ValueError(f"initial_fraction must be in [0, 1), got {self.initial_fraction}")
         if self.pool_size < 2:
             raise ValueError(f"pool_size must be ≥ 2, got {self.pool_size}")
+        if self.score_reuse_rounds < 0:
+            raise ValueError(f"score_reuse_rounds must be ≥ 0, got {self.score_reuse_rounds}")
         if self.reward_members < 1:
             raise ValueError(f"reward_members must be ≥ 1, got {self.reward_members}")
         self.reward_hidden = tuple(int(h) for h in self.reward_hidden)

@@ -32,6 +32,7 @@ class LearnedReward:
         self.lock = threading.Lock()  # guards the policy's ensemble
         self.train_lock = threading.Lock()  # held for a whole reward round (trainer + its ensemble)
         self.n_trained_pairs = -1
+        self.score_reuse_rounds = int(cfg.score_reuse_rounds)
 
     def train(self, pairs: list[Any], counters: Any, extra: list[Any] | None = None) -> dict[str, float]:
         """One round on ``pairs`` (+ ``extra``, e.g. SURF's pseudo-labelled and cropped pairs); copies the
@@ -72,8 +73,19 @@ class LearnedReward:
         with self.lock:
             return np.asarray(self.ensemble.predict_members(obs, actions).mean(axis=0), dtype=np.float32)
 
-    def select(self, selector: Any, candidates: list[Any], n: int) -> list[int]:
-        """The selector's choice of ``n`` among ``candidates``, scored by the policy's ensemble."""
+    def select(self, selector: Any, candidates: list[Any], n: int, reward_round: int | None = None) -> list[int]:
+        """The selector's choice of ``n`` among ``candidates``, scored by the policy's ensemble.
+
+        A candidate's cached collection-time scores (``Segment.member_rewards``) are reused while at most
+        ``score_reuse_rounds`` reward rounds older than ``reward_round`` (the rounds so far), else dropped,
+        so the selector scores it with the current networks. Stale scores would bias the choice, not only
+        blur it: a less trained ensemble disagrees more, so old segments would look the most informative.
+        """
+        if reward_round is not None:
+            for pair in candidates:
+                for seg in pair:
+                    if seg.member_rewards is not None and reward_round - seg.member_rewards_round > self.score_reuse_rounds:
+                        seg.member_rewards = None
         with self.lock:
             return list(selector.select(candidates, n, self.ensemble))[:n]
 

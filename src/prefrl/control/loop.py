@@ -126,7 +126,8 @@ class PreferenceLoop:
         scores and each segment keeps its slice for query selection (``Segment.member_rewards``), so
         neither runs the reward networks again. The policy therefore optimises the reward model of
         collection time (one reward round behind the round that follows this ask; the paper trains
-        its reward predictor asynchronously, so its policy's reward always lags).
+        its reward predictor asynchronously, so its policy's reward always lags). Query selection reuses
+        a segment's scores for ``cfg.score_reuse_rounds`` reward rounds (0: while the model is unchanged).
         """
         rollout = self.agent.collect(self.cfg.rollout_steps)
         member_raw, rewards, proxy_metrics = self.reward.predict(rollout)  # (M, T, N), (T, N)
@@ -135,7 +136,7 @@ class PreferenceLoop:
         self.history.episodes.extend(finished)
         self.counters.global_step += true_rewards.size
         segments = cut_segments(rollout, self.segment_steps, env_id=self.cfg.env_id, policy_version=self.counters.iteration,
-                                rng=self.rng, member_rewards=member_raw)  # fmt: skip
+                                rng=self.rng, member_rewards=member_raw, reward_round=self.counters.reward_rounds)  # fmt: skip
         self.pool.extend(segments)
         return rollout, finished, rewards, proxy_metrics
 
@@ -148,7 +149,8 @@ class PreferenceLoop:
         candidates = self._unasked(self.pool.candidate_pairs(n_queries * self.cfg.candidate_factor, self.rng))
         if not candidates:
             return 0
-        pairs = [candidates[i] for i in self.reward.select(self.selector, candidates, min(n_queries, len(candidates)))]
+        n = min(n_queries, len(candidates))
+        pairs = [candidates[i] for i in self.reward.select(self.selector, candidates, n, self.counters.reward_rounds)]
         new = list({id(s): s for pair in pairs for s in pair if s.id is None}.values())
         for seg, seg_id in zip(new, self.store.add_segments(new) if new else []):
             seg.id = int(seg_id)

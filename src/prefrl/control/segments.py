@@ -67,6 +67,7 @@ def cut_segments(
     policy_version: int = 0,
     rng: np.random.Generator | None = None,
     member_rewards: np.ndarray | None = None,
+    reward_round: int = -1,
 ) -> list[Segment]:
     """Cut a rollout into non-overlapping segments that never cross an episode boundary.
 
@@ -78,7 +79,8 @@ def cut_segments(
         rng: when given, each env column starts at a random offset in [0, k) so that
             successive rollouts do not always cut at the same phase of the gait.
         member_rewards: (M, T, N) raw per-step rewards of the reward-model members for the
-            rollout; each segment keeps its (M, k) slice (``Segment.member_rewards``).
+            rollout; each segment keeps its (M, k) slice (``Segment.member_rewards``), stamped
+            with ``reward_round``, the reward rounds the model that scored them had seen.
 
     Returns:
         Segments with obs (k, *obs_shape), actions (k, *act_shape), true_rewards (k,),
@@ -122,6 +124,7 @@ def cut_segments(
                         episode=int(episode_ids[t, n]),
                         start_step=int(step_indices[t, n]) if step_indices is not None else t,
                         member_rewards=None if member_rewards is None else member_rewards[:, window, n].copy(),
+                        member_rewards_round=reward_round,
                     )
                 )
                 t += segment_steps

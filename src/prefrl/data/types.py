@@ -48,9 +48,9 @@ class Segment:
         env_id, policy_version, episode, start_step: provenance.
         id: assigned by the store when saved.
         member_rewards: (M, T) raw per-step rewards of each reward-model member, as the reward model
-            scored the steps when they were collected (the policy's reward of that rollout). Query
-            selection sums them instead of running the networks a second time; a cache of the run,
-            never stored.
+            scored the steps when they were collected (the policy's reward of that rollout), after
+            ``member_rewards_round`` reward rounds. Query selection sums them instead of running the
+            networks again while they are recent enough; a cache of the run, never stored.
     """
 
     obs: np.ndarray
@@ -64,6 +64,7 @@ class Segment:
     id: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     member_rewards: np.ndarray | None = field(default=None, repr=False, compare=False)
+    member_rewards_round: int = field(default=-1, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
