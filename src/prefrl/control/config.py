@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -165,7 +166,7 @@ class ControlConfig:
     eval_points: int = 5
     """Evaluations over the run, at evenly spaced steps, the last at its end."""
     clip_steps: int = 300
-    """Steps of the final policy's clip in the report (``final_policy.mp4``, the first evaluation episode); 0: no clip."""
+    """Steps of the final policy's clip in the report (``final_policy.mp4`` and a strip of its frames: the first evaluation episode, seed ``EVAL_SEED``; MuJoCo: ``MUJOCO_GL=osmesa`` or ``egl``); 0: no clip."""
     checkpoint_minutes: float = 10.0
     """Minutes between checkpoints (one is always written at the end)."""
     lease_seconds: float = 60.0
@@ -175,7 +176,7 @@ class ControlConfig:
     human_queue_ahead: int = 24
     """With ``teacher=human``: post queries ahead of the label schedule (within ``labels``) so that at least this many wait unanswered after each rollout, and people labelling faster than the schedule never find the queue empty (8 people at one answer per 3 s take ~20 between two HalfCheetah rollouts); 0 = follow the schedule only."""
     report_video: bool = False
-    """Record one evaluation episode of the final policy into the report: ``RUN_DIR/behaviour.mp4`` and a strip of its frames (MuJoCo: ``MUJOCO_GL=osmesa`` or ``egl``)."""
+    """Deprecated: the report always has the final policy's clip and its strip (``--clip-steps``); this only makes the clip the whole episode (up to ``fixed_horizon`` or 1000 steps)."""
     progress: bool = field(default=True, metadata={"option": ("--progress/--no-progress",)})
     """Show a progress bar."""
     threads: int | None = 1
@@ -233,6 +234,10 @@ class ControlConfig:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.eval_points < 1:
             raise ValueError(f"eval_points must be ≥ 1, got {self.eval_points}")
+        if self.report_video:
+            warnings.warn("report_video (--report-video) is deprecated: the report always shows the final policy's clip "
+                          "and its strip (final_policy.mp4); set clip_steps (--clip-steps) for its length",
+                          FutureWarning, stacklevel=3)  # fmt: skip (FutureWarning: shown to CLI users by default)
         if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes > 0):
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if self.lease_seconds <= 0:
@@ -296,6 +301,11 @@ class ControlConfig:
     def rollout_steps(self) -> int:
         """Env steps per env of one rollout (T, ``ppo.num_steps``); SB3 optimisers use it too."""
         return self.ppo.num_steps
+
+    @property
+    def final_clip_steps(self) -> int:
+        """Steps of the final policy's clip: ``clip_steps``, or the whole episode with the deprecated ``report_video``."""
+        return max(self.clip_steps, self.fixed_horizon or 1000) if self.report_video else self.clip_steps
 
     @property
     def n_rollouts(self) -> int:

@@ -317,13 +317,11 @@ class PreferenceLoop:
         evals = self.history.evaluations
         if cfg.eval_episodes > 0 and (not evals or evals[-1][0] != self.counters.global_step):
             evaluate_now(self)  # the curve ends at the final policy
-        if not self.history.clip and not cfg.report_video:  # report_video records its own episode (behaviour.mp4)
+        if not self.history.clip:
             self.history.clip = record_final_clip(self)
         if cfg.true_reward_baseline and not self.history.baseline_episodes:
             self.history.baseline_episodes = run_true_reward_ppo(cfg, sink=sink)
         self.checkpoint()
-        if cfg.report_video:
-            run_state.record_behaviour(self)
         run_state.write_run_outputs(self)
 
 
