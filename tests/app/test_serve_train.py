@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from labelapp_helpers import read_links
 
 from prefrl.data.store import PreferenceStore
 
@@ -35,27 +36,6 @@ def start_serving_run(*args: str) -> subprocess.Popen:
     code = "import go_right_env; from prefrl.cli import app; app(prog_name='prefrl')"
     return subprocess.Popen([sys.executable, "-c", code, "control", "train", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-
-
-def read_links(proc: subprocess.Popen, names: list[str], output: list[str], timeout: float = 120) -> dict[str, str]:
-    """The login links the run prints, read from its output (which keeps going into ``output``)."""
-    links: dict[str, str] = {}
-    found = threading.Event()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            output.append(line)
-            match = re.match(r"Login link for (\w+): (\S+)", line)
-            if match:
-                links[match.group(1)] = match.group(2)
-                if set(links) == set(names):
-                    found.set()
-        found.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    found.wait(timeout)
-    assert set(links) == set(names), "".join(output)
-    return links
 
 
 def distance(segment) -> float:

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import typer
 
 from prefrl.cli.options import as_json, command_from_config
+from prefrl.cli.serve_train import SERVE_OPTIONS, open_serving, train_serving
 from prefrl.control.config import ControlConfig
 
 app = typer.Typer(no_args_is_help=True)
@@ -41,21 +42,11 @@ def _train(cfg: Any, resume: Path | None = None, serve: bool = False, labellers:
     from prefrl.control.loop import PreferenceLoop
 
     set_threads(cfg.threads)  # a setting of this process, also on --resume (not of the run)
-    if not serve and labellers:
-        raise _fail("--labellers needs --serve")
     sock = None
     try:
-        if serve:
-            from prefrl.app.live import bind, parse_labellers
-
-            names = parse_labellers(labellers)
-            if resume is None and cfg.teacher != "human":
-                raise ValueError(f"--serve needs --teacher human, got --teacher {cfg.teacher}")
-            sock = bind(host, port)  # before the run directory is written: a busy port changes nothing
+        names, sock = open_serving(serve, labellers, host, port, None if resume is not None else cfg.teacher)
         loop = PreferenceLoop.resume(resume, progress=cfg.progress) if resume is not None else PreferenceLoop(cfg)
         if serve:
-            from prefrl.cli.serve_train import train_serving
-
             done = train_serving(loop, names, host, port, sock=sock, echo=lambda line: typer.echo(line, err=True))
             return run_summary(done)
     except (ValueError, CheckpointError) as e:
@@ -82,16 +73,8 @@ _RESUME = inspect.Parameter(
     "resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],  # noqa: UP045 - Typer reads it at runtime
     default=typer.Option(None, "--resume", help="Continue the checkpointed run in this directory (other options ignored)."),
 )
-_SERVE = (
-    inspect.Parameter("serve", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
-        False, "--serve", help="With --teacher human: serve the labelling app from this run while it trains.")),
-    inspect.Parameter("labellers", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-        "", "--labellers", help="With --serve: comma-separated labeller names; a login link is printed for each.")),
-    inspect.Parameter("host", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-        "127.0.0.1", "--host", help="With --serve: the interface the app listens on.")),
-    inspect.Parameter("port", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
-        8000, "--port", min=0, max=65535, help="With --serve: the app's TCP port (0: a free one).")),
-)
+
+
 def _preset(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
     from prefrl.control.presets import preset_for
 
@@ -106,7 +89,7 @@ command_from_config(
     app, "train", ControlConfig, _train,
     "Train an agent from comparisons (Christiano et al. 2017) and write RUN_DIR/report.html. Atari ids take the "
     "Atari preset (prefrl.control.presets.ATARI) for the options not given.",
-    extra=(_RESUME, *_SERVE), fail=_fail, preset=_preset,
+    extra=(_RESUME, *SERVE_OPTIONS), fail=_fail, preset=_preset,
 )  # fmt: skip
 
 
