@@ -8,7 +8,7 @@ in ``--run-dir`` (default ``runs/pong-curve``; put a long run outside any worktr
 ``record`` reads the run's ``metrics.jsonl`` (one row per PPO iteration, written as it goes, so a
 killed run still has its curve), rewrites ``--results`` (default ``benchmarks/results/pong_curve.jsonl``: env steps, labels,
 wall-clock minutes, mean true return of the last 10 episodes, deterministic evaluations), plots
-``docs/pong_curve.png`` and replaces the "Pong learning curve" table in docs/benchmarks_control.md.
+``docs/<results name>.png`` (``docs/pong_curve.png`` by default) and replaces the "Pong learning curve" table in docs/benchmarks_control.md.
 
     nice -n 10 .venv/bin/python benchmarks/pong_curve.py run      # hours; kill it any time, rerun to continue
     .venv/bin/python benchmarks/pong_curve.py record
@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "runs" / "pong-curve"
 RESULTS = ROOT / "benchmarks" / "results" / "pong_curve.jsonl"
 DOC = ROOT / "docs" / "benchmarks_control.md"
-PLOT = ROOT / "docs" / "pong_curve.png"
 COMMAND = ["control", "train", "--env", "ALE/Pong-v5", "--labels", "500", "--steps", "200000", "--checkpoint-minutes", "5",
            "--no-progress"]  # fmt: skip
 MARK_BEGIN, MARK_END = "<!-- pong_curve:begin -->", "<!-- pong_curve:end -->"
@@ -99,8 +98,9 @@ def record(run_dir: Path, results: Path) -> None:
     ax.set_title("Pong from 500 synthetic labels (README command)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(PLOT, dpi=100)
-    picks = curve[:: max(1, len(curve) // 12)] + curve[-1:]
+    fig.savefig(ROOT / "docs" / f"{results.stem}.png", dpi=100)
+    picks = curve[:: max(1, len(curve) // 12)]
+    picks += curve[-1:] if picks[-1] is not curve[-1] else []
     table = "| env steps | labels answered | wall clock | score (last 10 episodes) |\n|---|---|---|---|\n" + "\n".join(
         f"| {int(r['step']):,} | {int(r['labels'] or 0)} | {r['minutes']:.0f} min | {r['true_return']:.1f} |" for r in picks)  # fmt: skip
     if evals:
