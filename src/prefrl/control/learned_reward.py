@@ -78,8 +78,8 @@ class LearnedReward:
 
         A candidate's cached collection-time scores (``Segment.member_rewards``) are reused while at most
         ``score_reuse_rounds`` reward rounds older than ``reward_round`` (the rounds so far), else dropped,
-        so the selector scores it with the current networks. Stale scores would bias the choice, not only
-        blur it: a less trained ensemble disagrees more, so old segments would look the most informative.
+        so the selector scores it with the current networks. Stale scores can bias the choice, not only
+        blur it: a less trained ensemble tends to disagree more, so old segments would look informative.
         """
         if reward_round is not None:
             for pair in candidates:

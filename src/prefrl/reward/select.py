@@ -54,8 +54,8 @@ def member_preference_probabilities(
     segment is evaluated once even when it appears in several candidates. A segment that
     carries ``member_rewards`` (the per-step member rewards the loop computed when it collected
     the segment, for the policy's reward) gets their sums instead of a second pass through the
-    networks: its returns are those of the reward model at collection time, at most as many
-    reward rounds old as the pool holds rollouts.
+    networks: its returns are those of the reward model at collection time (the loop drops a
+    cache older than ``ControlConfig.score_reuse_rounds`` reward rounds before it asks).
     """
     index: dict[int, int] = {}
     segments: list[Segment] = []
