@@ -352,7 +352,7 @@ def ale_vector_env(env_id: str, n_envs: int, seed: int = 0) -> gym.vector.Vector
     4 frames stacked, no fire reset, rewards unclipped) and the registered id's settings (sticky actions,
     action set, episode cap), in SAME_STEP autoreset mode with ``info["final_obs"]``. Frames are resized
     by ale-py's own code: ≈ 0.3 % of the pixels differ from Gymnasium's wrappers by a grey level or more
-    (measured on Pong). Stepping costs ≈ 35 % less CPU than the Gymnasium wrappers (docs/benchmarks_control.md).
+    (measured on Pong). Stepping costs ≈ 30–35 % less CPU than the Gymnasium wrappers (docs/benchmarks_control.md).
     The sub-envs step on ``torch.get_num_threads()`` threads (the run's ``--threads``), at most one per env.
     """
     import torch
