@@ -49,6 +49,12 @@ class FakeRenderer:
             self.rendered.append(int(segment.id))
         path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + f"segment {segment.id}".encode())
 
+    def __getstate__(self) -> dict:  # picklable: a LiveServer sends its renderer to the app's process
+        return {"rendered": list(self.rendered)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.rendered, self.lock = state["rendered"], threading.Lock()
+
 
 def make_segment(ret: float, env_id: str = "Toy-v0") -> Segment:
     """A 5-step segment whose true return is ``ret``."""

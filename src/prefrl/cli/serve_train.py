@@ -1,8 +1,8 @@
-"""``--teacher human --serve``: train while serving the labelling app, in one process (issue #14, item 4; #15).
+"""``--teacher human --serve``: train while serving the labelling app, in one command (issue #14, item 4; #15).
 
 ``prefrl control train`` and ``prefrl lm online-dpo`` share this mechanism. The run and the app
-share the run's store; the app runs in a background thread (:class:`~prefrl.app.live.LiveServer`)
-and the run trains on the answers as they arrive. The options (:data:`SERVE_OPTIONS`) are checked
+share the run's store; the app runs in its own process (:class:`~prefrl.app.live.LiveServer`), so
+its requests never wait for the training's GIL, and the run trains on the answers as they arrive. The options (:data:`SERVE_OPTIONS`) are checked
 and the port bound (:func:`open_serving`) before the run writes anything, so a busy port or a bad
 name changes nothing; :func:`serve_while` prints each labeller's login link and runs the training.
 """
