@@ -133,12 +133,15 @@ class LMRLConfig(LMSamplingConfig):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rows_per_step % self.minibatch_size:
+        # before the shared checks, which would otherwise report the derived num_minibatches = 0 of a
+        # minibatch larger than the step's responses instead of the option to change
+        mb, rows = self.minibatch_size, self.rows_per_step
+        if isinstance(mb, int) and isinstance(rows, int) and mb > 0 and rows > 0 and rows % mb:
             raise ValueError(
-                f"minibatch_size (formerly mini_batch_size) = {self.minibatch_size} must divide "
-                f"{self._rows_label} = {self.rows_per_step}"
+                f"minibatch_size (formerly mini_batch_size) = {mb} must divide {self._rows_label} = {rows}: "
+                f"pass --minibatch-size {max(d for d in range(1, min(mb, rows) + 1) if rows % d == 0)} or another divisor"
             )
+        super().__post_init__()
         check_choice("kl_penalty", self.kl_penalty, KLPenalty)
         check_choice("kl_control", self.kl_control, KLControl)
         if self.kl_coef < 0:
