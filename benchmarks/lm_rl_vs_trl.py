@@ -389,7 +389,9 @@ def main() -> None:
                 kind = f"{'prefrl' if side in ('prefrl', 'before') else 'trl'}_{algo}"
                 extra = [str(int(side == "trl-gc"))] if kind.startswith("trl") else []
                 argv = ["--worker", kind, *shared, *extra]
-                res = cached_run(a.results_file, " ".join([side, *argv]), lambda: run_worker(python, __file__, argv, src=src))
+                res = cached_run(
+                    a.results_file, " ".join([side, *argv]), lambda p=python, v=argv, s=src: run_worker(p, __file__, v, src=s)
+                )
                 print(side, algo, res, flush=True)
                 results[(side, algo)] = res
     check = loss_check(a.trl_python)
