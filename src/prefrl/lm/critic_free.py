@@ -256,6 +256,7 @@ class CriticFreeTrainer(LMPolicyTrainer):
             target_kl=cfg.target_kl,
             generator=self.generator,
             policy_loss=self.policy_loss,
+            group_size=cfg.num_generations,  # minibatches of whole prompt groups where the sizes allow
         )
 
 
