@@ -344,6 +344,7 @@ def main() -> None:
     ap.add_argument("--num-generations", type=int, default=4, help="completions k per prompt (GRPO/RLOO group)")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--skip-speed", action="store_true", help="only the loss check")
+    ap.add_argument("--algos", default="grpo,rloo", help="the methods timed (comma-separated)")
     ap.add_argument(
         "--before-src",
         help="also time prefrl from this src/ directory (an older revision, e.g. `git archive REV src`) "
@@ -379,7 +380,7 @@ def main() -> None:
     shared = [model, str(a.steps), str(a.prompts_per_step), str(a.num_generations), str(a.max_new_tokens), str(a.warmup)]
     results = {}
     if not a.skip_speed:
-        for algo in ("grpo", "rloo"):
+        for algo in a.algos.split(","):
             runs = [("prefrl", sys.executable, None), ("trl", a.trl_python, None)]
             if algo in a.trl_checkpointing_algos.split(","):
                 runs.append(("trl-gc", a.trl_python, None))
@@ -427,7 +428,7 @@ def main() -> None:
             "(MB) | prefrl phases (wall): sampling / scoring / update (s) |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
-        for algo in ("grpo", "rloo"):
+        for algo in a.algos.split(","):
             name = algo.upper()
             rows_ = [(f"{name} vs TRL, checkpointing off on both sides", results[("prefrl", algo)], results[("trl", algo)])]
             if ("trl-gc", algo) in results:
