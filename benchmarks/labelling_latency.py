@@ -14,9 +14,12 @@ gave is in it exactly once (none lost, none duplicated).
 
     MUJOCO_GL=osmesa OMP_NUM_THREADS=1 .venv/bin/python benchmarks/labelling_latency.py --labellers 1 8 --seconds 120
 
-Prints one markdown row per labeller count (p50 / p95 / max latency, answers, lost, duplicated, clips
-the render worker finished per second while people labelled,
-load average); ``--out FILE`` appends them. Needs /usr/bin/chromium and the playwright package.
+Prints one markdown row per labeller count (p50 / p95 / max latency, as the driver measures it, from
+before it sends the key press to after Playwright reports the pair playable; the same in the page's
+own clock, split into its parts; answers, lost, duplicated; clips the render worker finished per second
+while people labelled; the cores the training process, the app with its render processes and the
+browser used over the window; load average); ``--out FILE`` appends them. Needs /usr/bin/chromium
+and the playwright package.
 """
 
 from __future__ import annotations
@@ -37,9 +40,18 @@ import numpy as np
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-PLAYABLE = ("(old => { const d = document.getElementById('app').dataset; return d.queryId > 0 && d.queryId !== old"
+# In the page's clock, for the last answer: key press → next pair playable (the first animation frame
+# the predicate holds on, without Playwright's round trips), and its parts: key press → the answer
+# request leaves, the request (Chromium's resource timing: the server's time plus the loopback), its
+# response → the pair playable.
+KEYDOWN = "document.addEventListener('keydown', () => { window.__keydown = performance.now(); }, true)"
+PHASES = ("() => { const a = performance.getEntriesByType('resource').filter(e => e.name.endsWith('/api/answer')).pop();"
+          " return a && window.__keydown ? [window.__playable - window.__keydown, a.startTime - window.__keydown,"
+          " a.responseEnd - a.startTime, window.__playable - a.responseEnd] : null; }")
+PLAYABLE = ("(old => { const d = document.getElementById('app').dataset; const ok = d.queryId > 0 && d.queryId !== old"
             " && [...document.querySelectorAll('video')].length === 2"
-            " && [...document.querySelectorAll('video')].every(v => v.getAttribute('src') && v.readyState >= 2); })")
+            " && [...document.querySelectorAll('video')].every(v => v.getAttribute('src') && v.readyState >= 2);"
+            " if (ok) window.__playable = performance.now(); return ok; })")
 
 
 def start_run(env_id: str, n: int, run_dir: Path, steps: int, labels: int) -> tuple[subprocess.Popen, dict[str, str]]:
@@ -63,8 +75,9 @@ def start_run(env_id: str, n: int, run_dir: Path, steps: int, labels: int) -> tu
 
 
 async def labeller(browser, link: str, pace: float, seconds: float, latencies: list[float], answered: list[int],
-                   window: list[float]) -> None:
+                   window: list[float], phases: list[list[float]]) -> None:
     context = await browser.new_context(bypass_csp=True)  # bypass_csp: the wait predicate only
+    await context.add_init_script(KEYDOWN)
     page = await context.new_page()
     await page.goto(link)
     await page.get_by_role("button", name="Log in").click()
@@ -82,6 +95,9 @@ async def labeller(browser, link: str, pace: float, seconds: float, latencies: l
             break
         if t_answer is not None:
             latencies.append(time.perf_counter() - t_answer)
+            measured = await page.evaluate(PHASES)
+            if measured:
+                phases.append(measured)
         shown = await page.locator("#app").get_attribute("data-query-id")
         wait = pace - (time.perf_counter() - t_answer) if t_answer is not None else pace
         if wait > 0:
@@ -100,18 +116,57 @@ async def labeller(browser, link: str, pace: float, seconds: float, latencies: l
     await context.close()
 
 
-async def drive(links: dict[str, str], pace: float, seconds: float) -> tuple[list[float], dict[str, list[int]], list[float]]:
+async def drive(links: dict[str, str], pace: float, seconds: float) -> tuple[list[float], dict[str, list[int]], list[float], list]:
     from playwright.async_api import async_playwright
 
     latencies: list[float] = []
+    phases: list[list[float]] = []
     window: list[float] = []  # wall-clock starts and ends of the labellers' timed windows
     answered = {name: [] for name in links}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        await asyncio.gather(*(labeller(browser, link, pace, seconds, latencies, answered[name], window)
+        await asyncio.gather(*(labeller(browser, link, pace, seconds, latencies, answered[name], window, phases)
                                for name, link in links.items()))
         await browser.close()
-    return latencies, answered, window
+    return latencies, answered, window, phases
+
+
+class CpuSampler(threading.Thread):
+    """Every second: (time, CPU s of the training process, of its children — the app and its render
+    processes —, of the browser — this process's other descendants). Differences over the timed
+    window say where the cores went."""
+
+    def __init__(self, run_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.run_pid, self.samples, self.stop = run_pid, [], threading.Event()
+
+    @staticmethod
+    def _cpu(procs) -> float:
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(Exception):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def run(self) -> None:
+        import psutil
+
+        run, me = psutil.Process(self.run_pid), psutil.Process()
+        while not self.stop.wait(1.0):
+            with contextlib.suppress(Exception):
+                app = run.children(recursive=True)
+                mine = {p.pid for p in [run, *app]}
+                browser = [p for p in me.children(recursive=True) if p.pid not in mine]
+                self.samples.append((time.time(), self._cpu([run]), self._cpu(app), self._cpu(browser)))
+
+    def cores(self, start: float, end: float) -> tuple[float, float, float]:
+        """Mean cores used over [start, end] by the training process, the app with its renders, the browser."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return (float("nan"),) * 3
+        (t0, *a), (t1, *b) = inside[0], inside[-1]
+        return tuple((y - x) / (t1 - t0) for x, y in zip(a, b))
 
 
 def check_store(run_dir: Path, answered: dict[str, list[int]]) -> tuple[int, int]:
@@ -132,9 +187,12 @@ def bench(env_id: str, n: int, seconds: float, pace: float, steps: int, labels: 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         proc, links = start_run(env_id, n, run_dir, steps, labels)
+        sampler = CpuSampler(proc.pid)
+        sampler.start()
         try:
-            latencies, answered, window = asyncio.run(drive(links, pace, seconds))
+            latencies, answered, window, phases = asyncio.run(drive(links, pace, seconds))
         finally:
+            sampler.stop.set()
             proc.terminate()
             proc.wait(timeout=60)
         lost, duplicated = check_store(run_dir, answered)
@@ -142,15 +200,21 @@ def bench(env_id: str, n: int, seconds: float, pace: float, steps: int, labels: 
         start, end = min(window), max(window)
         done = [p.stat().st_mtime for p in (run_dir / "clips").glob("*.mp4")]
         clips_per_s = sum(start <= t <= end for t in done) / max(end - start, 1e-9)
+        cores = " / ".join(f"{c:.2f}" for c in sampler.cores(start, end))
     load = os.getloadavg()[0]
     lat = np.asarray(latencies) * 1000 if latencies else np.full(1, np.nan)
     n_answers = sum(len(v) for v in answered.values())
+    split = ("{} = {} + {} + {}".format(*(f"{a:.0f} ({b:.0f})" for a, b in zip(*np.percentile(phases, [50, 95], axis=0))))
+             if phases else "—")
     return (f"| {env_id} | {n} | {seconds:.0f} | {n_answers} | {np.percentile(lat, 50):.0f} | "
-            f"{np.percentile(lat, 95):.0f} | {lat.max():.0f} | {lost} | {duplicated} | {clips_per_s:.2f} | {load:.1f} |")
+            f"{np.percentile(lat, 95):.0f} | {lat.max():.0f} | {split} | {lost} | {duplicated} | {clips_per_s:.2f} | "
+            f"{cores} | {load:.1f} |")
 
 
-HEADER = ("| env | labellers | seconds | answers | p50 ms | p95 ms | max ms | lost | duplicated | clips rendered/s "
-          "| load (1 min) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+HEADER = ("| env | labellers | seconds | answers | p50 ms | p95 ms | max ms | page clock: key→playable = key→request + request "
+          "+ →playable ms, p50 (p95) "
+          "| lost | duplicated | clips rendered/s | cores: training / app + renders / browser | load (1 min) |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|")
 
 
 def main() -> None:

@@ -4,16 +4,19 @@
     MUJOCO_GL=osmesa .venv/bin/python examples/backflip/run.py --out /tmp/bf --quick          # smoke (~1 min)
     MUJOCO_GL=osmesa .venv/bin/python examples/backflip/run.py --out runs/backflip --finish   # a run stopped early
 
-It assembles the command line ``prefrl control train --env Hopper-v5 --teacher judge
+It assembles the command line ``prefrl control train --env backflip_env:HopperBackflip-v0 --teacher judge
 --judge examples/backflip/judge.py:score_segment --report-video …`` (the run's report.html then has
 the comparison count, the return curves, and the final policy's episode as a video and a strip of
-frames), then measures the rotation of that episode: ``RUN/rotation.json``.
+frames), then measures the rotation of that episode: ``RUN/rotation.json``. The env is Hopper-v5
+without its healthy termination (``backflip_env.py``): with it, a torso tilted past 11.5° ends the
+episode, so no flip could happen.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+ENV = "backflip_env:HopperBackflip-v0"  # importable from HERE (this script's folder is on sys.path)
 
 
 def command(out: Path, quick: bool, labels: int, steps: int, seed: int) -> list[str]:
     if quick:
         labels, steps = 40, 8192
-    return [sys.executable, "-m", "prefrl", "control", "train", "--env", "Hopper-v5", "--teacher", "judge",
+    return [sys.executable, "-m", "prefrl", "control", "train", "--env", ENV, "--teacher", "judge",
             "--judge", f"{HERE / 'judge.py'}:score_segment", "--labels", str(labels), "--steps", str(steps),
             "--fixed-horizon", "1000", "--seed", str(seed), "--report-video", "--run-dir", str(out)]
 
@@ -82,7 +86,8 @@ def main() -> None:
     else:
         cmd = command(args.out, args.quick, args.labels, args.steps, args.seed)
         print(" ".join(cmd), flush=True)
-        code = subprocess.call(cmd)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p))
+        code = subprocess.call(cmd, env=env)
         if code:
             sys.exit(code)
     turns = rotation(args.out)

@@ -140,46 +140,121 @@ KL_BUDGET = 10.0
 
 def _table_rows(text: str) -> list[tuple[str, float, float]]:
     """(policy, gold, KL) of the rows of run.py's table in ``text``."""
+    return [(name, gold, kl) for name, gold, _, kl, _ in _table_rows_se(text)]
+
+
+def _table_rows_se(text: str) -> list[tuple[str, float, float, float, float]]:
+    """(policy, gold, gold s.e., KL, KL s.e.) of the rows of run.py's table in ``text`` (s.e. 0 where none)."""
     rows = []
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 3 and "±" in cells[1]:
-            rows.append((cells[0], float(cells[1].split("±")[0]), float(cells[2].split()[0])))
+            gold, gold_se = (float(x) for x in cells[1].split("±"))
+            kl = cells[2].split()
+            rows.append((cells[0], gold, gold_se, float(kl[0]), float(kl[2]) if len(kl) > 2 and kl[1] == "±" else 0.0))
     return rows
 
 
-def write_docs(rows: list[dict], docs: Path, steps: int, deadline: str | None, pairs: dict) -> None:
-    """Replace this script's section of ``docs/positive_reviews.md`` (after :data:`MARKER`)."""
+def _section_rows(text: str) -> list[dict]:
+    """The rows of this script's table (five columns) in ``text``, as result dicts."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and "±" in cells[1] and "±" in cells[2]:
+            (gold, gold_se), (kl, kl_se) = ((float(x) for x in cells[i].split("±")) for i in (1, 2))
+            rows.append({"name": cells[0], "gold": gold, "gold_se": gold_se, "kl": kl, "kl_se": kl_se,
+                         "steps": int(cells[3]), "step_s": float(cells[4])})  # fmt: skip
+    return rows
+
+
+def plot_frontier(head: str, rows: list[dict], logs: dict[str, list[dict]], path: Path) -> None:
+    """Gold vs sequence KL of every policy: run.py's (parsed from its table in ``head``) and this script's
+    held-out rows, with their training rollouts per step (``logs``) and the KL budget line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.6, 4.6))
+    old = _table_rows_se(head)
+    bon = [r for r in old if r[0].startswith("best-of-")]
+    if bon:
+        ax.plot([r[3] for r in bon], [r[1] for r in bon], "o-", color="tab:green", label="best-of-n (RM-ranked)")
+    styles = {"reference": ("black", "s"), "ppo": ("tab:blue", "D"), "dpo": ("tab:red", "^"),
+              "grpo": ("tab:purple", "v"), "rloo": ("tab:orange", "P"), "online-dpo": ("tab:brown", "X"),
+              "online-dpo-gold": ("tab:pink", "X")}  # fmt: skip
+    for name, gold, gold_se, kl, kl_se in old:
+        if name in ("ppo", "dpo", "reference"):
+            color, marker = styles[name]
+            ax.errorbar(kl, gold, xerr=kl_se, yerr=gold_se, fmt=marker, color=color, label=f"{name} (held out, run.py)")
+    for r in rows:
+        if r["name"].startswith("reference"):  # the same model and prompts, sampled by today's sampler
+            ax.errorbar(r["kl"], r["gold"], xerr=r["kl_se"], yerr=r["gold_se"], fmt="s", color="black", mfc="white",
+                        label="reference (held out, re-evaluated)")  # fmt: skip
+            continue
+        color, marker = styles.get(r["name"], ("tab:gray", "o"))
+        ax.errorbar(r["kl"], r["gold"], xerr=r["kl_se"], yerr=r["gold_se"], fmt=marker, color=color, markersize=9,
+                    label=f"{r['name']} (held out, {r['steps']} steps)")  # fmt: skip
+        log = [m for m in logs.get(r["name"], []) if "objective/gold" in m and "objective/kl" in m]
+        if log:
+            ax.plot([m["objective/kl"] for m in log], [m["objective/gold"] for m in log], ".", color=color, alpha=0.3)
+    ax.axvline(KL_BUDGET, color="gray", ls="--", lw=1)
+    ax.text(KL_BUDGET, ax.get_ylim()[0], f" KL = {KL_BUDGET:g}", color="gray", fontsize=7, va="bottom")
+    ax.set_xlabel("sequence KL(π ‖ π_ref) [nats]")
+    ax.set_ylabel("mean gold sentiment (VADER compound)")
+    ax.set_title("Gold reward vs KL: PPO, DPO, best-of-n, GRPO, RLOO, online DPO (dots: training rollouts)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_docs(rows: list[dict], docs: Path, steps: int, deadline: str | None, pairs: dict,
+               logs: dict[str, list[dict]] | None = None) -> None:  # fmt: skip
+    """Replace this script's section of ``docs/positive_reviews.md`` (after :data:`MARKER`) and draw
+    ``docs/positive_reviews/frontier_online.png``."""
     path = docs / "positive_reviews.md"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     head = text.split(MARKER)[0].rstrip() + "\n\n"
     new = [r for r in rows if r["name"] != "reference"]
+    # rows of the section's earlier version that this run did not redo are kept, and say so
+    earlier = _section_rows(text.split(MARKER)[1]) if MARKER in text else []
+    redone = {x["name"] for x in rows}
+    kept = [r for r in earlier if r["name"].split(" (")[0] not in redone]  # "reference (re-evaluated)" is "reference"
     lines = [
         MARKER,
         "## GRPO, RLOO and online DPO (issue #15)",
         "",
-        "Generated by `python examples/positive_reviews/online_methods.py "
-        f"--steps {steps}{f' --deadline {deadline}' if deadline else ''} --methods {','.join(r['name'] for r in new)}`, "
-        "evaluated on the same held-out prompts and samples per prompt as the table above. "
+        ("Generated by `python examples/positive_reviews/online_methods.py "
+         f"--steps {steps}{f' --deadline {deadline}' if deadline else ''} --methods {','.join(r['name'] for r in new)}`, "
+         if new else "No method finished in the latest run of `python examples/positive_reviews/online_methods.py`; the "
+         "rows below are kept from earlier runs, ")
+        + "evaluated on the same held-out prompts and samples per prompt as the table above. "
         + (f"The reward model is stages 1–2's, re-run with the same seed ({pairs.get('queries')} queries, "
-           f"{pairs.get('equal')} \"can't tell\", {pairs.get('pairs')} pairs). " if pairs else "")
+           f"{pairs.get('equal')} \"can't tell\", {pairs.get('pairs')} pairs). " if pairs and new else "")
         + "`online-dpo` asks stage 2's reward model (`RewardTeacher`); `online-dpo-gold` asks stage 1's teacher "
         "(σ(β·Δgold) over VADER, \"can't tell\" on near-ties: the teacher offline DPO's pairs came from), online, "
-        "through the store's queue.",
+        "through the store's queue."
+        + (f" Kept from this section's earlier version (not re-run): {', '.join(r['name'] for r in kept)}." if kept else ""),
         "",
         "| policy | gold (held out) | sequence KL(π‖π_ref) [nats] | steps run | s / step |",
         "|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in [*rows, *kept]:
         lines.append(f"| {r['name']} | {r['gold']:+.3f} ± {r['gold_se']:.3f} | {r['kl']:.2f} ± {r['kl_se']:.2f} | "
                      f"{r['steps']} | {r['step_s']:.0f} |")  # fmt: skip
     candidates = _table_rows(head)  # run.py's policies: reference, PPO, DPO, best-of-n
-    candidates += [(r["name"], r["gold"], r["kl"]) for r in new]
+    candidates += [(r["name"], r["gold"], r["kl"]) for r in [*new, *kept]]
     within = [c for c in candidates if c[2] <= KL_BUDGET]
     if within:
         best = max(within, key=lambda c: c[1])
         lines += ["", f"**Highest held-out gold at sequence KL ≤ {KL_BUDGET:g} nats: {best[0]}** ({best[1]:+.3f} at "
                   f"{best[2]:.2f} nats), over the rows of both tables."]  # fmt: skip
+    plot_frontier(head, [*rows, *kept], logs or {}, docs / "positive_reviews" / "frontier_online.png")
+    lines += ["", "![frontier with GRPO, RLOO and online DPO](positive_reviews/frontier_online.png)"]
     path.write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -194,6 +269,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--docs", default=None, help="write this script's section of DOCS/positive_reviews.md")
     ap.add_argument("--quick", action="store_true", help="run.py's quick budget (a smoke test; --out …/quick)")
+    ap.add_argument("--table-only", action="store_true",
+                    help="with --docs: rewrite the docs section and plot from OUT's results; train and evaluate nothing")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="do not re-evaluate the reference (run.py's table has it; saves one evaluation)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     b, out = (pr.QUICK if args.quick else pr.FULL), Path(args.out)
@@ -206,16 +285,20 @@ def main() -> None:
     prompts = pr.load_prompt_texts()
     train_prompts, eval_prompts = prompts[: b.n_train], prompts[-b.n_eval :]
     rm_dir = None
+    if args.table_only:
+        args.methods, args.no_reference = "", True
     if any(m in NEEDS_RM for m in args.methods.split(",")):
         pairs = pr.make_pairs(args.model, train_prompts, b, out, args.seed)
         rm_dir = pr.train_rm(args.model, pairs, b, out, args.seed)
     from prefrl.lm.models import load_causal_lm
 
-    ref, tok = load_causal_lm(args.model, padding_side="left")
-    ref.eval()
     results_path = out / "new_methods.jsonl"
     done = {json.loads(x)["name"] for x in results_path.read_text().splitlines() if x} if results_path.exists() else set()
-    names = [n for n in [*args.methods.split(","), "reference"] if n not in done]  # the reference is in the docs already
+    methods = [m for m in args.methods.split(",") if m]
+    names = [n for n in [*methods, *([] if args.no_reference else ["reference"])] if n not in done]
+    if names:
+        ref, tok = load_causal_lm(args.model, padding_side="left")
+        ref.eval()
     for i, name in enumerate(names):
         t0 = time.time()
         if name == "reference":
@@ -225,6 +308,9 @@ def main() -> None:
             to_train = sum(n != "reference" for n in names[i:])
             until = None if deadline is None else t0 + (deadline - t0 - (len(names) - i) * args.eval_s) / to_train
             run_dir, log = train_method(name, args.model, rm_dir, train_prompts, b, out, args.seed, args.steps, until)
+            if not (run_dir / "policy").is_dir():  # the deadline left no time for a single step: no row
+                pr.log(f"{name}: not trained (no time left before --deadline); no row")
+                continue
             model = load_causal_lm(run_dir / "policy")[0].eval()
         e = pr.evaluate_policy(model, ref, tok, eval_prompts, b, args.seed + 1)
         row = {"name": name, **{k: v for k, v in e.items() if k != "responses"}, "samples": e["responses"][:4],
@@ -234,11 +320,14 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
         pr.log(f"eval {name}: gold {e['gold']:+.3f} ± {e['gold_se']:.3f}, KL {e['kl']:.2f} ± {e['kl_se']:.2f} "
                f"after {len(log)} steps")  # fmt: skip
-    rows = [json.loads(x) for x in results_path.read_text().splitlines() if x]
+    rows = [json.loads(x) for x in results_path.read_text().splitlines() if x] if results_path.exists() else []
     print(json.dumps(rows, indent=1))
     if args.docs:
         stats = out / "pairs_stats.json"
-        write_docs(rows, Path(args.docs), args.steps, args.deadline, json.loads(stats.read_text()) if stats.exists() else {})
+        logs = {r["name"]: [json.loads(x) for x in (out / r["name"] / "metrics.jsonl").read_text().splitlines() if x]
+                for r in rows if (out / r["name"] / "metrics.jsonl").exists()}  # fmt: skip
+        write_docs(rows, Path(args.docs), args.steps, args.deadline, json.loads(stats.read_text()) if stats.exists() else {},
+                   logs)  # fmt: skip
 
 
 if __name__ == "__main__":

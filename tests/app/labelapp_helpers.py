@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 
@@ -45,6 +48,12 @@ class FakeRenderer:
         with self.lock:
             self.rendered.append(int(segment.id))
         path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + f"segment {segment.id}".encode())
+
+    def __getstate__(self) -> dict:  # picklable: a LiveServer sends its renderer to the app's process
+        return {"rendered": list(self.rendered)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.rendered, self.lock = state["rendered"], threading.Lock()
 
 
 def make_segment(ret: float, env_id: str = "Toy-v0") -> Segment:
@@ -120,3 +129,64 @@ def moving_dot_clip(segment, path: Path) -> None:
                             format="FFMPEG") as w:
         for f in frames:
             w.append_data(f)
+
+
+def read_links(proc: subprocess.Popen, names: list[str], output: list[str], timeout: float = 120) -> dict[str, str]:
+    """The login links the run prints, read from its output (which keeps going into ``output``)."""
+    links: dict[str, str] = {}
+    found = threading.Event()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            output.append(line)
+            match = re.match(r"Login link for (\w+): (\S+)", line)
+            if match:
+                links[match.group(1)] = match.group(2)
+                if set(links) == set(names):
+                    found.set()
+        found.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    found.wait(timeout)
+    assert set(links) == set(names), "".join(output)
+    return links
+
+
+LETTERS = set("abcdefghijklmnopqrstuvwxyz")
+
+
+def letters(text: str) -> float:
+    return sum(c in LETTERS for c in text) / max(1, len(text))
+
+
+class TextPerson(threading.Thread):
+    """Logs in with a link and answers every text pair it is shown through the app's JSON API."""
+
+    def __init__(self, link: str, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.link, self.stop = link, stop
+        self.answered: list[tuple[int, float]] = []  # (text pair id, μ)
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        base, token = self.link.split("/login?token=")
+        try:
+            with httpx.Client(base_url=base, follow_redirects=True, timeout=60) as client:
+                page = client.post("/login", data={"token": token})
+                headers = {"X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)}
+                query = None
+                while not self.stop.is_set():
+                    if query is None:
+                        query = client.post("/api/next", json={}, headers=headers).json()["query"]
+                        if query is None:
+                            time.sleep(0.05)
+                            continue
+                    assert query["kind"] == "text"
+                    a, b = letters(query["left"]["text"]), letters(query["right"]["text"])
+                    mu = 1.0 if a > b else 0.0 if a < b else 0.5
+                    r = client.post("/api/answer", json={"query_id": query["id"], "mu": mu}, headers=headers)
+                    assert r.status_code == 200, r.text
+                    self.answered.append((query["text_pair_id"], mu))
+                    query = r.json()["next"]
+        except Exception as e:  # noqa: BLE001
+            self.errors.append(f"{type(e).__name__}: {e}")

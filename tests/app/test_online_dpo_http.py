@@ -9,14 +9,11 @@ every text pair it is shown, preferring the response with more a–z letters.
 from __future__ import annotations
 
 import copy
-import re
 import threading
-import time
 
-import httpx
 import pytest
 import torch
-from labelapp_helpers import FakeRenderer
+from labelapp_helpers import FakeRenderer, TextPerson
 
 from prefrl.app.live import LiveServer, labeller_links
 from prefrl.data.store import PreferenceStore
@@ -25,46 +22,6 @@ from prefrl.lm.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 from prefrl.teachers.human import HumanTeacher
 
 PROMPTS = ["hello", "the cat sat", "x", "a good film because"]
-LETTERS = set("abcdefghijklmnopqrstuvwxyz")
-
-
-def letters(text: str) -> float:
-    return sum(c in LETTERS for c in text) / max(1, len(text))
-
-
-class TextPerson(threading.Thread):
-    """Logs in with a link and answers every text pair it is shown through the app's JSON API."""
-
-    def __init__(self, link: str, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.link, self.stop = link, stop
-        self.answered: list[tuple[int, float]] = []  # (text pair id, μ)
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        base, token = self.link.split("/login?token=")
-        try:
-            with httpx.Client(base_url=base, follow_redirects=True, timeout=60) as client:
-                page = client.post("/login", data={"token": token})
-                headers = {"X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)}
-                query = None
-                while not self.stop.is_set():
-                    if query is None:
-                        query = client.post("/api/next", json={}, headers=headers).json()["query"]
-                        if query is None:
-                            time.sleep(0.05)
-                            continue
-                    assert query["kind"] == "text"
-                    a, b = letters(query["left"]["text"]), letters(query["right"]["text"])
-                    mu = 1.0 if a > b else 0.0 if a < b else 0.5
-                    r = client.post("/api/answer", json={"query_id": query["id"], "mu": mu}, headers=headers)
-                    assert r.status_code == 200, r.text
-                    self.answered.append((query["text_pair_id"], mu))
-                    query = r.json()["next"]
-        except Exception as e:  # noqa: BLE001
-            self.errors.append(f"{type(e).__name__}: {e}")
-
-
 @pytest.mark.timeout(300)
 def test_online_dpo_round_learns_from_a_person_answering_in_the_web_app(tmp_path):
     torch.set_num_threads(1)

@@ -50,3 +50,27 @@ def test_the_default_renderer_renders_a_mujoco_clip_in_a_child_process(store, tm
             time.sleep(0.5)
         assert r.status_code == 200 and r.content[4:8] == b"ftyp" and len(r.content) > 1000
         assert isinstance(app.state.clips.renderer, ProcessRenderer)
+
+
+def test_a_clip_shows_every_other_halfcheetah_step_at_real_speed(tmp_path):
+    # HalfCheetah steps at 20 Hz; a labelling clip shows at most CLIP_MAX_FPS = 10 frames a second,
+    # so 30 steps (1.5 s) are 15 frames played at 10 fps: the same 1.5 s, half the frames to render.
+    if os.environ.get("MUJOCO_GL", "osmesa") == "osmesa" and ctypes.util.find_library("OSMesa") is None:
+        pytest.skip("MuJoCo off-screen rendering needs libOSMesa: apt-get install libosmesa6, or set MUJOCO_GL=egl")
+    import av
+
+    from prefrl.app.clips import SimRenderer
+    from prefrl.control.render import clip_stride
+
+    assert [clip_stride(f) for f in (5, 10, 20, 30, 125)] == [1, 1, 2, 3, 13]
+    renderer = SimRenderer()
+    try:
+        renderer(halfcheetah_segment(30), tmp_path / "c.mp4")
+    finally:
+        renderer.close()
+    with av.open(str(tmp_path / "c.mp4")) as video:
+        stream = video.streams.video[0]
+        frames = list(video.decode(stream))
+        assert (stream.width, stream.height) == (240, 160) and float(stream.average_rate) == 10.0
+    assert len(frames) == 15
+    assert not np.array_equal(frames[0].to_ndarray(), frames[-1].to_ndarray())  # it moves

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from labelapp_helpers import read_links
 
 from prefrl.data.store import PreferenceStore
 
@@ -35,27 +36,6 @@ def start_serving_run(*args: str) -> subprocess.Popen:
     code = "import go_right_env; from prefrl.cli import app; app(prog_name='prefrl')"
     return subprocess.Popen([sys.executable, "-c", code, "control", "train", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-
-
-def read_links(proc: subprocess.Popen, names: list[str], output: list[str], timeout: float = 120) -> dict[str, str]:
-    """The login links the run prints, read from its output (which keeps going into ``output``)."""
-    links: dict[str, str] = {}
-    found = threading.Event()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            output.append(line)
-            match = re.match(r"Login link for (\w+): (\S+)", line)
-            if match:
-                links[match.group(1)] = match.group(2)
-                if set(links) == set(names):
-                    found.set()
-        found.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    found.wait(timeout)
-    assert set(links) == set(names), "".join(output)
-    return links
 
 
 def distance(segment) -> float:
@@ -113,9 +93,20 @@ def test_train_serving_the_app_learns_from_people_labelling_over_http(tmp_path):
     try:
         links = read_links(proc, ["ann", "bob"], output)
         assert all(link.startswith("http://127.0.0.1:") for link in links.values())
-        people = [ScriptedPerson(link, store_path, stop) for link in links.values()]
+        # 0.5 s a pair: slower than the app answers, so answers are still owed while the loop trains
+        people = [ScriptedPerson(link, store_path, stop, pace=0.5) for link in links.values()]
         for person in people:
             person.start()
+        # The app answers from its own process at the run's first priority; the loop yields the CPU
+        # to it once it runs (--serve-nice, 10 by default).
+        import psutil
+
+        (app_process,) = [c for c in psutil.Process(proc.pid).children() if "serve_child" in " ".join(c.cmdline())]
+        deadline = time.monotonic() + 30
+        while psutil.Process(proc.pid).nice() != min(os.nice(0) + 10, 19):
+            assert time.monotonic() < deadline, "the training loop did not lower its priority"
+            time.sleep(0.05)
+        assert app_process.nice() == os.nice(0)
         assert proc.wait(timeout=360) == 0, "".join(output)
     finally:
         stop.set()

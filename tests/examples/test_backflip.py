@@ -61,3 +61,32 @@ def test_backflip_judge_scores_the_turn_that_tips_the_head_backwards_in_mujoco()
     teacher = _judge()
     assert teacher.scores(backward).sum() > 0 > teacher.scores(forward).sum()
     assert teacher.answer([(backward, forward), (forward, backward)]) == [1.0, 0.0]
+
+
+def test_the_backflip_env_lets_the_torso_turn_over_where_hopper_v5_resets_it():
+    # The first backflip run could not flip: Hopper-v5 ends an episode past ±0.2 rad of torso tilt,
+    # and --fixed-horizon turns that end into a reset to the standing pose.
+    import sys
+
+    from prefrl.control.envs import make_env
+
+    sys.path.insert(0, str(JUDGE.parent))
+    try:
+        furthest = {}
+        for env_id in ("Hopper-v5", "backflip_env:HopperBackflip-v0"):
+            env = make_env(env_id, seed=0, fixed_horizon=1000)
+            sim = env.unwrapped
+            qpos, qvel = sim.data.qpos.copy(), sim.data.qvel.copy()
+            qvel[1], qvel[2] = 3.0, -8.0  # up and turning backwards
+            sim.set_state(qpos, qvel)
+            angles = []
+            for _ in range(60):
+                *_, truncated, info = env.step(np.zeros(3))
+                assert not truncated
+                angles.append(float(sim.data.qpos[2]))
+            furthest[env_id] = -min(angles)
+            env.close()
+    finally:
+        sys.path.remove(str(JUDGE.parent))
+    assert furthest["Hopper-v5"] <= 0.25  # reset before it got past the healthy range
+    assert furthest["backflip_env:HopperBackflip-v0"] > np.pi  # half a flip and on

@@ -18,8 +18,10 @@ def test_online_methods_quick_trains_evaluates_and_writes_its_docs_section(tmp_p
     docs.mkdir()
     (docs / "positive_reviews.md").write_text(
         "# Positive reviews\n\n| policy | gold | KL |\n|---|---|---|\n| dpo | +0.500 ± 0.030 | 6.00 ± 0.20 |\n"
-        "| ppo | +0.600 ± 0.030 | 12.00 ± 0.40 |\n"
-    )  # fmt: skip
+        "| ppo | +0.600 ± 0.030 | 12.00 ± 0.40 |\n\n<!-- online_methods.py: GRPO, RLOO and online DPO (issue #15) -->\n"
+        "| policy | gold | KL | steps run | s / step |\n|---|---|---|---|---|\n"
+        "| online-dpo-gold | +0.700 ± 0.040 | 12.50 ± 0.30 | 16 | 93 |\n"
+    )  # an earlier run's section, with a row this run does not redo  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--model", "tiny", "--quick", "--out", str(tmp_path / "run"), "--steps", "2",
@@ -33,8 +35,12 @@ def test_online_methods_quick_trains_evaluates_and_writes_its_docs_section(tmp_p
     assert (tmp_path / "run" / "online-dpo" / "prefs.db").exists()  # the online-DPO teacher answered through a store
     text = (docs / "positive_reviews.md").read_text()
     assert "## GRPO, RLOO and online DPO" in text and "| rloo |" in text
+    assert "| online-dpo-gold | +0.700 ± 0.040 | 12.50 ± 0.30 | 16 | 93 |" in text  # kept, and said so
+    assert "Kept from this section's earlier version (not re-run): online-dpo-gold." in text
     # the best row within 10 nats is picked over both tables: ppo's +0.6 is over budget, dpo's +0.5 within
     assert "Highest held-out gold at sequence KL ≤ 10 nats: dpo" in text
+    assert (docs / "positive_reviews" / "frontier_online.png").stat().st_size > 10_000  # the plot with every method
+    assert "(positive_reviews/frontier_online.png)" in text
 
     sys.path.insert(0, str(SCRIPT.parent))
     import run as pr  # noqa: E402

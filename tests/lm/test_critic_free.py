@@ -165,6 +165,10 @@ def test_config_rejects_bad_choices():
         CriticFreeConfig(algo="rloo", num_generations=1)
     with pytest.raises(ValueError, match="batch_size × num_generations"):
         CriticFreeConfig(batch_size=3, num_generations=3, minibatch_size=4)
+    # a minibatch larger than the step names the option to change, not the derived num_minibatches = 0
+    with pytest.raises(ValueError, match=r"minibatch_size .* = 8 must divide batch_size × num_generations = 4: pass "
+                                         r"--minibatch-size 4"):  # fmt: skip
+        CriticFreeConfig(batch_size=2, num_generations=2, minibatch_size=8)
     CriticFreeConfig(algo="reinforce++", num_generations=1, batch_size=8, minibatch_size=8)
     assert "k3" in CriticFreeConfig(kl_penalty="loss", kl_estimator="k3").kl_description
 

@@ -138,16 +138,18 @@ def test_train_writes_a_checkpoint_transformers_loads(store, tmp_path):
     assert saved["beta"] == 0.1 and not (tmp_path / "run" / "ppo_config.json").exists()
 
 
-def test_online_dpo_cli_trains_resumes_and_keeps_its_pairs(tiny_model_dir, prompt_file, tmp_path):
+def test_online_dpo_cli_trains_resumes_and_keeps_its_pairs(tiny_model_dir, prompt_file, tmp_path, monkeypatch):
     torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)  # where the default --output-dir would be
     lm, tok = tiny_causal_lm(seed=3)
     rm_dir = tmp_path / "rm"
     RewardModel.from_causal_lm(lm).save_pretrained(rm_dir, tokenizer=tok)
     out = tmp_path / "odpo"
 
-    def run(*extra: str):
+    def run(*extra: str, output_dir: Path | None = out):
+        where = ["--output-dir", str(output_dir)] if output_dir is not None else []
         args = ["lm", "online-dpo", "--policy", str(tiny_model_dir), "--reward-model", str(rm_dir),
-                "--prompts", str(prompt_file), "--output-dir", str(out), "--batch-size", "2", "--minibatch-size", "2",
+                "--prompts", str(prompt_file), *where, "--batch-size", "2", "--minibatch-size", "2",
                 "--max-new-tokens", "6", "--learning-rate", "1e-2", "--update-epochs", "1", *extra]  # fmt: skip
         return CliRunner().invoke(app, args, catch_exceptions=False)
 
@@ -165,6 +167,15 @@ def test_online_dpo_cli_trains_resumes_and_keeps_its_pairs(tiny_model_dir, promp
     with PreferenceStore(out / "prefs.db") as s:
         assert s.count_text_pairs() == 6 and s.count_queries("answered") == 6
         assert len(s.text_pairs(meta={"online_dpo": summary["run_id"]})) == 6  # the resumed run continued its own
+    # --resume without --output-dir continues in the resumed run's directory, with its store
+    result = run("--total-steps", "4", "--resume", str(out), output_dir=None)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "runs").exists() and len((out / "metrics.jsonl").read_text().splitlines()) == 4
+    with PreferenceStore(out / "prefs.db") as s:
+        assert len(s.text_pairs(meta={"online_dpo": summary["run_id"]})) == 8
+    # a resume pointed at a store without the run's pairs would re-ask everything: refused, naming the store
+    with pytest.raises(ValueError, match=r"other/prefs.db holds none of this run's pairs"):
+        run("--total-steps", "5", "--resume", str(out), output_dir=tmp_path / "other")
     bad = CliRunner().invoke(app, ["lm", "online-dpo", "--prompts", str(prompt_file)])
     assert bad.exit_code == 2 and "teacher=reward-model needs" in bad.output  # one line naming the option
 

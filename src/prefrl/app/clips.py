@@ -28,7 +28,7 @@ from prefrl.data.store import PreferenceStore
 from prefrl.data.types import Segment
 from prefrl.utils.files import atomic_write
 
-__all__ = ["Renderer", "SimRenderer", "ProcessRenderer", "ClipCache", "RenderWorker"]
+__all__ = ["Renderer", "SimRenderer", "ProcessRenderer", "ClipCache", "RenderWorker", "exit_with_parent"]
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,15 @@ class SimRenderer:
         self._fps: dict[str, float] = {}
 
     def __call__(self, segment: Segment, path: Path) -> None:
-        from prefrl.control.render import DEFAULT_FPS, iter_segment_frames, make_render_env, write_video
+        from prefrl.control.render import (
+            DEFAULT_FPS,
+            clip_stride,
+            iter_segment_frames,
+            make_render_env,
+            write_video,
+        )
 
-        if segment.sim_states is None or not segment.env_id:  # Atari frame stacks need no env
+        if segment.sim_states is None or not segment.env_id:  # Atari frame stacks: frames cost nothing to render
             write_video(iter_segment_frames(segment), path, fps=DEFAULT_FPS)
             return
         env = self._envs.get(segment.env_id)
@@ -59,7 +65,9 @@ class SimRenderer:
             env = self._envs[segment.env_id] = make_render_env(segment.env_id)
             dt = getattr(env.unwrapped, "dt", None)
             self._fps[segment.env_id] = float(1.0 / dt) if dt else float(env.metadata.get("render_fps") or DEFAULT_FPS)
-        write_video(iter_segment_frames(segment, env=env), path, fps=self._fps[segment.env_id])
+        fps = self._fps[segment.env_id]
+        stride = clip_stride(fps)  # at most CLIP_MAX_FPS frames a second, played at real speed
+        write_video(iter_segment_frames(segment, env=env, stride=stride), path, fps=fps / stride)
 
     def close(self) -> None:
         """Close the envs (and their GL contexts)."""
@@ -71,16 +79,16 @@ class SimRenderer:
 _child_renderer: SimRenderer | None = None
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In a render child: exit once the server's process is gone. A run stopped by a signal runs no
-    clean-up, and a pool worker blocked on its queue would otherwise live on as an orphan."""
+def exit_with_parent(parent: int) -> None:
+    """In a child (a render child, the app's process): exit once process ``parent`` is gone. A run
+    stopped by a signal runs no clean-up, and a child blocked on its queue would live on as an orphan."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
         os._exit(0)
 
-    threading.Thread(target=watch, name="prefrl-render-parent", daemon=True).start()
+    threading.Thread(target=watch, name="prefrl-watch-parent", daemon=True).start()
 
 
 def _render_in_child(segment: Segment, path: str) -> None:
@@ -110,7 +118,7 @@ class ProcessRenderer:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
                     max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_exit_with_parent, initargs=(os.getpid(),))
+                    initializer=exit_with_parent, initargs=(os.getpid(),))
             pool = self._pool
         try:
             pool.submit(_render_in_child, segment, str(path)).result()
@@ -301,10 +309,19 @@ class RenderWorker:
         if self.prerender <= 0:
             return []
         leased = self.store.queries("leased")
+        names = list(dict.fromkeys(q.leased_to for q in leased if q.leased_to))
+        # One read of the queue, then each labeller's part of it (unrestricted or theirs), in the
+        # order they will lease it; a labeller's own read only when the window holds too few of
+        # theirs (queries kept for others). A read per labeller cost ~1.4 ms of this process's GIL.
+        limit = self.prerender * (len(names) + 1)
+        pending = self.store.queries("pending", limit=limit)
         queries = list(leased)
-        for name in dict.fromkeys(q.leased_to for q in leased if q.leased_to):
-            queries += self.store.queries("pending", limit=self.prerender, labeller=name)
-        queries += self.store.queries("pending", limit=self.prerender)
+        for name in names:
+            theirs = [q for q in pending if q.labeller in (None, name)][: self.prerender]
+            if len(theirs) < self.prerender and len(pending) == limit:
+                theirs = self.store.queries("pending", limit=self.prerender, labeller=name)
+            queries += theirs
+        queries += pending[: self.prerender]
         ids = [i for q in queries if q.left_id is not None for i in (int(q.left_id), int(q.right_id))]
         return list(dict.fromkeys(ids))
 

@@ -24,7 +24,7 @@ app = typer.Typer(
     cls=OneLineErrors,  # a usage error is one line (`Error: Invalid value for '--x': …`), not a boxed panel
 )
 app.add_typer(control.app, name="control", help="Control agents in Gymnasium envs learning from comparisons.")
-app.add_typer(lm.app, name="lm", help="Language-model RLHF: SFT, reward model, PPO, DPO.")
+app.add_typer(lm.app, name="lm", help=lm.HELP)
 app.add_typer(label.app, name="label", help="The labelling web app for people.")
 app.add_typer(demo.app, name="demo", help="Small demos of the preference core.")
 

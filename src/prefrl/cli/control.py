@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from prefrl.cli.options import as_json, command_from_config
+from prefrl.cli.serve_train import SERVE_OPTIONS, open_serving, train_serving
 from prefrl.control.config import ControlConfig
 
 app = typer.Typer(no_args_is_help=True)
@@ -35,28 +37,24 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+SERVE_NICE = 10  # --serve-nice
+
+
 def _train(cfg: Any, resume: Path | None = None, serve: bool = False, labellers: str = "",
-           host: str = "127.0.0.1", port: int = 8000) -> dict[str, Any]:
+           host: str = "127.0.0.1", port: int = 8000, serve_nice: int = SERVE_NICE) -> dict[str, Any]:
     from prefrl.control.checkpoint import CheckpointError
     from prefrl.control.loop import PreferenceLoop
 
     set_threads(cfg.threads)  # a setting of this process, also on --resume (not of the run)
-    if not serve and labellers:
-        raise _fail("--labellers needs --serve")
     sock = None
     try:
-        if serve:
-            from prefrl.app.live import bind, parse_labellers
-
-            names = parse_labellers(labellers)
-            if resume is None and cfg.teacher != "human":
-                raise ValueError(f"--serve needs --teacher human, got --teacher {cfg.teacher}")
-            sock = bind(host, port)  # before the run directory is written: a busy port changes nothing
+        names, sock = open_serving(serve, labellers, host, port, None if resume is not None else cfg.teacher)
         loop = PreferenceLoop.resume(resume, progress=cfg.progress) if resume is not None else PreferenceLoop(cfg)
         if serve:
-            from prefrl.cli.serve_train import train_serving
-
-            done = train_serving(loop, names, host, port, sock=sock, echo=lambda line: typer.echo(line, err=True))
+            # Once the app (and its render children) runs at this process's priority, the training
+            # loop yields the CPU to them: people wait on the app, nobody waits on a training step.
+            done = train_serving(loop, names, host, port, sock=sock, echo=lambda line: typer.echo(line, err=True),
+                                 on_serving=lambda server, links: os.nice(serve_nice) if serve_nice else None)
             return run_summary(done)
     except (ValueError, CheckpointError) as e:
         if sock is not None:
@@ -82,16 +80,11 @@ _RESUME = inspect.Parameter(
     "resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],  # noqa: UP045 - Typer reads it at runtime
     default=typer.Option(None, "--resume", help="Continue the checkpointed run in this directory (other options ignored)."),
 )
-_SERVE = (
-    inspect.Parameter("serve", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
-        False, "--serve", help="With --teacher human: serve the labelling app from this run while it trains.")),
-    inspect.Parameter("labellers", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-        "", "--labellers", help="With --serve: comma-separated labeller names; a login link is printed for each.")),
-    inspect.Parameter("host", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-        "127.0.0.1", "--host", help="With --serve: the interface the app listens on.")),
-    inspect.Parameter("port", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
-        8000, "--port", min=0, max=65535, help="With --serve: the app's TCP port (0: a free one).")),
-)
+_SERVE_NICE = inspect.Parameter("serve_nice", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
+    SERVE_NICE, "--serve-nice", min=0, max=19, help="With --serve: how much the training loop lowers its CPU priority "
+    "(nice) once the app runs, so that on a busy machine the app and its clip rendering go first (0: not at all)."))
+
+
 def _preset(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
     from prefrl.control.presets import preset_for
 
@@ -106,7 +99,7 @@ command_from_config(
     app, "train", ControlConfig, _train,
     "Train an agent from comparisons (Christiano et al. 2017) and write RUN_DIR/report.html. Atari ids take the "
     "Atari preset (prefrl.control.presets.ATARI) for the options not given.",
-    extra=(_RESUME, *_SERVE), fail=_fail, preset=_preset,
+    extra=(_RESUME, *SERVE_OPTIONS, _SERVE_NICE), fail=_fail, preset=_preset,
 )  # fmt: skip
 
 

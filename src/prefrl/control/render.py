@@ -3,8 +3,8 @@
 MuJoCo renders off-screen with ``MUJOCO_GL=osmesa`` (Debian package ``libosmesa6``); a
 segment's frames come from restoring its saved qpos‖qvel one step at a time. Atari
 segments need no simulator: their frames are the last channel of each stacked
-observation. MP4s are written by imageio-ffmpeg (``.gif`` works too, by extension), frames
-streamed to the encoder as they are rendered.
+observation. MP4s are encoded with libx264 in this process by PyAV (``.gif`` works too, by
+extension, through imageio), frames streamed to the encoder as they are rendered.
 
 Software GL pays for MuJoCo's default look: a 4096² shadow map, a reflective floor drawn twice
 and 4× multisampling made a 240×160 HalfCheetah frame cost ~300 ms on OSMesa. Clips and report
@@ -26,10 +26,14 @@ from prefrl.data.types import Segment
 #: Frame size of rendered clips (small: they are shown side by side in the web app).
 WIDTH, HEIGHT = 240, 160
 DEFAULT_FPS = 20
+#: Labelling clips show at most this many frames a second (every k-th simulator state, played at real
+#: speed): a frame is most of a clip's cost (~6 ms of OSMesa each at 240×160), and 10 frames a second
+#: still show a gait, a fall or a turn (docs/benchmarks.md, "People in the loop"). Report videos keep every frame.
+CLIP_MAX_FPS = 10.0
 #: x264 preset of labelling clips: the fastest, one thread (3× faster than the default at 240×160,
 #: files ~2× larger, ~30 KB a clip); long videos (a report's episode) keep x264's default (smaller).
 CLIP_PRESET = "ultrafast"
-X264_QUALITY = 5  # imageio's scale: constant quality crf 25
+X264_CRF = 25  # x264's constant quality
 
 RenderQuality = Literal["clip", "default"]
 
@@ -61,11 +65,10 @@ def _use_offscreen_gl() -> None:
 def write_video(
     frames: Iterable[np.ndarray], path: str | Path, fps: float = DEFAULT_FPS, preset: str | None = CLIP_PRESET
 ) -> Path:
-    """Write (H, W, 3) or (H, W) uint8 frames to ``path`` (mp4 via ffmpeg, or gif).
+    """Write (H, W, 3) or (H, W) uint8 frames to ``path`` (H.264 mp4 via PyAV, or gif).
 
-    ``frames`` may be a generator: each frame goes to ffmpeg as it comes, so rendering and
-    encoding overlap (and ffmpeg starts while the first frames render). ``preset``: x264's
-    (``None``: its default).
+    ``frames`` may be a generator: each frame is encoded as it comes (libx264 through PyAV, in this
+    process), so no frame list is kept. ``preset``: x264's (``None``: its default).
     """
     path = Path(path)
     it = iter(frames)
@@ -79,23 +82,32 @@ def write_video(
 
         imageio.mimsave(path, [first, *(_to_rgb(f) for f in it)], duration=1.0 / fps, loop=0)
         return path
-    import imageio_ffmpeg
+    from fractions import Fraction
 
-    # macro_block_size=1 keeps 84×84 Atari frames unpadded; yuv420p for browser playback.
+    import av  # PyAV: libx264 in this process (an ffmpeg child per clip cost ~40–60 ms of CPU to start)
+
     height, width = first.shape[:2]
-    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264", quality=X264_QUALITY,
-                                         macro_block_size=1, pix_fmt_out="yuv420p", ffmpeg_log_level="error",
-                                         output_params=["-threads", "1", *(("-preset", preset) if preset else ())])
-    writer.send(None)
+    # Encoded into a sibling file, renamed at the end: a failed clip leaves nothing half-written at ``path``.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part{path.suffix}")
     try:
-        writer.send(np.ascontiguousarray(first))
-        for frame in it:
-            frame = _to_rgb(frame)
-            if frame.shape != first.shape:
-                raise ValueError(f"frame of shape {frame.shape} in a video of {first.shape} frames")
-            writer.send(np.ascontiguousarray(frame))
+        with av.open(str(tmp), "w") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"  # yuv420p: browser playback
+            stream.options = {"crf": str(X264_CRF), **({"preset": preset} if preset else {})}
+            stream.codec_context.thread_count = 1
+            frame = first
+            while frame is not None:
+                if frame.shape != first.shape:
+                    raise ValueError(f"frame of shape {frame.shape} in a video of {first.shape} frames")
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    container.mux(packet)
+                nxt = next(it, None)
+                frame = None if nxt is None else _to_rgb(nxt)
+            for packet in stream.encode():  # flush the encoder
+                container.mux(packet)
+        tmp.replace(path)
     finally:
-        writer.close()
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -149,20 +161,28 @@ def check_renderable(env_id: str) -> None:
         env.close()
 
 
-def segment_frames(segment: Segment, env: Any = None) -> list[np.ndarray]:
-    """Frames of a stored segment: from its sim states (MuJoCo/classic) or its stacked obs (Atari)."""
-    return list(iter_segment_frames(segment, env))
+def clip_stride(fps: float, max_fps: float = CLIP_MAX_FPS) -> int:
+    """Every how many steps a clip of a ``fps`` env shows a frame, so that it shows at most ``max_fps``."""
+    return max(1, int(np.ceil(fps / max_fps - 1e-9)))
 
 
-def iter_segment_frames(segment: Segment, env: Any = None) -> Iterator[np.ndarray]:
+def segment_frames(segment: Segment, env: Any = None, stride: int = 1) -> list[np.ndarray]:
+    """Frames of a stored segment: from its sim states (MuJoCo/classic) or its stacked obs (Atari);
+    every ``stride``-th step (the first included)."""
+    return list(iter_segment_frames(segment, env, stride))
+
+
+def iter_segment_frames(segment: Segment, env: Any = None, stride: int = 1) -> Iterator[np.ndarray]:
     """:func:`segment_frames` one frame at a time (to stream them to an encoder).
 
     Raises ``ValueError`` before the first frame when the segment cannot be rendered.
     """
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+        raise ValueError(f"stride must be an int ≥ 1, got {stride!r}")
     obs = np.asarray(segment.obs)
     if segment.sim_states is None:
         if obs.dtype == np.uint8 and obs.ndim == 4:  # (T, C, H, W) frame stack: last channel is the newest
-            return iter(list(obs[:, -1]))
+            return iter(list(obs[::stride, -1]))
         raise ValueError(
             f"segment {segment.id} has no sim_states and no image observations: it cannot be rendered"
         )
@@ -171,15 +191,15 @@ def iter_segment_frames(segment: Segment, env: Any = None) -> Iterator[np.ndarra
         if not segment.env_id:
             raise ValueError(f"segment {segment.id} has no env_id: cannot build an env to render it")
         env = make_render_env(segment.env_id)
-    return _replay(segment, env, own_env)
+    return _replay(segment, env, own_env, stride)
 
 
-def _replay(segment: Segment, env: Any, own_env: bool) -> Iterator[np.ndarray]:
+def _replay(segment: Segment, env: Any, own_env: bool, stride: int = 1) -> Iterator[np.ndarray]:
     from prefrl.control.envs import restore
 
     try:
         env.reset(seed=0)
-        for state in np.asarray(segment.sim_states):
+        for state in np.asarray(segment.sim_states)[::stride]:
             restore(env, state)
             yield np.asarray(env.render()).copy()
     finally:
@@ -205,11 +225,13 @@ def render_segment(segment: Segment, path: str | Path, fps: float | None = None)
     Args:
         segment: with ``sim_states`` (T, D) and ``env_id``, or Atari frame-stack observations.
         path: output file; parent folders are created.
-        fps: frames per second; default real time (1 / env dt) for MuJoCo, else 20.
+        fps: the env's steps per second; default real time (1 / env dt) for MuJoCo, else 20. A
+            simulated env's clip shows every :func:`clip_stride`-th step, at real speed.
     """
     if fps is None:
         fps = _fps_for(segment.env_id) if segment.sim_states is not None else DEFAULT_FPS
-    return write_video(iter_segment_frames(segment), path, fps=fps)
+    stride = clip_stride(fps) if segment.sim_states is not None else 1  # Atari frames cost nothing to render
+    return write_video(iter_segment_frames(segment, stride=stride), path, fps=fps / stride)
 
 
 def write_strip(frames: Sequence[np.ndarray], path: str | Path, n: int = 8) -> Path:

@@ -129,6 +129,11 @@ class Database:
             os.register_at_fork(after_in_child=_forget_parent_connections)
         self._create_schema()
 
+    @property
+    def is_memory(self) -> bool:
+        """A private in-memory SQLite database (no other process or connection can open it)."""
+        return self._lock is not None
+
     @contextmanager
     def _serial(self) -> Iterator[None]:
         if self._lock is None:

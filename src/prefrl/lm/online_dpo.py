@@ -36,7 +36,7 @@ from prefrl.diagnostics.kl_profile import kl_summary
 from prefrl.lm.data import PreferenceExample
 from prefrl.lm.dpo import dpo_batch_metrics, pair_logprobs
 from prefrl.lm.online_dpo_config import OnlineDPOConfig, OnlineDPORunConfig
-from prefrl.lm.online_dpo_store import new_answers, post_round, round_pairs, wait_for_answers
+from prefrl.lm.online_dpo_store import RUN_KEY, new_answers, post_round, round_pairs, wait_for_answers
 from prefrl.lm.policy_trainer import LMPolicyTrainer
 from prefrl.lm.reward_functions import RewardFn, call_reward
 from prefrl.lm.training import release_free_memory
@@ -83,7 +83,7 @@ class OnlineDPOTrainer(LMPolicyTrainer):
     name = "online-dpo"
     config_file = "online_dpo_config.json"
     group_size = 2  # the two responses of a prompt are adjacent rows: their prompt is scored once
-    progress_postfix = ("reward/margin", "reward/accuracy", "objective/kl", "labels/trained")
+    progress_postfix = ("reward/margin", "reward/accuracy", "objective/kl", "labels/trained", "labels/waiting")
 
     def __init__(
         self,
@@ -133,7 +133,8 @@ class OnlineDPOTrainer(LMPolicyTrainer):
         answered = answer_queries(self.store, self.teacher, lease_seconds=max(60.0, cfg.answer_wait_s))
         people = self.teacher.lease_as is None
         settle = cfg.settle_s if people else 0.0
-        waiting = wait_for_answers(self.store, pairs, cfg.answer_wait_s if people else 0.0, settle)
+        waiting = wait_for_answers(self.store, pairs, cfg.answer_wait_s if people else 0.0, settle,
+                                   on_change=(lambda n: self.bar_note(waiting=str(n))) if people else None)  # fmt: skip
         answers = new_answers(self.store, self.run_id, self.last_comparison_id, settle)
         t_ask = time.perf_counter()
 
@@ -242,6 +243,9 @@ class OnlineDPOTrainer(LMPolicyTrainer):
             raise ValueError("resume: the checkpoint is not an online-DPO run's (no online_dpo state)")
         self.run_id = str(saved["run_id"])
         self.last_comparison_id = int(saved["last_comparison_id"])
+        if self.global_step > 0 and not self.store.text_pairs(meta={RUN_KEY: self.run_id}):
+            raise ValueError(f"resume: store {self.store.url} holds none of this run's pairs (run {self.run_id}): "
+                             "pass the store it used (--store; by default its output_dir/prefs.db)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------- building and running
@@ -271,12 +275,15 @@ def build_teacher(cfg: OnlineDPORunConfig, store: Any) -> Teacher[Any]:
     return HumanTeacher(store)
 
 
-def run_online_dpo(cfg: OnlineDPORunConfig) -> dict[str, Any]:
+def run_online_dpo(cfg: OnlineDPORunConfig, store: Any = None) -> dict[str, Any]:
     """``prefrl lm online-dpo``: build policy, reference, teacher and store, run the rounds, save.
 
     The reference is the *starting* policy (``cfg.policy``), also when resuming; a resumed run
-    continues its own pairs in the store (its run id is in the checkpoint).
+    continues its own pairs in the store (its run id is in the checkpoint). ``store``: the open
+    ``PreferenceStore`` of ``cfg.store_url`` to use (``--serve`` serves the app over it); None opens it.
     """
+    import contextlib
+
     from prefrl.data.store import PreferenceStore
     from prefrl.lm.data import load_prompts
     from prefrl.lm.launch import require_single_process
@@ -292,7 +299,7 @@ def run_online_dpo(cfg: OnlineDPORunConfig) -> dict[str, Any]:
     from pathlib import Path
 
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    with PreferenceStore(cfg.store_url) as store:
+    with PreferenceStore(cfg.store_url) if store is None else contextlib.nullcontext(store) as store:
         teacher = build_teacher(cfg, store)
         trainer = OnlineDPOTrainer(
             policy, ref_policy, teacher, store, tokenizer, cfg,  # the run's fields saved too: resume checks them

@@ -73,7 +73,8 @@ class OnlineDPORunConfig(OnlineDPOConfig, LMRunFields):
         "Who answers each round's pairs, through the store's query queue: 'reward-model' (the frozen "
         "--reward-model prefers the higher-scored response), 'judge' (an AI judge asked in both orders: "
         "--judge is a local model or an OpenAI-compatible URL) or 'human' (people in the web app: serve the "
-        "same --store with `prefrl label serve --store …`; each round waits up to --answer-wait-s).",
+        "same --store with --serve, or `prefrl label serve --store …` beside the run; each round waits up to "
+        "--answer-wait-s).",
         default="reward-model",
     )
     judge: str | None = doc(
@@ -88,7 +89,9 @@ class OnlineDPORunConfig(OnlineDPOConfig, LMRunFields):
         default=None,
     )
     labeller: str | None = doc(
-        "teacher=human: only this labeller may answer the run's pairs (None = anyone logged in).", default=None
+        "teacher=human: only this labeller may answer the run's pairs (None = anyone logged in; --serve "
+        "--labellers names who gets a login link).",
+        default=None,
     )
     output_dir: str = doc(
         "Where checkpoints (checkpoints/step-N, with policy/, trainer_state.pt reachable at the top), "

@@ -15,7 +15,7 @@ The store is the run's ledger, so a killed run loses nothing and asks nothing tw
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -63,14 +63,24 @@ def _settled_answer(store: Any, pair_id: int, settle_s: float) -> Comparison | N
 
 
 def wait_for_answers(
-    store: Any, pairs: Sequence[TextPair], timeout_s: float, settle_s: float, poll_s: float = 0.5
+    store: Any,
+    pairs: Sequence[TextPair],
+    timeout_s: float,
+    settle_s: float,
+    poll_s: float = 0.5,
+    on_change: Callable[[int], Any] | None = None,
 ) -> int:
     """Wait until every pair has an answer at least ``settle_s`` old, or ``timeout_s`` has passed;
-    returns how many still have none (they stay queued)."""
+    returns how many still have none (they stay queued). ``on_change(n)`` hears each new count
+    of pairs still waiting (the progress bar shows it)."""
     deadline = time.monotonic() + timeout_s
     waiting = [p for p in pairs if p.id is not None]
+    shown = None
     while True:
         waiting = [p for p in waiting if _settled_answer(store, int(p.id), settle_s) is None]  # type: ignore[arg-type]
+        if on_change is not None and len(waiting) != shown:
+            shown = len(waiting)
+            on_change(shown)
         if not waiting or time.monotonic() >= deadline:
             return len(waiting)
         time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))

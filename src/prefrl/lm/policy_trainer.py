@@ -97,6 +97,12 @@ class LMPolicyTrainer:
         self.n_samples = 0
         #: Per-minibatch statistics of the latest update, in order (for inspection and tests).
         self.last_minibatch_stats: list[dict[str, float]] = []
+        self._sink: MetricsSink | None = None  # the progress bar's sink while :meth:`train` runs
+
+    def bar_note(self, **fields: str) -> None:
+        """Show ``fields`` on the progress bar now, within a step (a no-op outside :meth:`train`)."""
+        if self._sink is not None:
+            self._sink.note(**fields)
 
     def step(self, prompts: Sequence[str]) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -267,6 +273,7 @@ class LMPolicyTrainer:
             initial=self.global_step,
             postfix=self.progress_postfix,
         )
+        self._sink = sink
         try:
             while self.global_step < total_steps:
                 metrics = self.step(self.sample_prompts(prompts))
@@ -279,6 +286,7 @@ class LMPolicyTrainer:
                 if checkpoint_dir is not None and save_every and self.global_step % save_every == 0:
                     self.save_checkpoint(checkpoint_dir, keep_checkpoints)
         finally:
+            self._sink = None
             sink.close()
         if checkpoint_dir is not None:
             self.save_checkpoint(checkpoint_dir, keep_checkpoints)

@@ -10,7 +10,7 @@ to itself (its ``--help``) and validated when the config is built. Torch-free.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ class LMSamplingConfig:
 
     # --- the KL to the reference, as measured and (for the RL methods) penalised ------------
     kl_estimator: KLEstimator = doc(
-        "Per-token KL estimator used in the penalty and the logs: k1 (−log r), k2, k3 (Schulman 2020).",
+        "Per-token estimator of the KL to the reference: k1 (−log r), k2, k3 (Schulman 2020); in the penalty of "
+        "ppo and rl (where --kl-penalty says), and in every trainer's logged KL (objective/kl*).",
         default="k1",
     )
     support_top_p: float | None = doc(
@@ -132,12 +133,15 @@ class LMRLConfig(LMSamplingConfig):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rows_per_step % self.minibatch_size:
+        # before the shared checks, which would otherwise report the derived num_minibatches = 0 of a
+        # minibatch larger than the step's responses instead of the option to change
+        mb, rows = self.minibatch_size, self.rows_per_step
+        if isinstance(mb, int) and isinstance(rows, int) and mb > 0 and rows > 0 and rows % mb:
             raise ValueError(
-                f"minibatch_size (formerly mini_batch_size) = {self.minibatch_size} must divide "
-                f"{self._rows_label} = {self.rows_per_step}"
+                f"minibatch_size (formerly mini_batch_size) = {mb} must divide {self._rows_label} = {rows}: "
+                f"pass --minibatch-size {max(d for d in range(1, min(mb, rows) + 1) if rows % d == 0)} or another divisor"
             )
+        super().__post_init__()
         check_choice("kl_penalty", self.kl_penalty, KLPenalty)
         check_choice("kl_control", self.kl_control, KLControl)
         if self.kl_coef < 0:
@@ -194,7 +198,8 @@ class LMRunFields:
         default=3,
     )
     resume: str | None = doc(
-        "Checkpoint directory to resume from (models, optimisers, KL controller, counters, RNG).",
+        "Run (or checkpoint) directory to resume from (models, optimisers, KL controller, counters, RNG); "
+        "the run continues in that run's directory unless --output-dir is given.",
         default=None,
     )
     overwrite: bool = doc(
@@ -232,6 +237,10 @@ class LMRunFields:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.resume is not None and not (Path(self.resume) / "trainer_state.pt").is_file():
             raise ValueError(f"resume: {self.resume} holds no trainer_state.pt")
+        output_default = next(f.default for f in fields(self) if f.name == "output_dir")
+        if self.resume is not None and self.output_dir == output_default:  # continue where the run was
+            resume = Path(self.resume)
+            self.output_dir = str(resume.parent.parent if resume.parent.name == "checkpoints" else resume)
 
 
 def is_import_spec(spec: str) -> bool:

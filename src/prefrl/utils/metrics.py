@@ -71,6 +71,7 @@ class MetricsSink:
         self.postfix = postfix
         self.writer = None
         self.bar = None
+        self._shown: dict[str, str] = {}  # what the bar shows after the last row
         self.jsonl_path = Path(jsonl_path) if jsonl_path is not None else None
         if not enabled:
             return
@@ -105,9 +106,16 @@ class MetricsSink:
             keys = self.postfix if self.postfix is not None else [k for k in row if k != "step"][:4]
             shown = {k.split("/")[-1]: f"{row[k]:.3g}" for k in keys if k in row}
             shown.update(bar_extra)
+            self._shown = shown
             self.bar.set_postfix(shown, refresh=False)
             self.bar.update(advance)
         return row
+
+    def note(self, **bar_extra: str) -> None:
+        """Show ``bar_extra`` on the bar now, beside the last row's values (e.g. ``waiting="3"`` while a
+        step waits for people); the next :meth:`log` replaces them."""
+        if self.bar is not None:
+            self.bar.set_postfix({**self._shown, **bar_extra})
 
     def scalar(self, key: str, value: float, step: int) -> None:
         """One extra TensorBoard scalar outside a row (e.g. an episode return at its own step)."""
