@@ -339,7 +339,7 @@ def _tall_output_head(model: torch.nn.Module) -> Iterator[None]:
     A decoding step projects B ≈ 8 hidden states through the (V, H) output matrix. MKL runs the
     same product about twice as fast with the 49k-row matrix on the left (measured for SmolLM2,
     V = 49152, H = 576: 63 → 30 ms per step at B = 8; docs/benchmarks_lm.md), and the head is a
-    third of a step's cost. Only a plain ``nn.Linear`` head on the CPU is swapped, for the duration
+    fifth of a decoding step's cost. Only a plain ``nn.Linear`` head on the CPU is swapped, for the duration
     of the loop; anything the model does after its head (logit soft-capping, scaling) still runs.
     """
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
