@@ -35,7 +35,16 @@ def summarise(step_s: list[float], tokens: list[float], warmup: int, cpu_s: list
         c = cpu_s[warmup:] or cpu_s
         out["cpu_step_s"] = statistics.median(c)
         out["cpu_s_per_1k_tokens"] = 1000.0 * sum(c) / max(sum(t), 1.0)
+        # the spread of the measured steps (each step's CPU s / 1k tokens): how far one step is from another
+        per_step = [1000.0 * ci / max(ti, 1.0) for ci, ti in zip(c, t, strict=False)]
+        out["cpu_s_per_1k_range"] = [min(per_step), max(per_step)]
     return out
+
+
+def spread(res: dict) -> str:
+    """``lo–hi`` of a result's per-step CPU s / 1k tokens (:func:`summarise`), for a table cell."""
+    lo, hi = res.get("cpu_s_per_1k_range", [float("nan")] * 2)
+    return f"{lo:.1f}–{hi:.1f}"
 
 
 def time_prefrl_steps(step, prompts: list, per_step: int, rows: int, steps: int, warmup: int) -> dict:
@@ -74,3 +83,20 @@ def run_worker(python: str, script: str, argv: list[str], src: str | None = None
     if proc.returncode != 0:
         raise RuntimeError(f"worker {argv[:3]} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cached_run(results_file: str | None, key: str, run) -> dict:  # noqa: ANN001 - run: () -> dict
+    """``run()``'s result, or the one saved under ``key`` in the JSONL ``results_file`` by an earlier,
+    interrupted invocation (each finished run is appended there: a long benchmark resumes)."""
+    if results_file:
+        path = Path(results_file)
+        if path.exists():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                if row["key"] == key:
+                    return row["result"]
+    res = run()
+    if results_file:
+        with open(results_file, "a") as f:
+            f.write(json.dumps({"key": key, "result": res}) + "\n")
+    return res

@@ -12,6 +12,11 @@ command runs now (``prefrl.control.presets.ATARI``). ``--write`` replaces the "A
 docs/benchmarks_control.md.
 
     .venv/bin/python benchmarks/atari_speed.py --seconds 600 --configs after before --write
+    .venv/bin/python benchmarks/atari_speed.py --configs after --baseline-src /work/main/src --ceilings --write
+
+``--baseline-src`` measures another checkout's code the same way (its row first); ``--ceilings`` times each
+part of the loop alone (env stepping both ways, the PPO update, the policy's forward, reward scoring),
+the ceiling the whole loop cannot beat on this machine.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def timed(obj, attr, phase):
         finally:
             phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
     setattr(obj, attr, wrapper)
-timed(loop, "collect", "collect (env + policy)")
+timed(loop.agent, "collect", "collect (env + policy)")
 timed(loop, "ask", "ask (select queries)")
 timed(loop, "answer_pending", "teacher + store")
 timed(loop, "train_reward", "reward training")
@@ -87,13 +92,80 @@ print("RESULT", json.dumps(out))
 """
 
 MARK_BEGIN, MARK_END = "<!-- atari_speed:begin -->", "<!-- atari_speed:end -->"
+CEIL_BEGIN, CEIL_END = "<!-- atari_ceilings:begin -->", "<!-- atari_ceilings:end -->"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks_control.md"
 
 
-def run(name: str, seconds: float, initial_fraction: float) -> dict:
+def run(name: str, seconds: float, initial_fraction: float, src: str | None = None, label: str | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if src:  # another checkout's code (its src/ first on the path), e.g. main before a change
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", CHILD, name, str(seconds), str(initial_fraction)], env=env, capture_output=True, text=True,
                           timeout=seconds + 900, check=True)  # fmt: skip
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    if label:
+        out["name"] = label
+    return out
+
+
+CEILINGS = r"""
+import json, resource, sys, time
+import numpy as np, torch, gymnasium as gym
+torch.set_num_threads(1)
+from prefrl.control.envs import make_vec_env
+from prefrl.control.policies import ActorCritic
+from prefrl.reward.ensemble import RewardEnsemble
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+out = {}
+def env_rate(envs, steps=400):
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    t0, c0 = time.perf_counter(), cpu()
+    for _ in range(steps):
+        envs.step(rng.integers(0, 6, envs.num_envs))
+    return steps * envs.num_envs / (cpu() - c0), steps * envs.num_envs / (time.perf_counter() - t0)
+import inspect
+if "ale_vector" in inspect.signature(make_vec_env).parameters:
+    out["env: Gymnasium wrappers, 8 envs"] = env_rate(make_vec_env("ALE/Pong-v5", 8, 0, record_sim_state=False, ale_vector=False))
+    out["env: ale-py vector env, 8 envs"] = env_rate(make_vec_env("ALE/Pong-v5", 8, 0))
+else:  # a checkout from before ale-py's vector env
+    out["env: Gymnasium wrappers, 8 envs"] = env_rate(make_vec_env("ALE/Pong-v5", 8, 0, record_sim_state=False))
+space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+obs = torch.randint(0, 255, (1024, 4, 84, 84), dtype=torch.uint8)
+pol = ActorCritic(space, gym.spaces.Discrete(6), (64, 64), "a3c")
+opt = torch.optim.Adam(pol.parameters(), lr=2.5e-4)
+act = torch.randint(0, 6, (1024,))
+def ppo_step(idx):
+    _, lp, ent, v = pol.get_action_and_value(obs[idx], act[idx])
+    (-(lp.mean()) + v.pow(2).mean() - 0.01 * ent.mean()).backward()
+    opt.step(); opt.zero_grad(set_to_none=True)
+ppo_step(torch.arange(256))
+t0, c0 = time.perf_counter(), cpu()
+for _ in range(4):  # the preset's update: 4 epochs of 4 minibatches over 8 × 128 steps
+    perm = torch.randperm(1024)
+    for i in range(0, 1024, 256):
+        ppo_step(perm[i:i + 256])
+out["PPO update alone (A3C, 4 epochs × 4 minibatches of 256)"] = (1024 / (cpu() - c0), 1024 / (time.perf_counter() - t0))
+with torch.no_grad():
+    t0, c0 = time.perf_counter(), cpu()
+    for t in range(128):
+        pol(obs[8 * t: 8 * t + 8])
+out["policy forward in the env loop (8 frame stacks a step)"] = (1024 / (cpu() - c0), 1024 / (time.perf_counter() - t0))
+ens = RewardEnsemble((4, 84, 84), (), 3, seed=0)
+ens.predict_members(obs[:64].numpy())
+t0, c0 = time.perf_counter(), cpu()
+ens.predict_members(obs.numpy())
+out["reward scoring (3 CNN members, every step)"] = (1024 / (cpu() - c0), 1024 / (time.perf_counter() - t0))
+print("RESULT", json.dumps(out))
+"""
+
+
+def ceilings(src: str | None = None) -> dict:
+    """Env steps per CPU-second (and per wall second) of each part of the loop alone, one process, one thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", CEILINGS], env=env, capture_output=True, text=True, timeout=1800, check=True)
     return json.loads(proc.stdout.split("RESULT", 1)[1])
 
 
@@ -118,24 +190,45 @@ HEADER = ("| configuration | whole run so far: env steps/s wall / CPU | up-front
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=600.0, help="wall clock per configuration")
-    p.add_argument("--configs", nargs="+", default=["after", "before"], choices=["after", "before"])
+    p.add_argument("--configs", nargs="*", default=["after", "before"], choices=["after", "before"])
     p.add_argument("--initial-fraction", type=float, default=0.05,
                    help="share of the 500 labels asked up front (the run's default 0.25 keeps 'before' in its first "
                         "reward round for over 20 minutes here, so the loop after it is never measured)")
-    p.add_argument("--write", action="store_true", help="rewrite the table in docs/benchmarks_control.md")
+    p.add_argument("--baseline-src", help="also run 'after' with this checkout's src/ (e.g. /work/main/src before a "
+                                          "change), as the row 'after, BASELINE'")  # fmt: skip
+    p.add_argument("--ceilings", action="store_true", help="time each part of the loop alone (env, PPO update, policy "
+                                                           "forward, reward scoring): the ceiling of the whole loop")  # fmt: skip
+    p.add_argument("--write", action="store_true", help="rewrite the table(s) in docs/benchmarks_control.md")
     a = p.parse_args()
     load0 = os.getloadavg()[0]
     rows = []
-    for name in a.configs:
-        r = run(name, a.seconds, a.initial_fraction)
+    runs = [(name, None, None) for name in a.configs]
+    if a.baseline_src:
+        runs.insert(0, ("after", a.baseline_src, f"after, {a.baseline_src}"))
+    for name, src, label in runs:
+        r = run(name, a.seconds, a.initial_fraction, src, label)
         rows.append(row(r))
         print(json.dumps(r), file=sys.stderr, flush=True)
-    table = f"{HEADER}\n" + "\n".join(rows)
-    note = (f"load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after; {a.seconds:.0f} s of wall clock per "
-            f"configuration; --initial-fraction {a.initial_fraction}")
-    print(table + "\n\n" + note)
-    if a.write:
-        write_section(DOC, MARK_BEGIN, MARK_END, f"{table}\n\n{note}")
+    if rows:
+        table = f"{HEADER}\n" + "\n".join(rows)
+        note = (f"load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after; {a.seconds:.0f} s of wall clock per "
+                f"configuration; --initial-fraction {a.initial_fraction}")
+        print(table + "\n\n" + note)
+        if a.write:
+            write_section(DOC, MARK_BEGIN, MARK_END, f"{table}\n\n{note}")
+    if a.ceilings:
+        load1 = os.getloadavg()[0]
+        parts = ceilings()
+        base = ceilings(a.baseline_src) if a.baseline_src else None
+        head = "| part of the loop, alone | env steps per CPU-second / per wall second |" + (" baseline |" if base else "")
+        lines = [head, "|---|---|" + ("---|" if base else "")]
+        for k, (c, w) in parts.items():
+            extra = f" {base[k][0]:.0f} / {base[k][1]:.0f} |" if base and k in base else (" |" if base else "")
+            lines.append(f"| {k} | {c:.0f} / {w:.0f} |{extra}")
+        table = "\n".join(lines) + f"\n\nload average {load1:.1f} before, {os.getloadavg()[0]:.1f} after"
+        print(table)
+        if a.write:
+            write_section(DOC, CEIL_BEGIN, CEIL_END, table)
 
 
 if __name__ == "__main__":

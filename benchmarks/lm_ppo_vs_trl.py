@@ -33,8 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _docs import write_section
 from _workers import (  # benchmarks/ is sys.path[0] when run as a script
+    cached_run,
     run_worker,
+    spread,
     summarise,
     time_prefrl_steps,
 )
@@ -85,8 +88,11 @@ def worker_ppo(
     return time_prefrl_steps(trainer.step, prompts, batch, batch, steps, warmup)
 
 
-def worker_trl_ppo(model: str, steps: int, batch: int, max_new: int, warmup: int, epochs: int) -> dict:
-    """TRL's own PPO-with-critic (``trl.experimental.ppo.PPOTrainer``, TRL ≤ 1.12) on the same work."""
+def worker_trl_ppo(
+    model: str, steps: int, batch: int, max_new: int, warmup: int, epochs: int, checkpointing: int = 1
+) -> dict:
+    """TRL's own PPO-with-critic (``trl.experimental.ppo.PPOTrainer``, TRL ≤ 1.12) on the same work;
+    ``checkpointing`` 1 is its default (``gradient_checkpointing=True``), 0 turns it off, as prefrl runs."""
     import torch
     from datasets import Dataset
     from transformers import (
@@ -158,6 +164,7 @@ def worker_trl_ppo(model: str, steps: int, batch: int, max_new: int, warmup: int
         bf16=False,  # compare fp32 with fp32
         dataloader_num_workers=0,
         seed=0,
+        gradient_checkpointing=bool(checkpointing),
     )
     trainer = PPOTrainer(
         args=cfg,
@@ -184,12 +191,19 @@ def main() -> None:
         "--trl-python", default="/work/trl-ppo-venv/bin/python", help="a venv with TRL ≤ 1.12 (trl.experimental.ppo)"
     )
     ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8, help="prompts = completions per step")
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--ppo-epochs", default="1,4", help="comma-separated epoch counts; each runs on both sides")
+    ap.add_argument("--ppo-epochs", default="1", help="comma-separated epoch counts; each runs on both sides")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_lm.md"))
+    ap.add_argument("--results-file", help="JSONL of finished runs: reused by a rerun with the same settings (resume)")
+    ap.add_argument(
+        "--trl-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time TRL with its default gradient_checkpointing=True (the like-for-like TRL run has it off)",
+    )
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -205,8 +219,12 @@ def main() -> None:
     shared = [model, str(a.steps), str(a.batch_size), str(a.max_new_tokens), str(a.warmup)]
     results = []
     for e in (int(x) for x in a.ppo_epochs.split(",") if x):
-        for side, python, kind in (("prefrl", sys.executable, "ppo"), ("TRL", a.trl_python, "trl_ppo")):
-            res = run_worker(python, __file__, ["--worker", kind, *shared, str(e)])
+        runs = [("prefrl", sys.executable, "ppo", []), ("TRL", a.trl_python, "trl_ppo", ["0"])]
+        if a.trl_checkpointing:
+            runs.append(("TRL-gc", a.trl_python, "trl_ppo", ["1"]))
+        for side, python, kind, extra in runs:
+            argv = ["--worker", kind, *shared, str(e), *extra]
+            res = cached_run(a.results_file, " ".join([side, *argv]), lambda p=python, v=argv: run_worker(p, __file__, v))
             print(side, e, res, flush=True)
             results.append((side, e, res))
 
@@ -214,7 +232,6 @@ def main() -> None:
         [a.trl_python, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True
     ).stdout.strip()
     lines = [
-        BEGIN,
         "## PPO vs TRL's PPOTrainer",
         "",
         f"Produced by `benchmarks/lm_ppo_vs_trl.py` on {time.strftime('%Y-%m-%d')}: prefrl `LMPPOTrainer` against TRL "
@@ -228,36 +245,38 @@ def main() -> None:
         "time / Σ generated tokens over the measured steps).",
         "",
         "CPU s = the process's CPU time (one thread: what the wall clock reads on an idle core; on this shared "
-        "machine the wall clock also counts the time other jobs held the core). Ratio = TRL's s / 1k tokens over "
-        "prefrl's (> 1: prefrl faster).",
+        "machine the wall clock also counts the time other jobs held the core), with the range of the measured "
+        "steps' own CPU s / 1k tokens in brackets. Ratio = TRL's s / 1k tokens over prefrl's (> 1: prefrl "
+        "faster). TRL's PPOConfig defaults to `gradient_checkpointing=True` (activations recomputed in the "
+        "backward pass: less memory, one more forward per update); prefrl does not checkpoint, so the "
+        "like-for-like TRL run turns it off, and the rows marked *TRL default* keep it on.",
         "",
-        "| epochs | prefrl CPU s / 1k tokens | TRL CPU s / 1k tokens | ratio by CPU time (target ≥ 1.3) | prefrl wall "
-        "s / 1k | TRL wall s / 1k | ratio by wall clock | prefrl peak RSS (MB) | TRL peak RSS (MB) | prefrl phases "
-        "(wall): sampling / scoring / update (s) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| epochs | TRL run | prefrl CPU s / 1k tokens [steps] | TRL CPU s / 1k tokens [steps] | ratio by CPU time "
+        "(target ≥ 1.3) | prefrl wall s / 1k | TRL wall s / 1k | ratio by wall clock | prefrl peak RSS (MB) | TRL "
+        "peak RSS (MB) | prefrl phases (wall): sampling / scoring / update (s) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     by_epochs: dict[int, dict] = {}
     for side, e, r in results:
         by_epochs.setdefault(e, {})[side] = r
     for e, pair in by_epochs.items():
-        ours, theirs = pair["prefrl"], pair["TRL"]
-        lines.append(
-            f"| {e} | {ours['cpu_s_per_1k_tokens']:.1f} | {theirs['cpu_s_per_1k_tokens']:.1f} | "
-            f"{theirs['cpu_s_per_1k_tokens'] / ours['cpu_s_per_1k_tokens']:.2f}x | {ours['s_per_1k_tokens']:.1f} | "
-            f"{theirs['s_per_1k_tokens']:.1f} | {theirs['s_per_1k_tokens'] / ours['s_per_1k_tokens']:.2f}x | "
-            f"{ours['peak_rss_mb']:.0f} | {theirs['peak_rss_mb']:.0f} | "
-            + " / ".join(f"{x:.1f}" for x in ours["phases_s"])
-            + " |"
-        )
-    lines += ["", END]
+        ours = pair["prefrl"]
+        for side, label in (("TRL", "checkpointing off, as prefrl"), ("TRL-gc", "*TRL default* (checkpointing on)")):
+            if side not in pair:
+                continue
+            theirs = pair[side]
+            lines.append(
+                f"| {e} | {label} | {ours['cpu_s_per_1k_tokens']:.1f} [{spread(ours)}] | "
+                f"{theirs['cpu_s_per_1k_tokens']:.1f} [{spread(theirs)}] | "
+                f"{theirs['cpu_s_per_1k_tokens'] / ours['cpu_s_per_1k_tokens']:.2f}x | {ours['s_per_1k_tokens']:.1f} | "
+                f"{theirs['s_per_1k_tokens']:.1f} | {theirs['s_per_1k_tokens'] / ours['s_per_1k_tokens']:.2f}x | "
+                f"{ours['peak_rss_mb']:.0f} | {theirs['peak_rss_mb']:.0f} | "
+                + " / ".join(f"{x:.1f}" for x in ours["phases_s"])
+                + " |"
+            )
+    lines.append("")
     block = "\n".join(lines)
-    out = Path(a.out)
-    text = out.read_text() if out.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    out.write_text(text)
+    write_section(Path(a.out), BEGIN, END, block, heading="")
     print(block)
 
 

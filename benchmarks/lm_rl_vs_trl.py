@@ -42,8 +42,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _docs import write_section
 from _workers import (  # benchmarks/ is sys.path[0] when run as a script
+    cached_run,
     run_worker,
+    spread,
     summarise,
     time_prefrl_steps,
 )
@@ -99,7 +102,11 @@ def worker_prefrl(algo: str, model: str, steps: int, prompts_per_step: int, k: i
     return time_prefrl_steps(trainer.step, prompts, prompts_per_step, rows, steps, warmup)
 
 
-def worker_trl(algo: str, model: str, steps: int, prompts_per_step: int, k: int, max_new: int, warmup: int) -> dict:
+def worker_trl(
+    algo: str, model: str, steps: int, prompts_per_step: int, k: int, max_new: int, warmup: int, checkpointing: int = 1
+) -> dict:
+    """TRL's trainer on the same work; ``checkpointing`` 1 is TRL's default (``gradient_checkpointing=True``
+    in GRPOConfig and RLOOConfig: activations recomputed in the backward pass), 0 turns it off, as prefrl runs."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
@@ -150,6 +157,7 @@ def worker_trl(algo: str, model: str, steps: int, prompts_per_step: int, k: int,
         bf16=False,  # compare fp32 with fp32
         dataloader_num_workers=0,
         seed=0,
+        gradient_checkpointing=bool(checkpointing),
     )
     if algo == "grpo":
         from trl import GRPOConfig as Config
@@ -330,20 +338,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trl-python", default="/work/trl-venv/bin/python")
     ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--prompts-per-step", type=int, default=2)
     ap.add_argument("--num-generations", type=int, default=4, help="completions k per prompt (GRPO/RLOO group)")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--skip-speed", action="store_true", help="only the loss check")
+    ap.add_argument("--algos", default="grpo,rloo", help="the methods timed (comma-separated)")
     ap.add_argument(
         "--before-src",
         help="also time prefrl from this src/ directory (an older revision, e.g. `git archive REV src`) "
         "after each pair of runs: the before/after column",
     )
     ap.add_argument("--before-algos", default="grpo,rloo", help="the methods --before-src is timed for")
+    ap.add_argument(
+        "--trl-checkpointing-algos",
+        default="grpo,rloo",
+        help="also time TRL with its default gradient_checkpointing=True for these methods (the like-for-like "
+        "TRL run has it off, as prefrl)",
+    )
     ap.add_argument("--before-label", default="before", help="how the --before-src revision is named in the table")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_lm.md"))
+    ap.add_argument("--results-file", help="JSONL of finished runs: reused by a rerun with the same settings (resume)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -364,13 +380,19 @@ def main() -> None:
     shared = [model, str(a.steps), str(a.prompts_per_step), str(a.num_generations), str(a.max_new_tokens), str(a.warmup)]
     results = {}
     if not a.skip_speed:
-        for algo in ("grpo", "rloo"):
+        for algo in a.algos.split(","):
             runs = [("prefrl", sys.executable, None), ("trl", a.trl_python, None)]
+            if algo in a.trl_checkpointing_algos.split(","):
+                runs.append(("trl-gc", a.trl_python, None))
             if a.before_src and algo in a.before_algos.split(","):
                 runs.append(("before", sys.executable, a.before_src))
             for side, python, src in runs:
-                kind = f"{'trl' if side == 'trl' else 'prefrl'}_{algo}"
-                res = run_worker(python, __file__, ["--worker", kind, *shared], src=src)
+                kind = f"{'prefrl' if side in ('prefrl', 'before') else 'trl'}_{algo}"
+                extra = [str(int(side == "trl-gc"))] if kind.startswith("trl") else []
+                argv = ["--worker", kind, *shared, *extra]
+                res = cached_run(
+                    a.results_file, " ".join([side, *argv]), lambda p=python, v=argv, s=src: run_worker(p, __file__, v, src=s)
+                )
                 print(side, algo, res, flush=True)
                 results[(side, algo)] = res
     check = loss_check(a.trl_python)
@@ -380,7 +402,7 @@ def main() -> None:
         [a.trl_python, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True
     ).stdout.strip()
     rows = a.prompts_per_step * a.num_generations
-    lines = [BEGIN, "## GRPO and RLOO vs TRL's GRPOTrainer and RLOOTrainer", ""]
+    lines = ["## GRPO and RLOO vs TRL's GRPOTrainer and RLOOTrainer", ""]
     if results:
         lines += [
             f"Produced by `benchmarks/lm_rl_vs_trl.py` on {time.strftime('%Y-%m-%d')}, TRL {trl_version}, one thread "
@@ -395,22 +417,34 @@ def main() -> None:
             "RLOO: k1 in the sequence reward, leave-one-out advantages.",
             "",
             "CPU s = the process's CPU time (one thread: what the wall clock reads on an idle core; on this shared "
-            "machine the wall clock also counts the time other jobs held the core). Ratio = TRL's s / 1k tokens over "
-            "prefrl's (> 1: prefrl faster).",
+            "machine the wall clock also counts the time other jobs held the core), with the range of the measured "
+            "steps' own CPU s / 1k tokens in brackets. Ratio = TRL's s / 1k tokens over prefrl's (> 1: prefrl "
+            "faster). TRL's GRPOConfig and RLOOConfig default to `gradient_checkpointing=True` (activations "
+            "recomputed in the backward pass: less memory, one more forward per update); prefrl does not checkpoint, "
+            "so the like-for-like TRL run turns it off, and the rows marked *TRL default* keep it on.",
             "",
-            "| method | prefrl CPU s / 1k tokens | TRL CPU s / 1k tokens | ratio by CPU time (target ≥ 1.3) | prefrl "
-            "wall s / 1k | TRL wall s / 1k | ratio by wall clock | prefrl peak RSS (MB) | TRL peak RSS (MB) | prefrl "
-            "phases (wall): sampling / scoring / update (s) |",
+            "| method | prefrl CPU s / 1k tokens [steps] | TRL CPU s / 1k tokens [steps] | ratio by CPU time (target ≥ "
+            "1.3) | prefrl wall s / 1k | TRL wall s / 1k | ratio by wall clock | prefrl peak RSS (MB) | TRL peak RSS "
+            "(MB) | prefrl phases (wall): sampling / scoring / update (s) |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
-        for algo in ("grpo", "rloo"):
-            theirs = results[("trl", algo)]
-            rows_ = [(algo.upper(), results[("prefrl", algo)])]
+        for algo in a.algos.split(","):
+            name = algo.upper()
+            rows_ = [(f"{name} vs TRL, checkpointing off on both sides", results[("prefrl", algo)], results[("trl", algo)])]
+            if ("trl-gc", algo) in results:
+                rows_.append(
+                    (f"{name} vs *TRL default* (its gradient checkpointing on)", results[("prefrl", algo)],
+                     results[("trl-gc", algo)])
+                )
             if ("before", algo) in results:
-                rows_.append((f"{algo.upper()}, prefrl before this change ({a.before_label})", results[("before", algo)]))
-            for label, ours in rows_:
+                rows_.append(
+                    (f"{name}, prefrl before this change ({a.before_label}), vs TRL checkpointing off",
+                     results[("before", algo)], results[("trl", algo)])
+                )
+            for label, ours, theirs in rows_:
                 lines.append(
-                    f"| {label} | {ours['cpu_s_per_1k_tokens']:.1f} | {theirs['cpu_s_per_1k_tokens']:.1f} | "
+                    f"| {label} | {ours['cpu_s_per_1k_tokens']:.1f} [{spread(ours)}] | "
+                    f"{theirs['cpu_s_per_1k_tokens']:.1f} [{spread(theirs)}] | "
                     f"{theirs['cpu_s_per_1k_tokens'] / ours['cpu_s_per_1k_tokens']:.2f}x | "
                     f"{ours['s_per_1k_tokens']:.1f} | {theirs['s_per_1k_tokens']:.1f} | "
                     f"{theirs['s_per_1k_tokens'] / ours['s_per_1k_tokens']:.2f}x | {ours['peak_rss_mb']:.0f} | "
@@ -448,20 +482,12 @@ def main() -> None:
         f"advantages: {adv_diff:.1e}. `tests/lm/test_critic_free_loss.py` checks the same losses, and RLOO's, "
         "against the papers' formulas written out in the test.",
         "",
-        END,
     ]
     block = "\n".join(lines)
     if a.skip_speed:  # the docs' block holds the speed table too: print only
         print(block)
         return
-    out = Path(a.out)
-    text = out.read_text() if out.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        marker = "<!-- notes -->"
-        text = text.replace(marker, block + "\n\n" + marker) if marker in text else text.rstrip("\n") + "\n\n" + block + "\n"
-    out.write_text(text)
+    write_section(Path(a.out), BEGIN, END, block, heading="")
     print(block)
 
 

@@ -5,7 +5,7 @@
     MUJOCO_GL=osmesa .venv/bin/python examples/backflip/run.py --out runs/backflip --finish   # a run stopped early
 
 It assembles the command line ``prefrl control train --env backflip_env:HopperBackflip-v0 --teacher judge
---judge examples/backflip/judge.py:score_segment --report-video …`` (the run's report.html then has
+--judge examples/backflip/judge.py:score_segment --clip-steps 1000 …`` (the run's report.html then has
 the comparison count, the return curves, and the final policy's episode as a video and a strip of
 frames), then measures the rotation of that episode: ``RUN/rotation.json``. The env is Hopper-v5
 without its healthy termination (``backflip_env.py``): with it, a torso tilted past 11.5° ends the
@@ -32,20 +32,21 @@ def command(out: Path, quick: bool, labels: int, steps: int, seed: int) -> list[
         labels, steps = 40, 8192
     return [sys.executable, "-m", "prefrl", "control", "train", "--env", ENV, "--teacher", "judge",
             "--judge", f"{HERE / 'judge.py'}:score_segment", "--labels", str(labels), "--steps", str(steps),
-            "--fixed-horizon", "1000", "--seed", str(seed), "--report-video", "--run-dir", str(out)]
+            "--fixed-horizon", "1000", "--seed", str(seed), "--clip-steps", "1000", "--run-dir", str(out)]
 
 
 def rotation(run_dir: Path) -> dict[str, float]:
-    """Torso rotation of the report's episode (same env, seed and deterministic policy as behaviour.mp4).
+    """Torso rotation of the report's episode (same env, seed ``EVAL_SEED`` and deterministic policy as final_policy.mp4).
 
     ``backward_turns``: net backward rotation of the torso hinge over the episode / 2π (a backflip
     is one); ``max_backward_turns``: the furthest backwards it got at any time.
     """
     from prefrl.control.envs import make_env
+    from prefrl.control.evaluation import EVAL_SEED
     from prefrl.control.run_state import load_agent
 
     agent, cfg = load_agent(run_dir)
-    env = make_env(cfg.env_id, seed=cfg.seed, fixed_horizon=cfg.fixed_horizon, record_sim_state=False)
+    env = make_env(cfg.env_id, seed=EVAL_SEED, fixed_horizon=cfg.fixed_horizon, record_sim_state=False)
     obs, _ = env.reset()
     angles = [float(env.unwrapped.data.qpos[2])]
     for _ in range(cfg.fixed_horizon or 1000):
@@ -63,7 +64,7 @@ def finish(run_dir: Path) -> None:
     """Resume the checkpointed run with its budget cut to the steps it reached: the loop goes straight to its end."""
     from prefrl.control.loop import PreferenceLoop
 
-    loop = PreferenceLoop.resume(run_dir, report_video=True)
+    loop = PreferenceLoop.resume(run_dir, clip_steps=1000)
     loop.cfg.steps = loop.counters.global_step
     print(f"finishing {run_dir} at {loop.counters.global_step} env steps, {loop.counters.queries_posted} comparisons",
           flush=True)

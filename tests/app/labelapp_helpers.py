@@ -37,6 +37,16 @@ def chromium() -> Iterator[Any]:
             b.close()
 
 
+#: What a scripted person may meet when the run ends and its app process stops: the port closed, or a
+#: keep-alive connection closed under a request just sent (reset).
+SHUTDOWN_ERRORS = ("ConnectError", "RemoteProtocolError", "Connection reset")
+
+
+def unexpected_errors(people) -> list[str]:
+    """The people's errors other than those of the app stopping with its run."""
+    return [e for p in people for e in p.errors if not any(k in e for k in SHUTDOWN_ERRORS)]
+
+
 class FakeRenderer:
     """Writes a small fake MP4 per segment and counts renders (the real one needs MuJoCo)."""
 

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 import torch
-from labelapp_helpers import TextPerson, read_links
+from labelapp_helpers import TextPerson, read_links, unexpected_errors
 
 from prefrl.data.store import PreferenceStore
 
@@ -52,7 +52,7 @@ def serve_and_label(args: list[str], names: list[str]) -> tuple[list[str], list[
         for person in people:
             person.join(timeout=30)
     # the app stops with the run: a request in flight then may find the port closed
-    assert not [e for p in people for e in p.errors if "ConnectError" not in e and "RemoteProtocolError" not in e]
+    assert not unexpected_errors(people)
     return output, people
 
 

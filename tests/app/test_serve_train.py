@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from labelapp_helpers import read_links
+from labelapp_helpers import read_links, unexpected_errors
 
 from prefrl.data.store import PreferenceStore
 
@@ -115,7 +115,7 @@ def test_train_serving_the_app_learns_from_people_labelling_over_http(tmp_path):
         for person in people:
             person.join(timeout=30)
     text = "".join(output)
-    assert not [e for p in people for e in p.errors if "ConnectError" not in e and "RemoteProtocolError" not in e], text
+    assert not unexpected_errors(people), text
     assert re.search(r"labels=\d+/60.*waiting=\d+", text), text  # the progress bar shows answers given and owed
     summary = json.loads([line for line in output if line.startswith("{")][-1])
     assert summary["run_dir"] == str(run)

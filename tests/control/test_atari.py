@@ -116,3 +116,41 @@ def test_checkpoints_are_compressed_and_uncompressed_ones_still_load(tmp_path):
     path.write_bytes(zlib.compress(b"not a torch file"))
     with pytest.raises(CheckpointError, match="corrupted or unreadable"):
         load_checkpoint(tmp_path)
+
+
+def test_training_envs_step_in_ale_pys_vector_env_with_the_gymnasium_paths_observations():
+    import ale_py  # noqa: F401 - a declared dependency
+    from ale_py.vector_env import AtariVectorEnv
+
+    from prefrl.control.envs import make_env, make_vec_env
+
+    fast, slow, single = make_vec_env("ALE/Pong-v5", 3, 7), make_vec_env("ALE/Pong-v5", 3, 7, ale_vector=False), make_env("ALE/Pong-v5", 7)
+    try:
+        assert isinstance(fast.unwrapped, AtariVectorEnv) and not isinstance(slow.unwrapped, AtariVectorEnv)
+        assert fast.single_observation_space == slow.single_observation_space == single.observation_space  # (4, 84, 84) uint8
+        assert fast.single_action_space == slow.single_action_space == single.action_space  # Pong's 6 actions
+        assert fast.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+        obs, _ = fast.reset(seed=7)
+        ref, _ = slow.reset(seed=7)
+        # An episode's first stack repeats its first frame, as FrameStackObservation does (ale-py pads zeros).
+        assert all(np.array_equal(o[:, i], o[:, -1]) for o in (obs, ref) for i in range(3))
+        assert obs[0, -1].mean() == pytest.approx(ref[0, -1].mean(), rel=0.05)  # the same screen, resized alike
+        again, _ = make_vec_env("ALE/Pong-v5", 3, 7).reset(seed=7)
+        np.testing.assert_array_equal(obs, again)  # seeded
+        obs, *_ = fast.step(np.zeros(3, np.int64))
+        assert not np.array_equal(obs[:, 0], obs[:, -1]) or obs[:, -1].std() > 0  # a real stack after a step
+    finally:
+        fast.close()
+        slow.close()
+        single.close()
+
+
+def test_evaluation_keeps_the_gymnasium_path_that_the_clip_renders_through(monkeypatch):
+    import prefrl.control.ppo_agent as ppo_agent
+
+    seen = []
+    real = ppo_agent.make_vec_env
+    monkeypatch.setattr(ppo_agent, "make_vec_env", lambda *a, **k: seen.append(k) or real(*a, **k))
+    returns = ppo_agent.evaluate_policy(lambda obs, deterministic: np.zeros(len(obs), np.int64), "ALE/Pong-v5", 1, seed=3)
+    assert seen and seen[0]["ale_vector"] is False
+    assert returns[0] <= -20  # NOOP loses Pong

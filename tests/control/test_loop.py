@@ -319,3 +319,32 @@ def test_up_front_phase_spends_at_most_its_share_of_the_steps_when_segments_are_
         loop.run()
     # a quarter of the 8 rollouts up front (+ one more, the pool being empty), then the policy trains
     assert loop.counters.iteration == 8 - 2 - 1
+
+
+@pytest.mark.parametrize("reuse", [0, 10])
+def test_collected_segments_carry_the_reward_models_scores_and_asking_reuses_recent_ones(tmp_path, reuse):
+    """Every step is scored once, at collection: the policy's reward and each segment's cached member
+    rewards come from that one pass; query selection reuses the scores ``score_reuse_rounds`` rounds."""
+    loop = PreferenceLoop(toy_config(tmp_path, steps=128 * 6, labels=40, score_reuse_rounds=reuse))
+    loop.initial_labels()
+    assert loop.counters.reward_rounds == 1
+    rollout, _, rewards, _ = loop.collect()
+    ens = loop.ensemble
+    new = [s for s in loop.pool.segments() if s.member_rewards_round == 1]
+    old = [s for s in loop.pool.segments() if s.member_rewards_round == 0]  # scored by the untrained ensemble
+    assert new and old
+    for seg in new[-5:]:
+        np.testing.assert_allclose(seg.member_rewards, ens.predict_members(seg.obs, seg.actions, normalised=False),
+                                   rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(rewards, ens.predict(rollout.obs.reshape(-1, *rollout.obs.shape[2:]),
+                                                    rollout.actions.reshape(-1, *rollout.actions.shape[2:])).reshape(rewards.shape),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    scored = []
+    inner = ens.segments_member_returns
+    ens.segments_member_returns = lambda segs, *a, **k: scored.extend(segs) or inner(segs, *a, **k)
+    assert loop.ask(8) == 8
+    if reuse:
+        assert scored == []  # every pool segment's scores were recent enough
+    else:  # only the newest rollout's scores are the current model's: the older ones were scored again
+        assert scored and all(s.member_rewards_round == 0 for s in scored)
+        assert not any(s is n for s in scored for n in new)

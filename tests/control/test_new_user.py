@@ -276,6 +276,34 @@ def test_report_has_a_deterministic_evaluation_curve_and_a_clip_of_the_final_pol
     assert "<video" in page and "final_policy.mp4" in page and "data:video/mp4;base64," in page
     # the whole clip is the final evaluation's episode: same env settings and seed, so the same return
     assert history["clip"]["return"] == pytest.approx(evals[-1][1], abs=1e-5)
+    # ... and its strip of frames sits beside it, in the same section: the run's one recording
+    assert (run / "final_policy_frames.png").is_file() and page.count("<video") == 1
+    assert 'alt="frames of the episode"' in page and not (run / "behaviour.mp4").exists()
+
+
+def test_the_deprecated_report_video_still_works_and_records_the_one_clip_of_the_whole_episode(tmp_path):
+    import gymnasium as gym
+    import imageio.v2 as imageio
+
+    from prefrl.control.config import ControlConfig
+
+    with pytest.warns(FutureWarning, match="report_video"):
+        assert ControlConfig(env_id=go_right_env.ENV_ID, report_video=True, fixed_horizon=600).final_clip_steps == 600
+    assert ControlConfig(env_id=go_right_env.ENV_ID, clip_steps=20).final_clip_steps == 20
+    env_id = "PaintedGoRight-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=_PaintedGoRight, max_episode_steps=go_right_env.HORIZON)
+    run = tmp_path / "run"
+    args = [a if a != go_right_env.ENV_ID else env_id for a in TOY]
+    with pytest.warns(FutureWarning, match="deprecated"):
+        result = runner.invoke(app, ["control", "train", *args, "--eval-points", "1", "--eval-episodes", "1",
+                                     "--clip-steps", "5", "--report-video", "--run-dir", str(run)])  # fmt: skip
+    assert result.exit_code == 0, _output(result)
+    history = json.loads((run / "history.json").read_text())
+    # one recording: final_policy.mp4 of the whole first evaluation episode (not 5 steps), with its strip
+    assert len(imageio.mimread(run / "final_policy.mp4", memtest=False)) == go_right_env.HORIZON + 1
+    assert history["clip"]["return"] == pytest.approx(history["evaluations"][-1][1], abs=1e-5)
+    assert (run / "final_policy_frames.png").is_file() and not (run / "behaviour.mp4").exists()
 
 
 def test_a_run_whose_env_cannot_render_says_why_there_is_no_clip(tmp_path):

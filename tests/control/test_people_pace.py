@@ -113,16 +113,20 @@ def test_record_episode_writes_the_video_and_a_strip(tmp_path):
 
 
 def test_the_report_shows_the_recorded_behaviour(tmp_path):
+    """The final policy's one recording (video + strip of its frames) is what the report shows, once."""
     from prefrl.control import run_state
+    from prefrl.control.evaluation import CLIP_NAME, STRIP_NAME
     from prefrl.control.render import write_strip, write_video
-    from prefrl.control.report import BEHAVIOUR_STRIP, BEHAVIOUR_VIDEO
 
     loop = PreferenceLoop(toy_config(tmp_path, teacher="human", steps=128 * 2, labels=6))
     loop.run()
-    assert "Learned behaviour" not in (loop.run_dir / "report.html").read_text()
+    assert "frames of the episode" not in (loop.run_dir / "report.html").read_text()  # the toy env cannot render
     frames = [np.full((16, 16, 3), 20 * t, np.uint8) for t in range(10)]
-    write_video(frames, loop.run_dir / BEHAVIOUR_VIDEO)
-    write_strip(frames, loop.run_dir / BEHAVIOUR_STRIP, n=4)
+    write_video(frames, loop.run_dir / CLIP_NAME)
+    write_strip(frames, loop.run_dir / STRIP_NAME, n=4)
+    loop.history.clip = {"path": str(loop.run_dir / CLIP_NAME), "strip": str(loop.run_dir / STRIP_NAME), "return": 1.0, "steps": 9}
     run_state.write_run_outputs(loop)
     page = (loop.run_dir / "report.html").read_text()
-    assert f'<video src="{BEHAVIOUR_VIDEO}"' in page and 'alt="frames of the episode" style="max-width:100%" src="data:image/png;base64,' in page
+    assert page.count("<video") == 1 and "data:video/mp4;base64," in page
+    assert page.count('alt="frames of the episode" style="max-width:100%" src="data:image/png;base64,') == 1
+    assert "behaviour.mp4" not in page

@@ -266,3 +266,40 @@ def test_update_with_shared_prompts_matches_the_plain_update(minibatch_size):
     torch.testing.assert_close(p_shared, p_plain, atol=1e-5, rtol=0)
     for key in ("loss/policy", "policy/approx_kl", "objective/kl"):
         assert m_shared[key] == pytest.approx(m_plain[key], abs=1e-5)
+
+
+def test_minibatch_permutation_keeps_groups_whole_when_the_sizes_allow():
+    from prefrl.rl.ppo import minibatch_permutation
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        perm = minibatch_permutation(12, 4, 2, g)
+        assert sorted(perm.tolist()) == list(range(12))
+        for mb in perm.view(3, 4):  # each minibatch: two whole groups {2i, 2i + 1}
+            groups = (mb // 2).tolist()
+            assert all(groups.count(x) == 2 for x in groups)
+    # a minibatch size that is not a multiple of the group: a permutation of rows (groups may split)
+    splits = 0
+    for _ in range(20):
+        perm = minibatch_permutation(12, 4, 3, g)
+        assert sorted(perm.tolist()) == list(range(12))
+        splits += any(len(set((mb // 3).tolist())) > 1 for mb in perm.view(3, 4))
+    assert splits > 0
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_update_minibatches_never_split_a_prompt_group(algo, monkeypatch):
+    import prefrl.lm.critic_free as cf
+    from prefrl.lm.logprobs import shared_prompt_groups
+
+    trainer = make_trainer(algo, batch_size=4, num_generations=4, minibatch_size=8, update_epochs=2)
+    whole = []
+    real = cf.grouped_response_logprobs
+
+    def recording(model, ids, attn, p, k, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        whole.append(shared_prompt_groups(ids, attn, p, k))
+        return real(model, ids, attn, p, k, *a, **kw)
+
+    monkeypatch.setattr(cf, "grouped_response_logprobs", recording)
+    trainer.step(PROMPTS)
+    assert whole == [True] * 4  # 2 epochs × 2 minibatches of 2 whole groups each: every prompt computed once

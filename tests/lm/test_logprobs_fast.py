@@ -205,3 +205,57 @@ def test_response_logprobs_fast_path_equals_log_softmax_path() -> None:
     assert no_entropy is None and entropy is not None and entropy.shape == (3, 5)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
     torch.testing.assert_close(fast.double(), ref, atol=1e-5, rtol=0)
+
+
+def test_target_logprob_backward_equals_log_softmax_autograd():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 40, generator=g) * 3  # float32, as the logits are scored
+    labels = torch.randint(0, 40, (3, 5), generator=g)
+    upstream = torch.randn(3, 5, generator=g)
+    a = logits.clone().requires_grad_(True)
+    out = common.logprobs_from_logits(a, labels)
+    (out * upstream).sum().backward()
+    b = logits.clone().requires_grad_(True)
+    ref = torch.log_softmax(b, -1).gather(-1, labels[..., None]).squeeze(-1)
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_response_logprobs_and_their_gradients_equal_the_plain_computation(temperature):
+    torch.manual_seed(0)
+    policy, _ = tiny_causal_lm(seed=0)
+    policy.eval()
+    ids = torch.randint(3, 200, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # left padding
+    mask[2, -3:] = 0  # a response that ended early
+    p = 4
+    lp, _ = common.response_logprobs(policy, ids, mask, p, temperature)
+    weights = torch.linspace(-1.0, 1.0, lp.numel()).view_as(lp)
+    (lp * weights).sum().backward()
+    fast = [q.grad.clone() for q in policy.parameters()]
+    policy.zero_grad()
+    logits = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    plain = torch.log_softmax(logits[:, p - 1 : -1].float() / temperature, -1).gather(-1, ids[:, p:, None]).squeeze(-1)
+    (plain * weights).sum().backward()
+    torch.testing.assert_close(lp, plain, atol=1e-5, rtol=0)
+    for a, b in zip(fast, (q.grad for q in policy.parameters()), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_decoding_head_is_the_same_linear_and_is_restored():
+    from prefrl.lm.rollout import _tall_output_head
+
+    policy, _ = tiny_causal_lm(seed=0)
+    head = policy.get_output_embeddings()
+    h = torch.randn(8, 1, head.in_features)
+    with torch.no_grad(), _tall_output_head(policy):
+        assert "forward" in vars(head)  # swapped for the loop
+        tall = head(h)
+    assert "forward" not in vars(head)  # and restored
+    torch.testing.assert_close(tall, torch.nn.functional.linear(h, head.weight, head.bias), atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError), _tall_output_head(policy):
+        raise RuntimeError("a failure inside the loop")
+    assert "forward" not in vars(head)

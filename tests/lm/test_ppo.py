@@ -264,3 +264,38 @@ def test_inverse_cdf_sampling_matches_the_probabilities_and_skips_zeros():
     freq = torch.bincount(draws, minlength=6).float() / len(draws)
     assert freq[[0, 2, 5]].sum() == 0
     torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)
+
+
+# ---- one epoch of one minibatch: the scoring pass's critic forward serves the update too
+def _one_step(monkeypatch, reuse: bool, **cfg):
+    monkeypatch.setattr(LMPPOTrainer, "values_from_scoring", property(lambda self: reuse and self.cfg.update_epochs == 1))
+    trainer = make_trainer(kl_coef=0.1, **cfg)
+    calls = []
+    real = trainer.critic.per_token_scores
+
+    def counting(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        calls.append(torch.is_grad_enabled())
+        return real(*a, **kw)
+
+    monkeypatch.setattr(trainer.critic, "per_token_scores", counting)  # this critic only
+    metrics = trainer.step(PROMPTS)
+    weights = [torch.cat([q.detach().flatten() for q in m.parameters()]) for m in (trainer.policy, trainer.critic)]
+    return metrics, weights, calls
+
+
+def test_one_epoch_one_minibatch_runs_the_critic_once_with_the_same_update(monkeypatch):
+    cfg = dict(update_epochs=1, minibatch_size=8)  # the whole batch of 8 as one minibatch
+    m_reuse, w_reuse, calls_reuse = _one_step(monkeypatch, True, **cfg)
+    m_twice, w_twice, calls_twice = _one_step(monkeypatch, False, **cfg)
+    assert calls_reuse == [True] and calls_twice == [False, True]  # scoring (+ update) forwards of the critic
+    for key in ("loss/value", "loss/policy", "val/explained_variance", "policy/approx_kl"):
+        assert m_reuse[key] == pytest.approx(m_twice[key], abs=1e-6)
+    for a, b in zip(w_reuse, w_twice, strict=True):  # the same updated policy and critic
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_several_minibatches_or_epochs_keep_a_fresh_critic_forward_per_minibatch():
+    trainer = make_trainer(update_epochs=1, minibatch_size=4)
+    assert not trainer.values_from_scoring
+    assert not make_trainer(update_epochs=2, minibatch_size=8).values_from_scoring
+    assert make_trainer(update_epochs=1, minibatch_size=8).values_from_scoring

@@ -80,3 +80,28 @@ def test_selector_errors() -> None:
         assert selector.select(pairs, 0, ens) == []
     with pytest.raises(ValueError, match="needs the reward ensemble"):
         make_selector("disagreement", np.random.default_rng(0)).select(pairs, 2, None)
+
+
+def test_segments_with_cached_member_rewards_are_scored_from_the_cache_not_the_networks() -> None:
+    from prefrl.reward.select import segment_member_returns
+
+    pairs = candidates(20, seed=3)
+    segs = [s for pair in pairs for s in pair]
+    ens = RewardEnsemble((4,), (1,), n_members=3, seed=3)
+    fresh = segment_member_returns(segs, ens)  # no cache: the networks' pass
+    np.testing.assert_allclose(fresh, ens.segments_member_returns(segs), rtol=1e-6)
+    # Cache half the segments with values the networks would never give: those come back summed.
+    rng = np.random.default_rng(0)
+    for seg in segs[::2]:
+        seg.member_rewards = rng.normal(size=(3, len(seg))).astype(np.float32)
+    got = segment_member_returns(segs, ens)
+    np.testing.assert_allclose(got[:, ::2], np.stack([s.member_rewards.sum(1) for s in segs[::2]], 1), rtol=1e-6)
+    np.testing.assert_allclose(got[:, 1::2], fresh[:, 1::2], rtol=1e-6)
+    # A cache from an ensemble of another size is ignored.
+    segs[0].member_rewards = np.ones((5, len(segs[0])), np.float32)
+    np.testing.assert_allclose(segment_member_returns(segs, ens)[:, 0], fresh[:, 0], rtol=1e-6)
+    # The selector ranks by the cached returns.
+    scores = DisagreementSelector(np.random.default_rng(0)).scores(pairs, ens)
+    probs = torch.sigmoid(torch.from_numpy(got[:, 0::2] - got[:, 1::2])).numpy()
+    probs[:, 0] = member_probs_by_hand(pairs[:1], ens)[:, 0]  # segs[0]'s cache is now ignored
+    np.testing.assert_allclose(scores, probs.var(axis=0), rtol=1e-4, atol=1e-9)

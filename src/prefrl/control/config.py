@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -127,6 +128,8 @@ class ControlConfig:
     """Share of the labels asked up front on segments of the untrained (random) policy."""
     pool_size: int = 256
     """Most recent segments kept in memory as candidates (saved to the store only when queried)."""
+    score_reuse_rounds: int = 0
+    """Query selection reuses the per-step member rewards the reward model gave a segment when it was collected while at most this many reward rounds have passed since, and scores it again otherwise; 0: only while the model is unchanged (the newest rollout's segments). Older scores save a network pass but are stale, and a less trained ensemble disagrees more, so they favour old segments."""
     reward_members: int = 3
     """Members of the reward ensemble."""
     policy_cnn: PolicyCNN = "a3c"
@@ -163,7 +166,7 @@ class ControlConfig:
     eval_points: int = 5
     """Evaluations over the run, at evenly spaced steps, the last at its end."""
     clip_steps: int = 300
-    """Steps of the final policy's clip in the report (``final_policy.mp4``, the first evaluation episode); 0: no clip."""
+    """Steps of the final policy's clip in the report (``final_policy.mp4`` and a strip of its frames: the first evaluation episode, seed ``EVAL_SEED``; MuJoCo: ``MUJOCO_GL=osmesa`` or ``egl``); 0: no clip."""
     checkpoint_minutes: float = 10.0
     """Minutes between checkpoints (one is always written at the end)."""
     lease_seconds: float = 60.0
@@ -173,7 +176,7 @@ class ControlConfig:
     human_queue_ahead: int = 24
     """With ``teacher=human``: post queries ahead of the label schedule (within ``labels``) so that at least this many wait unanswered after each rollout, and people labelling faster than the schedule never find the queue empty (8 people at one answer per 3 s take ~20 between two HalfCheetah rollouts); 0 = follow the schedule only."""
     report_video: bool = False
-    """Record one evaluation episode of the final policy into the report: ``RUN_DIR/behaviour.mp4`` and a strip of its frames (MuJoCo: ``MUJOCO_GL=osmesa`` or ``egl``)."""
+    """Deprecated: the report always has the final policy's clip and its strip (``--clip-steps``); this only makes the clip the whole episode (up to ``fixed_horizon`` or 1000 steps)."""
     progress: bool = field(default=True, metadata={"option": ("--progress/--no-progress",)})
     """Show a progress bar."""
     threads: int | None = 1
@@ -217,6 +220,8 @@ class ControlConfig:
             raise ValueError(f"initial_fraction must be in [0, 1), got {self.initial_fraction}")
         if self.pool_size < 2:
             raise ValueError(f"pool_size must be ≥ 2, got {self.pool_size}")
+        if self.score_reuse_rounds < 0:
+            raise ValueError(f"score_reuse_rounds must be ≥ 0, got {self.score_reuse_rounds}")
         if self.reward_members < 1:
             raise ValueError(f"reward_members must be ≥ 1, got {self.reward_members}")
         self.reward_hidden = tuple(int(h) for h in self.reward_hidden)
@@ -229,6 +234,10 @@ class ControlConfig:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.eval_points < 1:
             raise ValueError(f"eval_points must be ≥ 1, got {self.eval_points}")
+        if self.report_video:
+            warnings.warn("report_video (--report-video) is deprecated: the report always shows the final policy's clip "
+                          "and its strip (final_policy.mp4); set clip_steps (--clip-steps) for its length",
+                          FutureWarning, stacklevel=3)  # fmt: skip (FutureWarning: shown to CLI users by default)
         if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes > 0):
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if self.lease_seconds <= 0:
@@ -292,6 +301,11 @@ class ControlConfig:
     def rollout_steps(self) -> int:
         """Env steps per env of one rollout (T, ``ppo.num_steps``); SB3 optimisers use it too."""
         return self.ppo.num_steps
+
+    @property
+    def final_clip_steps(self) -> int:
+        """Steps of the final policy's clip: ``clip_steps``, or the whole episode with the deprecated ``report_video``."""
+        return max(self.clip_steps, self.fixed_horizon or 1000) if self.report_video else self.clip_steps
 
     @property
     def n_rollouts(self) -> int:

@@ -32,6 +32,7 @@ class LearnedReward:
         self.lock = threading.Lock()  # guards the policy's ensemble
         self.train_lock = threading.Lock()  # held for a whole reward round (trainer + its ensemble)
         self.n_trained_pairs = -1
+        self.score_reuse_rounds = int(cfg.score_reuse_rounds)
 
     def train(self, pairs: list[Any], counters: Any, extra: list[Any] | None = None) -> dict[str, float]:
         """One round on ``pairs`` (+ ``extra``, e.g. SURF's pseudo-labelled and cropped pairs); copies the
@@ -46,8 +47,13 @@ class LearnedReward:
             counters.reward_rounds += 1
         return {k: float(v) for k, v in metrics.items()}
 
-    def predict(self, rollout: Rollout) -> tuple[np.ndarray, dict[str, float]]:
-        """r̂ for every step of the rollout in one batched call, (T, N), and its gold-vs-proxy metrics."""
+    def predict(self, rollout: Rollout) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """Every member's r̂ for every step of the rollout in one batched call, when it is collected.
+
+        Returns the raw member rewards (M, T, N) (the segments keep their slices, which query
+        selection sums: :attr:`~prefrl.data.types.Segment.member_rewards`), the policy's reward
+        (T, N) (the mean of the normalised members) and its gold-vs-proxy metrics.
+        """
         obs, actions = np.asarray(rollout.obs), np.asarray(rollout.actions)
         t_len, n_envs = obs.shape[:2]
         flat_obs = obs.reshape(t_len * n_envs, *obs.shape[2:])  # (T·N, *obs_shape)
@@ -55,17 +61,31 @@ class LearnedReward:
         # The trainer already normalised the ensemble (mean 0, std 1 per member) over recent labelled
         # segments; re-normalising per rollout would erase progress between rollouts.
         with self.lock:
-            members = self.ensemble.predict_members(flat_obs, flat_act)  # (M, T·N)
+            raw = self.ensemble.predict_members(flat_obs, flat_act, normalised=False)  # (M, T·N)
+            offset, scale = self.ensemble.norm_offset.cpu().numpy(), self.ensemble.norm_scale.cpu().numpy()
+        members = (raw - offset[:, None]) * scale[:, None]  # normalised, as predict_members(normalised=True)
         rewards = np.asarray(members.mean(axis=0), dtype=np.float32).reshape(t_len, n_envs)
-        return rewards, proxy_vs_true(members, np.asarray(rollout.true_rewards).reshape(-1))
+        metrics = proxy_vs_true(members, np.asarray(rollout.true_rewards).reshape(-1))
+        return raw.reshape(raw.shape[0], t_len, n_envs), rewards, metrics
 
     def rewards(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """r̂(obs (B, …), actions (B, …)) → (B,): the policy's ensemble mean (what a replay buffer is relabelled with)."""
         with self.lock:
             return np.asarray(self.ensemble.predict_members(obs, actions).mean(axis=0), dtype=np.float32)
 
-    def select(self, selector: Any, candidates: list[Any], n: int) -> list[int]:
-        """The selector's choice of ``n`` among ``candidates``, scored by the policy's ensemble."""
+    def select(self, selector: Any, candidates: list[Any], n: int, reward_round: int | None = None) -> list[int]:
+        """The selector's choice of ``n`` among ``candidates``, scored by the policy's ensemble.
+
+        A candidate's cached collection-time scores (``Segment.member_rewards``) are reused while at most
+        ``score_reuse_rounds`` reward rounds older than ``reward_round`` (the rounds so far), else dropped,
+        so the selector scores it with the current networks. Stale scores can bias the choice, not only
+        blur it: a less trained ensemble tends to disagree more, so old segments would look informative.
+        """
+        if reward_round is not None:
+            for pair in candidates:
+                for seg in pair:
+                    if seg.member_rewards is not None and reward_round - seg.member_rewards_round > self.score_reuse_rounds:
+                        seg.member_rewards = None
         with self.lock:
             return list(selector.select(candidates, n, self.ensemble))[:n]
 

@@ -1,16 +1,18 @@
 """The preference loop of Christiano et al. 2017 for Gymnasium agents: collect → ask → learn.
 
 1. **Collect** — the policy optimiser runs the policy on vectorised envs; the env reward is
-   hidden from the learner (kept only for synthetic teachers and evaluation). The rollout is
-   cut into segments that go into a rolling in-memory pool.
+   hidden from the learner (kept only for synthetic teachers and evaluation). Every reward-model
+   member scores every step once, in one batched call (the policy's reward, and each segment's
+   cached scores for query selection). The rollout is cut into segments that go into a rolling
+   in-memory pool.
 2. **Ask** — ``LabelSchedule`` says how many queries are due; the selector picks them among
    ``candidate_factor``× random pairs of the pool by ensemble disagreement; the two segments
    and the query go into the store, and the store's queue is pumped through the run's one
    teacher (:func:`~prefrl.teachers.queue.answer_queries`) — people answer the same queue in
    the web app. A quarter of the labels are asked up front on segments of the untrained
    policy (the paper's §2.2, App. A).
-3. **Learn** — the reward ensemble retrains on the store's comparisons every round, the
-   rollout's T×N rewards are predicted in one batched call, and the optimiser updates on them.
+3. **Learn** — the reward ensemble retrains on the store's comparisons every round, and the
+   optimiser updates on the rollout's T×N rewards scored at collection.
 
 Beside it: ``run_state`` (counters, history, checkpoints), ``learned_reward``, ``presets`` (``demo_config``,
 the Atari preset), ``evaluation`` (deterministic evaluations, the final clip), ``baseline`` (the true-reward
@@ -116,16 +118,27 @@ class PreferenceLoop:
 
     # ------------------------------------------------------------------ collect
 
-    def collect(self) -> tuple[Rollout, list[tuple[int, float]]]:
-        """One rollout with the current policy; its segments go into the pool. Also returns the episodes it ended."""
+    def collect(self) -> tuple[Rollout, list[tuple[int, float]], np.ndarray, dict[str, float]]:
+        """One rollout with the current policy, scored once by the reward model; its segments go into the pool.
+
+        Returns the rollout, the episodes it ended, the policy's reward (T, N) and its gold-vs-proxy
+        metrics. Every member scores every step here, once: the policy's reward is the mean of those
+        scores and each segment keeps its slice for query selection (``Segment.member_rewards``), so
+        neither runs the reward networks again. The policy therefore optimises the reward model of
+        collection time (one reward round behind the round that follows this ask; the paper trains
+        its reward predictor asynchronously, so its policy's reward always lags). Query selection reuses
+        a segment's scores for ``cfg.score_reuse_rounds`` reward rounds (0: while the model is unchanged).
+        """
         rollout = self.agent.collect(self.cfg.rollout_steps)
+        member_raw, rewards, proxy_metrics = self.reward.predict(rollout)  # (M, T, N), (T, N)
         true_rewards, dones = np.asarray(rollout.true_rewards), np.asarray(rollout.dones)
         finished = self.tracker.update(true_rewards, dones, self.counters.global_step)
         self.history.episodes.extend(finished)
         self.counters.global_step += true_rewards.size
-        segments = cut_segments(rollout, self.segment_steps, env_id=self.cfg.env_id, policy_version=self.counters.iteration, rng=self.rng)
+        segments = cut_segments(rollout, self.segment_steps, env_id=self.cfg.env_id, policy_version=self.counters.iteration,
+                                rng=self.rng, member_rewards=member_raw, reward_round=self.counters.reward_rounds)  # fmt: skip
         self.pool.extend(segments)
-        return rollout, finished
+        return rollout, finished, rewards, proxy_metrics
 
     # ------------------------------------------------------------------ ask
 
@@ -136,7 +149,8 @@ class PreferenceLoop:
         candidates = self._unasked(self.pool.candidate_pairs(n_queries * self.cfg.candidate_factor, self.rng))
         if not candidates:
             return 0
-        pairs = [candidates[i] for i in self.reward.select(self.selector, candidates, min(n_queries, len(candidates)))]
+        n = min(n_queries, len(candidates))
+        pairs = [candidates[i] for i in self.reward.select(self.selector, candidates, n, self.counters.reward_rounds)]
         new = list({id(s): s for pair in pairs for s in pair if s.id is None}.values())
         for seg, seg_id in zip(new, self.store.add_segments(new) if new else []):
             seg.id = int(seg_id)
@@ -209,7 +223,7 @@ class PreferenceLoop:
         Its segments fill the pool, so the up-front queries compare the diverse behaviours it found.
         """
         while self.counters.global_step < self.cfg.pretrain_steps:
-            rollout, _ = self.collect()
+            rollout, *_ = self.collect()
             self.agent.pretrain_update(rollout)
             if sink is not None and sink.bar is not None:
                 sink.bar.update(self.cfg.steps_per_rollout)
@@ -265,13 +279,12 @@ class PreferenceLoop:
                 workers.start()
             while self.counters.global_step + cfg.steps_per_rollout <= cfg.steps:
                 t0 = time.monotonic()
-                rollout, finished = self.collect()  # collect
+                rollout, finished, rewards, proxy_metrics = self.collect()  # collect (and score: rewards (T, N))
                 due = min(self.schedule.labels_due(self.counters.global_step), cfg.labels) - self.counters.queries_posted
                 self.ask(max(due, self.queue_shortfall()))  # ask
                 if workers is None:  # learn (in the background when asynchronous)
                     self.answer_pending()
                     self.train_reward()
-                rewards, proxy_metrics = self.reward.predict(rollout)  # (T, N)
                 opt_metrics = self.agent.update(rollout, rewards)
                 self.counters.iteration += 1
                 self.counters.elapsed_seconds = elapsed_before + time.monotonic() - session_start
@@ -304,13 +317,11 @@ class PreferenceLoop:
         evals = self.history.evaluations
         if cfg.eval_episodes > 0 and (not evals or evals[-1][0] != self.counters.global_step):
             evaluate_now(self)  # the curve ends at the final policy
-        if not self.history.clip and not cfg.report_video:  # report_video records its own episode (behaviour.mp4)
+        if not self.history.clip:
             self.history.clip = record_final_clip(self)
         if cfg.true_reward_baseline and not self.history.baseline_episodes:
             self.history.baseline_episodes = run_true_reward_ppo(cfg, sink=sink)
         self.checkpoint()
-        if cfg.report_video:
-            run_state.record_behaviour(self)
         run_state.write_run_outputs(self)
 
 

@@ -376,6 +376,9 @@ def evaluate_policy(
         raise ValueError(f"n_episodes must be positive, got {n_episodes}")
     returns: list[float] = []
     env_kwargs.setdefault("record_sim_state", False)
+    # Atari: the Gymnasium wrappers, not ale-py's vector env, so that a recorded clip (which renders
+    # through them) replays the first evaluation episode of the same seed.
+    env_kwargs.setdefault("ale_vector", False)
     for start in range(0, n_episodes, 16):
         n = min(16, n_episodes - start)
         envs = make_vec_env(env_id, n_envs=n, seed=seed + start, **env_kwargs)

@@ -44,6 +44,10 @@ ATARI: dict[str, Any] = {
     "reward.normalisation_segments": 32,
     # 128 segments of 25 × 4 × 84 × 84 frames = 90 MB in memory (the pool is also checkpointed).
     "pool_size": 128,
+    # The pool holds ≈ 3 rollouts (8 × 128 steps ≈ 40 segments each) and a reward round is 2 minibatch
+    # steps: query selection reuses every pool segment's collection-time scores instead of a second CNN
+    # pass over ≈ 1,000 frames (measured: select 23–31 % of the loop → 1 %).
+    "score_reuse_rounds": 4,
 }
 
 

@@ -4,7 +4,7 @@ Charts: true episode return vs env steps and wall-clock time (the training episo
 deterministic policy's evaluations, the random policy's level and the true-reward PPO baseline
 when it ran), labels over time (asked, answered, equal, skipped), reward-model validation
 accuracy, predicted vs true segment returns, and gold vs proxy on the policy's own steps; then a
-clip of the final policy (``final_policy.mp4``). The PNGs and the clip are written next to the
+clip of the final policy (``final_policy.mp4``) and a strip of its frames. The PNGs and the clip are written next to the
 HTML and also embedded in it (base64), so the page opens anywhere without a CDN or the run directory.
 """
 
@@ -196,23 +196,6 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-#: The final policy's episode, when the run records one (``ControlConfig.report_video``): video and strip of frames.
-BEHAVIOUR_VIDEO, BEHAVIOUR_STRIP = "behaviour.mp4", "behaviour_frames.png"
-
-
-def _behaviour_section(run_dir: Path) -> str:
-    video, strip = run_dir / BEHAVIOUR_VIDEO, run_dir / BEHAVIOUR_STRIP
-    if not video.is_file():
-        return ""
-    img = ""
-    if strip.is_file():
-        data = base64.b64encode(strip.read_bytes()).decode("ascii")
-        img = f'<p><img alt="frames of the episode" style="max-width:100%" src="data:image/png;base64,{data}"></p>'
-    return (f'<h2>Learned behaviour</h2>\n<p>One evaluation episode of the final (deterministic) policy, '
-            f'left to right in the strip: <a href="{BEHAVIOUR_VIDEO}">{BEHAVIOUR_VIDEO}</a>.</p>\n'
-            f'<video src="{BEHAVIOUR_VIDEO}" controls loop muted autoplay playsinline width="480"></video>\n{img}')
-
-
 #: Said in the report, the CLI and a warning when a run ends without a single reward round.
 NO_REWARD_MODEL = (
     "no reward model was trained: the teacher gave no comparable answer (all skipped, can't tell or unanswered), "
@@ -225,6 +208,7 @@ MAX_EMBEDDED_CLIP_BYTES = 8_000_000
 
 
 def _clip_html(run_dir: Path, clip: dict[str, Any]) -> str:
+    """The final policy's one recording (:func:`prefrl.control.evaluation.record_final_clip`): its video and strip of frames."""
     if not clip:
         return "<p>No clip was recorded.</p>"
     path = run_dir / Path(str(clip.get("path", ""))).name
@@ -234,7 +218,13 @@ def _clip_html(run_dir: Path, clip: dict[str, Any]) -> str:
                f'the first evaluation episode, true return {_fmt(clip.get("return"))}')  # fmt: skip
     size = path.stat().st_size
     src = path.name if size > MAX_EMBEDDED_CLIP_BYTES else "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><video controls muted loop width="480" src="{src}"></video><figcaption>{caption}</figcaption></figure>'
+    out = f'<figure><video controls muted loop autoplay playsinline width="480" src="{src}"></video><figcaption>{caption}</figcaption></figure>'
+    strip = run_dir / Path(str(clip.get("strip", ""))).name if clip.get("strip") else None
+    if strip is not None and strip.is_file():
+        data = base64.b64encode(strip.read_bytes()).decode("ascii")
+        out += (f'\n<p><img alt="frames of the episode" style="max-width:100%" src="data:image/png;base64,{data}"></p>'
+                f'<p>The same episode, left to right: <a href="{strip.name}">{strip.name}</a>.</p>')  # fmt: skip
+    return out
 
 
 def write_report(run_dir: str | Path, cfg: Any, history: Any, counters: Any, answers: dict[str, int] | None = None) -> Path:
@@ -253,8 +243,7 @@ def write_report(run_dir: str | Path, cfg: Any, history: Any, counters: Any, ans
             f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
             f'<figcaption><a href="{path.name}">{path.name}</a></figcaption></figure>'
         )
-    clip = ("<p>See “Learned behaviour” above (<code>report_video</code>).</p>" if getattr(cfg, "report_video", False)
-            else _clip_html(run_dir, getattr(history, "clip", {})))  # fmt: skip
+    clip = _clip_html(run_dir, getattr(history, "clip", {}))
     config = html.escape(cfg.to_json() if hasattr(cfg, "to_json") else json.dumps(cfg, default=str))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>prefrl report — {html.escape(title)}</title>
@@ -270,11 +259,10 @@ the teacher compares pairs of segments, a reward ensemble is fitted to the compa
 optimises the learned reward. The true return below is measured with the hidden env reward.</p>
 <h2>Summary</h2>
 {warning}<table>{rows}</table>
-{_behaviour_section(run_dir)}
-<h2>Charts</h2>
-{"".join(figures)}
 <h2>Final policy</h2>
 {clip}
+<h2>Charts</h2>
+{"".join(figures)}
 <h2>Configuration</h2>
 <pre>{config}</pre>
 </body></html>

@@ -225,19 +225,6 @@ def write_run_outputs(loop: Any) -> None:
     write_report(loop.run_dir, loop.cfg, loop.history, loop.counters, answers=answer_counts(loop.store))
 
 
-def record_behaviour(loop: Any) -> Path:
-    """One episode of the final deterministic policy as ``RUN_DIR/behaviour.mp4`` and its strip of frames."""
-    from prefrl.control.render import record_episode
-    from prefrl.control.report import BEHAVIOUR_STRIP, BEHAVIOUR_VIDEO
-
-    cfg = loop.cfg
-    env_kwargs = {"fixed_horizon": cfg.fixed_horizon, "drop_ctrl_cost": cfg.drop_ctrl_cost}
-    path, _ = record_episode(cfg.env_id, lambda o: loop.agent.act(np.asarray(o)[None])[0], loop.run_dir / BEHAVIOUR_VIDEO,
-                             seed=cfg.seed, max_steps=cfg.fixed_horizon or 1000, env_kwargs=env_kwargs,
-                             strip=loop.run_dir / BEHAVIOUR_STRIP)
-    return path
-
-
 def load_run_config(run_dir: str | Path) -> ControlConfig:
     """The ``ControlConfig`` a run was started with (``RUN_DIR/config.json``)."""
     config_file = Path(run_dir) / CONFIG_NAME

@@ -49,6 +49,7 @@ class SACOptimizer:
         self._entropy_reward: StateEntropyReward | None = None
         self.global_step = 0
         self._slots: np.ndarray | None = None
+        self._slots_relabelled = False  # a relabel since collect() already wrote the current model's rewards there
         self._next_episode_id = 0
         obs, info = envs.reset()
         self._obs, self._sim_state = obs, info.get("sim_state")
@@ -105,6 +106,7 @@ class SACOptimizer:
             obs = next_obs
         self._obs = obs
         self._slots = (start + np.arange(T * N)) % self.buffer.capacity  # rows in (t, n) order
+        self._slots_relabelled = False
         self.global_step += T * N
         term, trunc = np.stack(cols["term"]), np.stack(cols["trunc"])
         return Rollout(
@@ -117,14 +119,20 @@ class SACOptimizer:
         )
 
     def update(self, rollout: Rollout, rewards: np.ndarray) -> dict[str, float]:
-        """Write ``rewards`` (T, N) into the rows :meth:`collect` just filled, then SAC steps on the buffer."""
+        """Write ``rewards`` (T, N) into the rows :meth:`collect` just filled, then SAC steps on the buffer.
+
+        Rows a :meth:`relabel` reached since the collect keep its rewards: the loop scores a rollout when it
+        is collected, so a reward round in between makes ``rewards`` older than the buffer's (PEBBLE keeps
+        every stored reward the current model's).
+        """
         r = np.asarray(rewards, np.float32)
         if r.shape != rollout.true_rewards.shape:
             raise ValueError(f"rewards must be (T, N) = {rollout.true_rewards.shape}, got {r.shape}")
         if self._slots is None:
             raise ValueError("update() needs a collect() first")
-        self.buffer.rewards[self._slots] = r.reshape(-1)
-        self._slots = None
+        if not self._slots_relabelled:
+            self.buffer.rewards[self._slots] = r.reshape(-1)
+        self._slots, self._slots_relabelled = None, False
         if self.pretrained and not self.critic_reset:
             self.agent.reset_critic(seed=self.seed + 7)
             self.critic_reset = True
@@ -147,6 +155,7 @@ class SACOptimizer:
     def relabel(self, reward_fn: RewardFn) -> None:
         """Recompute every reward in the replay buffer with ``reward_fn`` (after the reward model changed)."""
         self.buffer.relabel(reward_fn)
+        self._slots_relabelled = self._slots is not None
 
     def _train(self, n_env_steps: int, batch_reward: Any = None) -> dict[str, float]:
         metrics: dict[str, float] = {}

@@ -66,6 +66,8 @@ def cut_segments(
     env_id: str = "",
     policy_version: int = 0,
     rng: np.random.Generator | None = None,
+    member_rewards: np.ndarray | None = None,
+    reward_round: int = -1,
 ) -> list[Segment]:
     """Cut a rollout into non-overlapping segments that never cross an episode boundary.
 
@@ -76,6 +78,9 @@ def cut_segments(
         segment_steps: k, the length of every segment.
         rng: when given, each env column starts at a random offset in [0, k) so that
             successive rollouts do not always cut at the same phase of the gait.
+        member_rewards: (M, T, N) raw per-step rewards of the reward-model members for the
+            rollout; each segment keeps its (M, k) slice (``Segment.member_rewards``), stamped
+            with ``reward_round``, the reward rounds the model that scored them had seen.
 
     Returns:
         Segments with obs (k, *obs_shape), actions (k, *act_shape), true_rewards (k,),
@@ -97,6 +102,8 @@ def cut_segments(
     if episode_ids is None:
         episode_ids = episode_ids_from_dones(dones)
     step_indices = _field(rollout, "steps")
+    if member_rewards is not None and member_rewards.shape[1:3] != (t_len, n_envs):
+        raise ValueError(f"member_rewards {member_rewards.shape} must be (M, T, N) with (T, N) = {(t_len, n_envs)}")
 
     segments: list[Segment] = []
     for n in range(n_envs):
@@ -116,6 +123,8 @@ def cut_segments(
                         policy_version=policy_version,
                         episode=int(episode_ids[t, n]),
                         start_step=int(step_indices[t, n]) if step_indices is not None else t,
+                        member_rewards=None if member_rewards is None else member_rewards[:, window, n].copy(),
+                        member_rewards_round=reward_round,
                     )
                 )
                 t += segment_steps

@@ -47,6 +47,10 @@ class Segment:
         sim_states: (T, D) simulator states (e.g. MuJoCo qpos‖qvel) to re-render the clip later.
         env_id, policy_version, episode, start_step: provenance.
         id: assigned by the store when saved.
+        member_rewards: (M, T) raw per-step rewards of each reward-model member, as the reward model
+            scored the steps when they were collected (the policy's reward of that rollout), after
+            ``member_rewards_round`` reward rounds. Query selection sums them instead of running the
+            networks again while they are recent enough; a cache of the run, never stored.
     """
 
     obs: np.ndarray
@@ -59,6 +63,8 @@ class Segment:
     start_step: int = 0
     id: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    member_rewards: np.ndarray | None = field(default=None, repr=False, compare=False)
+    member_rewards_round: int = field(default=-1, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])

@@ -164,6 +164,7 @@ class CriticFreeTrainer(LMPolicyTrainer):
         )  # (B, R) each
         groups = scores.reshape(-1, cfg.num_generations)
         zero_std = float((groups.max(1).values == groups.min(1).values).float().mean())
+        release_free_memory()  # the sampler's KV cache and the scoring passes' logits, before the update's peak
         t_score = time.perf_counter()
 
         # 5. epochs of clipped updates of the policy alone
@@ -255,6 +256,7 @@ class CriticFreeTrainer(LMPolicyTrainer):
             target_kl=cfg.target_kl,
             generator=self.generator,
             policy_loss=self.policy_loss,
+            group_size=cfg.num_generations,  # minibatches of whole prompt groups where the sizes allow
         )
 
 

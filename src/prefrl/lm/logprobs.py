@@ -29,13 +29,42 @@ __all__ = [
 # ---------------------------------------------------------------- log-probabilities
 
 
+class _TargetLogProb(torch.autograd.Function):
+    """log softmax(logits)[labels] with a one-buffer backward.
+
+    Autograd's gather − logsumexp backward builds the (…, V) gradient from several (…, V)
+    temporaries (exp(x − lse), its product with the incoming gradient, the gather's zero-filled
+    scatter, their sum); here it is one buffer, d/dx = g·(onehot(label) − softmax(x)), written in
+    place. On SmolLM2's 49k vocabulary that is ~150 MB less at the start of an update's backward
+    pass (its peak), with the same values (docs/benchmarks_lm.md).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        lse = torch.logsumexp(logits, dim=-1)  # (…,)
+        ctx.save_for_backward(logits, labels, lse)
+        return torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1) - lse
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+        logits, labels, lse = ctx.saved_tensors
+        out = torch.sub(logits, lse.unsqueeze(-1)).exp_().mul_(-grad.unsqueeze(-1))  # −g·softmax, (…, V)
+        return out.scatter_add_(-1, labels.unsqueeze(-1), grad.unsqueeze(-1)), None
+
+
 def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[labels]: (B, T, V), (B, T) → (B, T), without a (B, T, V) log-softmax copy."""
+    """log softmax(logits)[labels]: (B, T, V), (B, T) → (B, T), without a (B, T, V) log-softmax copy.
+
+    As gather − logsumexp in float32, with a backward pass that allocates one (B, T, V) buffer
+    (:class:`_TargetLogProb`).
+    """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree")
     logits = logits.float()
-    picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    return picked - torch.logsumexp(logits, dim=-1)
+    if not (torch.is_grad_enabled() and logits.requires_grad):
+        picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        return picked - torch.logsumexp(logits, dim=-1)
+    return _TargetLogProb.apply(logits, labels)
 
 
 def token_logprobs(
@@ -185,17 +214,30 @@ def response_logprobs(
         logits_to_keep=n_resp + 1,
         use_cache=False,
     )
-    return _scored_tokens(out.logits[:, :-1, :], input_ids[:, n_query:], temperature, with_entropy)
+    # column P − 1 + t predicts response token t; the last column predicts nothing and is dropped
+    return _scored_tokens(out.logits, input_ids[:, n_query:], temperature, with_entropy)
 
 
 def _scored_tokens(
     logits: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log π(targets) (and the entropy) from (B, R, V) logits at ``temperature``, (B, R) each.
+    """log π(targets) (and the entropy) from (B, C, V) logits at ``temperature``, (B, R) each, R ≤ C.
 
-    At temperature 1 the logits are used as they are (a division by 1 would copy the (B, R, V)
-    tensor, and autograd would keep the copy until the backward pass).
+    Logits columns past the R targets are scored against token 0 and their results dropped:
+    slicing the (B, C, V) logits instead would make autograd allocate a zero-filled (B, C, V)
+    gradient for the slice. At temperature 1 the logits are used as they are (a division by 1
+    would copy the (B, C, V) tensor, and autograd would keep the copy until the backward pass).
     """
+    n = targets.shape[1]
+    if logits.shape[1] > n:
+        targets = F.pad(targets, (0, logits.shape[1] - n))
+    lp, ent = _scored_columns(logits, targets, temperature, with_entropy)
+    return lp[:, :n], None if ent is None else ent[:, :n]
+
+
+def _scored_columns(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
@@ -265,5 +307,5 @@ def grouped_response_logprobs(
     targets = input_ids[:, p:]
     # scored in two parts, concatenated as (B, R) log-probs: no copy of the (B, R, V) logits
     lp0, ent0 = _scored_tokens(first.logits.repeat_interleave(k, 0), targets[:, :1], temperature, with_entropy)
-    lp, ent = _scored_tokens(rest.logits[:, :-1], targets[:, 1:], temperature, with_entropy)
+    lp, ent = _scored_tokens(rest.logits, targets[:, 1:], temperature, with_entropy)  # last column dropped
     return torch.cat([lp0, lp], 1), None if ent is None else torch.cat([ent0, ent], 1)

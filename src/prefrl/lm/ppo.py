@@ -105,18 +105,35 @@ class LMPPOTrainer(LMPolicyTrainer):
             raise ValueError("critic has no trainable parameters")
         self.critic_optimizer = make_adamw(critic_params, cfg.critic_lr, 0.0, eps=cfg.adam_eps)
 
-    @torch.no_grad()
+    @property
+    def values_from_scoring(self) -> bool:
+        """Whether the update's critic forward is the scoring pass's own (one epoch of one minibatch).
+
+        With ``update_epochs = 1`` and the whole batch as the one minibatch, the update's critic
+        forward would run the same weights on the same rows as the scoring pass: the scoring pass
+        then keeps its autograd graph and its values serve as both V_old (detached) and V_new (the
+        value loss's), so the critic runs once instead of twice per step, with the same loss and
+        gradients (``tests/lm/test_ppo.py``).
+        """
+        return self.cfg.update_epochs == 1 and self.cfg.num_minibatches == 1
+
     def _score_rollouts(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
-        """Log-probs + entropy, reference log-probs (:meth:`_score_policy`) and values, no grad."""
+        """Log-probs + entropy, reference log-probs (:meth:`_score_policy`) and values, no grad, except
+        ``values_graph`` (B, R) on the device, the values with their graph, when :attr:`values_from_scoring`."""
         scored = self._score_policy(batch)
         ids, mask, p = batch.input_ids.to(self.device), batch.attention_mask.to(self.device), batch.n_query
         n_resp, fb = ids.shape[1] - p, self.cfg.forward_batch_size
-        values = [
-            # value of the state before response token t sits at column P − 1 + t
-            self.critic.per_token_scores(ids[s : s + fb], mask[s : s + fb])[:, p - 1 : p - 1 + n_resp].float()
-            for s in range(0, ids.shape[0], fb)
-        ]
-        scored["values"] = torch.cat(values).cpu()  # (B, R)
+        with torch.set_grad_enabled(self.values_from_scoring):
+            values = torch.cat(
+                [
+                    # value of the state before response token t sits at column P − 1 + t
+                    self.critic.per_token_scores(ids[s : s + fb], mask[s : s + fb])[:, p - 1 : p - 1 + n_resp].float()
+                    for s in range(0, ids.shape[0], fb)
+                ]
+            )  # (B, R)
+        scored["values"] = values.detach().cpu()
+        if self.values_from_scoring:
+            scored["values_graph"] = values
         return scored
 
     # ------------------------------------------------------------------ one PPO step
@@ -155,7 +172,10 @@ class LMPPOTrainer(LMPolicyTrainer):
         t_score = time.perf_counter()
 
         # 5. epochs of clipped updates over minibatches
-        stats = self._update(batch, old_logprobs, old_values, advantages, returns, mask, ref_logprobs, beta)
+        release_free_memory()  # the sampler's KV cache and the scoring passes' logits, before the update's peak
+        stats = self._update(
+            batch, old_logprobs, old_values, advantages, returns, mask, ref_logprobs, beta, scored.pop("values_graph", None)
+        )
         release_free_memory()  # hand the step's freed activations back to the OS (glibc heap)
         t_update = time.perf_counter()
 
@@ -192,11 +212,14 @@ class LMPPOTrainer(LMPolicyTrainer):
         mask: torch.Tensor,
         ref_logprobs: torch.Tensor,
         beta: float,
+        values_graph: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """Epochs of clipped policy and value updates (:func:`prefrl.rl.ppo.ppo_epochs`) over the batch.
 
         Policy and critic have their own optimisers, each clipped to ``max_grad_norm``; with
-        ``kl_penalty="loss"`` the KL to the reference enters as ``extra_loss``.
+        ``kl_penalty="loss"`` the KL to the reference enters as ``extra_loss``. ``values_graph``
+        (B, R): the scoring pass's values with their graph (:attr:`values_from_scoring`), read as
+        V_new instead of a second critic forward.
         """
         cfg, dev = self.cfg, self.device
         ids, attn, p = batch.input_ids, batch.attention_mask, batch.n_query
@@ -210,8 +233,10 @@ class LMPPOTrainer(LMPolicyTrainer):
             new_lp, entropy = response_logprobs(
                 self.policy, mb_ids, mb_attn, p, cfg.temperature, with_entropy=cfg.ent_coef > 0
             )  # (mb, R)
-            # value of the state before response token t sits at column P − 1 + t
-            new_values = self.critic.per_token_scores(mb_ids, mb_attn)[:, p - 1 : p - 1 + n_resp].float()
+            if values_graph is not None:  # the one minibatch of the one epoch: the scoring pass's forward
+                new_values = values_graph[dev_idx]
+            else:  # value of the state before response token t sits at column P − 1 + t
+                new_values = self.critic.per_token_scores(mb_ids, mb_attn)[:, p - 1 : p - 1 + n_resp].float()
             kl_loss = None
             if cfg.kl_penalty == "loss":
                 kl_loss = beta * masked_mean(kl_estimate(new_lp, b_ref_lp[dev_idx], cfg.kl_estimator), mb_mask)

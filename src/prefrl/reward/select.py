@@ -26,6 +26,7 @@ __all__ = [
     "SELECTORS",
     "make_selector",
     "member_preference_probabilities",
+    "segment_member_returns",
 ]
 
 
@@ -50,7 +51,11 @@ def member_preference_probabilities(
     """P_m[left ≻ right] = σ(R̂_m(left) − R̂_m(right)) for every member m: → (M, C).
 
     Raw member returns (the scale the Bradley-Terry model was fit in); each distinct
-    segment is evaluated once even when it appears in several candidates.
+    segment is evaluated once even when it appears in several candidates. A segment that
+    carries ``member_rewards`` (the per-step member rewards the loop computed when it collected
+    the segment, for the policy's reward) gets their sums instead of a second pass through the
+    networks: its returns are those of the reward model at collection time (the loop drops a
+    cache older than ``ControlConfig.score_reuse_rounds`` reward rounds before it asks).
     """
     index: dict[int, int] = {}
     segments: list[Segment] = []
@@ -59,12 +64,29 @@ def member_preference_probabilities(
             if id(seg) not in index:
                 index[id(seg)] = len(segments)
                 segments.append(seg)
-    returns = torch.from_numpy(ensemble.segments_member_returns(segments))  # (M, S)
+    returns = torch.from_numpy(segment_member_returns(segments, ensemble))  # (M, S)
     left = torch.tensor([index[id(p[0])] for p in candidates], dtype=torch.long)
     right = torch.tensor([index[id(p[1])] for p in candidates], dtype=torch.long)
     # ε = 0: the random-response floor rescales every probability alike and cannot change the ranking.
     probs = preference_probability(returns[:, left], returns[:, right], random_response=0.0)  # (M, C)
     return probs.numpy()
+
+
+def segment_member_returns(segments: Sequence[Segment], ensemble: RewardEnsemble) -> np.ndarray:
+    """Raw per-member returns of ``segments``, (M, S): cached ``member_rewards`` summed where a
+    segment has them (from this ensemble's M members), the networks' pass for the others."""
+    m = ensemble.n_members
+    out = np.zeros((m, len(segments)), dtype=np.float32)
+    todo = []
+    for i, seg in enumerate(segments):
+        cached = seg.member_rewards
+        if cached is not None and cached.shape == (m, len(seg)):
+            out[:, i] = cached.sum(axis=1)
+        else:
+            todo.append(i)
+    if todo:
+        out[:, todo] = ensemble.segments_member_returns([segments[i] for i in todo])
+    return out
 
 
 def _top_k(scores: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:

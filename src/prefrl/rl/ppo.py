@@ -31,6 +31,7 @@ __all__ = [
     "MinibatchOutput",
     "ppo_epochs",
     "ppo_epoch_knobs",
+    "minibatch_permutation",
     "ppo_update",
     "ppo_diagnostics",
     "explained_variance",
@@ -213,11 +214,15 @@ def ppo_epochs(
     target_kl: float | None = None,
     generator: torch.Generator | None = None,
     policy_loss: Callable[..., torch.Tensor] = clipped_surrogate_loss,
+    group_size: int = 1,
 ) -> dict[str, float]:
     """``update_epochs`` epochs of minibatch PPO over a batch of B rows; return the diagnostics.
 
     Each epoch draws one permutation of the B rows and cuts it into ``num_minibatches`` slices
-    of ⌊B / num_minibatches⌋ rows (the remainder sits the epoch out). Per minibatch:
+    of ⌊B / num_minibatches⌋ rows (the remainder sits the epoch out). With ``group_size`` = k > 1
+    (rows in adjacent groups of k, e.g. the k completions of one prompt) and a minibatch size
+    that is a multiple of k, the permutation is one of whole groups, so that no minibatch splits
+    a group (the LM trainers then compute each group's shared prompt once). Per minibatch:
 
         L = L_clip(ρ, Â) + vf_coef · L_V − ent_coef · H + extra_loss,   ρ = π_new / π_old
 
@@ -260,7 +265,7 @@ def ppo_epochs(
     epochs_run = 0
     for epoch in range(update_epochs):
         stats = {}
-        perm = torch.randperm(b, generator=generator)[:n_used]
+        perm = minibatch_permutation(b, mb_size, group_size, generator)[:n_used]
         # The diagnostics are reported for the last epoch (and needed every epoch for target_kl).
         track = target_kl is not None or epoch == update_epochs - 1
         for start in range(0, n_used, mb_size):
@@ -313,6 +318,16 @@ def ppo_epochs(
     metrics = {k: torch.stack(v).mean().item() for k, v in stats.items()}
     metrics["policy/epochs"] = float(epochs_run)
     return metrics
+
+
+def minibatch_permutation(b: int, mb_size: int, group_size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(B,) a random order of the B rows; of whole adjacent groups of ``group_size`` rows when both B and
+    ``mb_size`` are multiples of it (each slice of ``mb_size`` then holds whole groups), else of rows."""
+    k = group_size
+    if k > 1 and b % k == 0 and mb_size % k == 0:
+        groups = torch.randperm(b // k, generator=generator)  # (B/k,)
+        return (groups[:, None] * k + torch.arange(k)).reshape(-1)  # (B,): each group's rows together
+    return torch.randperm(b, generator=generator)
 
 
 def ppo_epoch_knobs(cfg: object) -> dict[str, object]:
