@@ -169,6 +169,22 @@ def letters(text: str) -> float:
     return sum(c in LETTERS for c in text) / max(1, len(text))
 
 
+def http_login(client: httpx.Client, token: str) -> dict[str, str]:
+    """Log in over HTTP as a person does (POST the link's one-time token: the login page's button) and
+    return the CSRF header the app's API calls need."""
+    page = client.post("/login", data={"token": token})
+    return {"X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)}
+
+
+def stop_people(proc: subprocess.Popen, stop: threading.Event, people: list[threading.Thread]) -> None:
+    """End a test's scripted people and its run: stop them, kill the run if it still lives, join them."""
+    stop.set()
+    if proc.poll() is None:
+        proc.kill()
+    for person in people:
+        person.join(timeout=30)
+
+
 class TextPerson(threading.Thread):
     """Logs in with a link and answers every text pair it is shown through the app's JSON API."""
 
@@ -182,8 +198,7 @@ class TextPerson(threading.Thread):
         base, token = self.link.split("/login?token=")
         try:
             with httpx.Client(base_url=base, follow_redirects=True, timeout=60) as client:
-                page = client.post("/login", data={"token": token})
-                headers = {"X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)}
+                headers = http_login(client, token)
                 query = None
                 while not self.stop.is_set():
                     if query is None:

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 import torch
-from labelapp_helpers import TextPerson, read_links, unexpected_errors
+from labelapp_helpers import TextPerson, read_links, stop_people, unexpected_errors
 
 from prefrl.data.store import PreferenceStore
 
@@ -46,11 +46,7 @@ def serve_and_label(args: list[str], names: list[str]) -> tuple[list[str], list[
             person.start()
         assert proc.wait(timeout=240) == 0, "".join(output)
     finally:
-        stop.set()
-        if proc.poll() is None:
-            proc.kill()
-        for person in people:
-            person.join(timeout=30)
+        stop_people(proc, stop, people)
     # the app stops with the run: a request in flight then may find the port closed
     assert not unexpected_errors(people)
     return output, people

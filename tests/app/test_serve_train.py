@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from labelapp_helpers import read_links, unexpected_errors
+from labelapp_helpers import http_login, read_links, stop_people, unexpected_errors
 
 from prefrl.data.store import PreferenceStore
 
@@ -57,8 +57,7 @@ class ScriptedPerson(threading.Thread):
             with httpx.Client(base_url=base, follow_redirects=True, timeout=60) as client, \
                     PreferenceStore(self.store_path) as store:
                 assert client.get("/login", params={"token": token}).status_code == 200  # the page with one button
-                page = client.post("/login", data={"token": token})
-                headers = {"X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)}
+                headers = http_login(client, token)
                 query = None
                 while not self.stop.is_set():
                     if query is None:
@@ -109,11 +108,7 @@ def test_train_serving_the_app_learns_from_people_labelling_over_http(tmp_path):
         assert app_process.nice() == os.nice(0)
         assert proc.wait(timeout=360) == 0, "".join(output)
     finally:
-        stop.set()
-        if proc.poll() is None:
-            proc.kill()
-        for person in people:
-            person.join(timeout=30)
+        stop_people(proc, stop, people)
     text = "".join(output)
     assert not unexpected_errors(people), text
     assert re.search(r"labels=\d+/60.*waiting=\d+", text), text  # the progress bar shows answers given and owed
