@@ -170,8 +170,9 @@ def letters(text: str) -> float:
 
 
 def http_login(client: httpx.Client, token: str) -> dict[str, str]:
-    """Log in over HTTP as a person does (POST the link's one-time token: the login page's button) and
-    return the CSRF header the app's API calls need."""
+    """Log in over HTTP as a person does (open the link: a page with one button; press it: POST the
+    one-time token) and return the CSRF header the app's API calls need."""
+    assert client.get("/login", params={"token": token}).status_code == 200
     page = client.post("/login", data={"token": token})
     return {"X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)}
 
@@ -185,33 +186,52 @@ def stop_people(proc: subprocess.Popen, stop: threading.Event, people: list[thre
         person.join(timeout=30)
 
 
-class TextPerson(threading.Thread):
-    """Logs in with a link and answers every text pair it is shown through the app's JSON API."""
+class HttpPerson(threading.Thread):
+    """Logs in with a link and answers every pair it is shown through the app's JSON API, one answer
+    each ``pace`` seconds; ``judge(query)`` says μ and what to record in ``answered``."""
 
-    def __init__(self, link: str, stop: threading.Event) -> None:
+    idle_s = 0.05  # wait before asking again when nothing is queued
+
+    def __init__(self, link: str, stop: threading.Event, pace: float = 0.0) -> None:
         super().__init__(daemon=True)
-        self.link, self.stop = link, stop
-        self.answered: list[tuple[int, float]] = []  # (text pair id, μ)
+        self.link, self.stop, self.pace = link, stop, pace
+        self.answered: list[tuple] = []
         self.errors: list[str] = []
+
+    def session(self) -> contextlib.AbstractContextManager:
+        """What the person holds open while labelling (e.g. the store it peeks at to judge)."""
+        return contextlib.nullcontext()
+
+    def judge(self, query: dict) -> tuple[float, tuple]:
+        raise NotImplementedError
 
     def run(self) -> None:
         base, token = self.link.split("/login?token=")
         try:
-            with httpx.Client(base_url=base, follow_redirects=True, timeout=60) as client:
+            with httpx.Client(base_url=base, follow_redirects=True, timeout=60) as client, self.session():
                 headers = http_login(client, token)
                 query = None
                 while not self.stop.is_set():
                     if query is None:
                         query = client.post("/api/next", json={}, headers=headers).json()["query"]
                         if query is None:
-                            time.sleep(0.05)
+                            time.sleep(self.idle_s)
                             continue
-                    assert query["kind"] == "text"
-                    a, b = letters(query["left"]["text"]), letters(query["right"]["text"])
-                    mu = 1.0 if a > b else 0.0 if a < b else 0.5
+                    mu, record = self.judge(query)
                     r = client.post("/api/answer", json={"query_id": query["id"], "mu": mu}, headers=headers)
                     assert r.status_code == 200, r.text
-                    self.answered.append((query["text_pair_id"], mu))
+                    self.answered.append(record)
                     query = r.json()["next"]
+                    time.sleep(self.pace)
         except Exception as e:  # noqa: BLE001
             self.errors.append(f"{type(e).__name__}: {e}")
+
+
+class TextPerson(HttpPerson):
+    """Prefers the text with more letters; ``answered`` holds (text pair id, μ)."""
+
+    def judge(self, query: dict) -> tuple[float, tuple]:
+        assert query["kind"] == "text"
+        a, b = letters(query["left"]["text"]), letters(query["right"]["text"])
+        mu = 1.0 if a > b else 0.0 if a < b else 0.5
+        return mu, (query["text_pair_id"], mu)

@@ -9,6 +9,7 @@ the agent must learn to go right.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,10 +19,9 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-from labelapp_helpers import http_login, read_links, stop_people, unexpected_errors
+from labelapp_helpers import HttpPerson, read_links, stop_people, unexpected_errors
 
 from prefrl.data.store import PreferenceStore
 
@@ -42,38 +42,24 @@ def distance(segment) -> float:
     return float(segment.obs[-1, 0] - segment.obs[0, 0])
 
 
-class ScriptedPerson(threading.Thread):
-    """Logs in with a link and answers every pair it is shown through the app's JSON API."""
+class ScriptedPerson(HttpPerson):
+    """Prefers the segment that went further right (read from the store); ``answered`` holds (left id, right id, μ)."""
+
+    idle_s = 0.1
 
     def __init__(self, link: str, store_path: Path, stop: threading.Event, pace: float = 0.15) -> None:
-        super().__init__(daemon=True)
-        self.link, self.store_path, self.stop, self.pace = link, store_path, stop, pace
-        self.answered: list[tuple[int, int, float]] = []  # (left id, right id, μ)
-        self.errors: list[str] = []
+        super().__init__(link, stop, pace)
+        self.store_path = store_path
 
-    def run(self) -> None:
-        base, token = self.link.split("/login?token=")
-        try:
-            with httpx.Client(base_url=base, follow_redirects=True, timeout=60) as client, \
-                    PreferenceStore(self.store_path) as store:
-                assert client.get("/login", params={"token": token}).status_code == 200  # the page with one button
-                headers = http_login(client, token)
-                query = None
-                while not self.stop.is_set():
-                    if query is None:
-                        query = client.post("/api/next", json={}, headers=headers).json()["query"]
-                        if query is None:
-                            time.sleep(0.1)
-                            continue
-                    left, right = store.get_segments([query["left"]["segment_id"], query["right"]["segment_id"]])
-                    mu = 1.0 if distance(left) > distance(right) else 0.0
-                    r = client.post("/api/answer", json={"query_id": query["id"], "mu": mu}, headers=headers)
-                    assert r.status_code == 200, r.text
-                    self.answered.append((left.id, right.id, mu))
-                    query = r.json()["next"]
-                    time.sleep(self.pace)
-        except Exception as e:  # noqa: BLE001
-            self.errors.append(f"{type(e).__name__}: {e}")
+    @contextlib.contextmanager
+    def session(self):
+        with PreferenceStore(self.store_path) as self.store:
+            yield
+
+    def judge(self, query: dict) -> tuple[float, tuple]:
+        left, right = self.store.get_segments([query["left"]["segment_id"], query["right"]["segment_id"]])
+        mu = 1.0 if distance(left) > distance(right) else 0.0
+        return mu, (left.id, right.id, mu)
 
 
 @pytest.mark.timeout(400)
