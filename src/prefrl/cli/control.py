@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from prefrl.cli.options import as_json, command_from_config
-from prefrl.cli.serve_train import SERVE_OPTIONS, open_serving, train_serving
+from prefrl.cli.serve_train import SERVE_NICE, SERVE_OPTIONS, open_serving, train_serving
 from prefrl.control.config import ControlConfig
 
 app = typer.Typer(no_args_is_help=True)
@@ -37,9 +36,6 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
-SERVE_NICE = 10  # --serve-nice
-
-
 def _train(cfg: Any, resume: Path | None = None, serve: bool = False, labellers: str = "",
            host: str = "127.0.0.1", port: int = 8000, serve_nice: int = SERVE_NICE) -> dict[str, Any]:
     from prefrl.control.checkpoint import CheckpointError
@@ -51,10 +47,8 @@ def _train(cfg: Any, resume: Path | None = None, serve: bool = False, labellers:
         names, sock = open_serving(serve, labellers, host, port, None if resume is not None else cfg.teacher)
         loop = PreferenceLoop.resume(resume, progress=cfg.progress) if resume is not None else PreferenceLoop(cfg)
         if serve:
-            # Once the app (and its render children) runs at this process's priority, the training
-            # loop yields the CPU to them: people wait on the app, nobody waits on a training step.
-            done = train_serving(loop, names, host, port, sock=sock, echo=lambda line: typer.echo(line, err=True),
-                                 on_serving=lambda server, links: os.nice(serve_nice) if serve_nice else None)
+            done = train_serving(loop, names, host, port, sock=sock, nice=serve_nice,
+                                 echo=lambda line: typer.echo(line, err=True))
             return run_summary(done)
     except (ValueError, CheckpointError) as e:
         if sock is not None:
@@ -80,10 +74,6 @@ _RESUME = inspect.Parameter(
     "resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],  # noqa: UP045 - Typer reads it at runtime
     default=typer.Option(None, "--resume", help="Continue the checkpointed run in this directory (other options ignored)."),
 )
-_SERVE_NICE = inspect.Parameter("serve_nice", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
-    SERVE_NICE, "--serve-nice", min=0, max=19, help="With --serve: how much the training loop lowers its CPU priority "
-    "(nice) once the app runs, so that on a busy machine the app and its clip rendering go first (0: not at all)."))
-
 
 def _preset(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
     from prefrl.control.presets import preset_for
@@ -99,7 +89,7 @@ command_from_config(
     app, "train", ControlConfig, _train,
     "Train an agent from comparisons (Christiano et al. 2017) and write RUN_DIR/report.html. Atari ids take the "
     "Atari preset (prefrl.control.presets.ATARI) for the options not given.",
-    extra=(_RESUME, *SERVE_OPTIONS, _SERVE_NICE), fail=_fail, preset=_preset,
+    extra=(_RESUME, *SERVE_OPTIONS), fail=_fail, preset=_preset,
 )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from prefrl.cli.options import command_from_config
-from prefrl.cli.serve_train import SERVE_OPTIONS, open_serving, serve_while
+from prefrl.cli.serve_train import SERVE_NICE, SERVE_OPTIONS, open_serving, serve_while
 from prefrl.lm.best_of_n_config import BestOfNConfig
 from prefrl.lm.critic_free_config import CriticFreeRunConfig
 from prefrl.lm.dpo_config import DPOConfig
@@ -190,7 +190,7 @@ command_from_config(
 
 
 def _online_dpo(cfg: OnlineDPORunConfig, serve: bool = False, labellers: str = "", host: str = "127.0.0.1",
-                port: int = 8000) -> Any:
+                port: int = 8000, serve_nice: int = SERVE_NICE) -> Any:
     names, sock = open_serving(serve, labellers, host, port, cfg.teacher)  # the port bound before anything is written
     try:
         _fresh_or_resumed(cfg)
@@ -208,7 +208,8 @@ def _online_dpo(cfg: OnlineDPORunConfig, serve: bool = False, labellers: str = "
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     with PreferenceStore(cfg.store_url) as store:  # one store: the app serves it, the rounds post to it
         return serve_while(store, names, lambda: run_online_dpo(cfg, store), host, port, sock=sock,
-                           clips_dir=Path(cfg.output_dir) / "clips", echo=lambda line: typer.echo(line, err=True))  # fmt: skip
+                           clips_dir=Path(cfg.output_dir) / "clips", nice=serve_nice,
+                           echo=lambda line: typer.echo(line, err=True))  # fmt: skip
 
 
 command_from_config(

@@ -10,6 +10,7 @@ name changes nothing; :func:`serve_while` prints each labeller's login link and 
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ import typer
 __all__ = ["SERVE_OPTIONS", "open_serving", "serve_while", "train_serving"]
 
 T = TypeVar("T")
+
+SERVE_NICE = 10  # --serve-nice
 
 #: The command-line options of ``--serve`` (keyword-only parameters for ``command_from_config``'s ``extra``).
 SERVE_OPTIONS = (
@@ -31,6 +34,9 @@ SERVE_OPTIONS = (
         "127.0.0.1", "--host", help="With --serve: the interface the app listens on.")),
     inspect.Parameter("port", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
         8000, "--port", min=0, max=65535, help="With --serve: the app's TCP port (0: a free one).")),
+    inspect.Parameter("serve_nice", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
+        SERVE_NICE, "--serve-nice", min=0, max=19, help="With --serve: how much the training lowers its CPU priority "
+        "(nice) once the app runs, so that on a busy machine the app and its clip rendering go first (0: not at all).")),
 )  # fmt: skip
 
 
@@ -52,14 +58,16 @@ def open_serving(serve: bool, labellers: str, host: str, port: int, teacher: str
 
 
 def serve_while(store: Any, labellers: list[str], run: Callable[[], T], host: str = "127.0.0.1", port: int = 8000,
-                *, sock: Any = None, clips_dir: str | Path = "clips", renderer: Any = None,
+                *, sock: Any = None, clips_dir: str | Path = "clips", renderer: Any = None, nice: int = 0,
                 echo: Callable[[str], Any] = print,
                 on_serving: Callable[[Any, dict[str, str]], Any] | None = None) -> T:
     """Serve the app over ``store``, print each labeller's login link, return ``run()``, stop serving.
 
     ``sock``: a socket from :func:`open_serving` (bound before the run was built).
     ``on_serving(server, links)`` is called once the app answers, before training starts (tests
-    and benchmarks start their labellers there).
+    and benchmarks start their labellers there). ``nice``: once the app (and its render children) runs
+    at this process's priority, the training lowers its own by that much: people wait on the app,
+    nobody waits on a training step.
     """
     from prefrl.app.live import LiveServer, labeller_links
 
@@ -74,11 +82,13 @@ def serve_while(store: Any, labellers: list[str], run: Callable[[], T], host: st
                  f"{store.url} --port {server.port}`")
         if on_serving is not None:
             on_serving(server, links)
+        if nice:
+            os.nice(nice)
         return run()
 
 
 def train_serving(loop: Any, labellers: list[str], host: str = "127.0.0.1", port: int = 8000, *,
-                  sock: Any = None, renderer: Any = None, echo: Callable[[str], Any] = print,
+                  sock: Any = None, renderer: Any = None, nice: int = 0, echo: Callable[[str], Any] = print,
                   on_serving: Callable[[Any, dict[str, str]], Any] | None = None) -> Path:
     """``control train --serve``: :func:`serve_while` around a control ``PreferenceLoop``'s ``run()``.
 
@@ -87,4 +97,4 @@ def train_serving(loop: Any, labellers: list[str], host: str = "127.0.0.1", port
     if loop.cfg.teacher != "human":
         raise ValueError(f"--serve needs --teacher human (this run's teacher is {loop.cfg.teacher})")
     return serve_while(loop.store, labellers, loop.run, host, port, sock=sock, clips_dir=Path(loop.run_dir) / "clips",
-                       renderer=renderer, echo=echo, on_serving=on_serving)  # fmt: skip
+                       renderer=renderer, nice=nice, echo=echo, on_serving=on_serving)  # fmt: skip
