@@ -71,6 +71,10 @@ class PreferenceLoop:
         run_state.check_label_budget(cfg, self.segment_steps)
         self.rng = np.random.default_rng(cfg.seed)
         self.reward = LearnedReward(cfg, self.agent.obs_space, self.agent.action_space)
+        if cfg.actors:  # collect in an actor process while this one learns (control/actor.py)
+            from prefrl.control.actor import ActorAgent
+
+            self.agent = ActorAgent(self.agent, cfg, env_seed, self.reward, lambda: self.counters.reward_rounds)
         self.ensemble, self.train_ensemble, self.trainer = self.reward.ensemble, self.reward.train_ensemble, self.reward.trainer
         self.selector = make_selector(cfg.selector, np.random.default_rng(cfg.seed + 2))
         # The last ask happens after the last full rollout, so the whole budget is due by then.
@@ -135,8 +139,9 @@ class PreferenceLoop:
         finished = self.tracker.update(true_rewards, dones, self.counters.global_step)
         self.history.episodes.extend(finished)
         self.counters.global_step += true_rewards.size
+        scored_round = self.counters.reward_rounds if rollout.reward_round is None else rollout.reward_round
         segments = cut_segments(rollout, self.segment_steps, env_id=self.cfg.env_id, policy_version=self.counters.iteration,
-                                rng=self.rng, member_rewards=member_raw, reward_round=self.counters.reward_rounds)  # fmt: skip
+                                rng=self.rng, member_rewards=member_raw, reward_round=scored_round)  # fmt: skip
         self.pool.extend(segments)
         return rollout, finished, rewards, proxy_metrics
 
@@ -265,6 +270,9 @@ class PreferenceLoop:
         from prefrl.utils.metrics import MetricsSink
 
         cfg = self.cfg
+        actor = self.agent if cfg.actors else None  # actors=1: the ActorAgent's process
+        if actor is not None:
+            actor.start()  # forked before the sink's and the workers' threads exist
         sink = MetricsSink(self.run_dir / "tb", self.run_dir / "metrics.jsonl", total=cfg.steps if cfg.progress else None,
                            initial=self.counters.global_step, desc="control", postfix=("charts/true_return", "reward/accuracy"))  # fmt: skip
         workers = BackgroundWorkers(self) if cfg.asynchronous else None
@@ -296,6 +304,8 @@ class PreferenceLoop:
         finally:
             if workers is not None:
                 workers.stop()
+            if actor is not None:
+                actor.close()
             if sink.bar is not None:
                 sink.bar.close()
                 sink.bar = None
