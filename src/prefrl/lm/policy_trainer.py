@@ -216,13 +216,21 @@ class LMPolicyTrainer:
     def _gold_metrics(self, batch: RolloutBatch, scores: torch.Tensor, kl_seq: torch.Tensor) -> dict[str, float]:
         out = {}
         if self.gold_fn is not None:
-            gold_rewards = call_reward(self.gold_fn, batch).rewards
-            gold = float(torch.as_tensor(gold_rewards, dtype=torch.float32).mean())
+            gold_samples = torch.as_tensor(call_reward(self.gold_fn, batch).rewards, dtype=torch.float32)
+            gold = float(gold_samples.mean())
             out["objective/gold"] = gold
-            diverging = self.gold_monitor.record(
-                self.global_step, proxy=float(scores.mean()), gold=gold, kl=float(kl_seq.mean())
+            self.gold_monitor.record(
+                self.global_step,
+                proxy=float(scores.mean()),
+                gold=gold,
+                kl=float(kl_seq.mean()),
+                **(
+                    {"proxy_samples": scores.tolist(), "gold_samples": gold_samples.tolist()}
+                    if gold_samples.shape == scores.shape  # one gold score per sequence
+                    else {}
+                ),
             )
-            out["objective/gold_proxy_diverging"] = float(diverging)
+            out.update(self.gold_monitor.metrics())  # slopes' t, gold transfer, diverging
         return out
 
     # ------------------------------------------------------------------ outer loop
