@@ -52,7 +52,10 @@ class LMPolicyTrainer:
     #: The JSON copy of the config in each checkpoint, beside ``trainer_state.pt``.
     config_file = "rl_config.json"
     #: Metrics the progress bar shows.
-    progress_postfix: tuple[str, ...] = ("objective/scores", "objective/kl", "policy/approx_kl", "response/length")
+    #: Shown on the progress bar when present (gold and its transfer only with a gold reward).
+    progress_postfix: tuple[str, ...] = (
+        "objective/scores", "objective/kl", "policy/approx_kl", "response/length", "objective/gold", "objective/gold_transfer"
+    )
 
     def __init__(
         self,
