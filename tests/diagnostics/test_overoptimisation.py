@@ -74,6 +74,65 @@ def test_monitor_warns_when_proxy_rises_and_gold_falls():
         for t in range(5, 12):
             mon.record(t, proxy=t, gold=10 - t)
     assert mon.diverging()
+    assert mon.metrics()["objective/gold_proxy_diverging"] == 1.0
+
+
+def test_monitor_does_not_flag_noise():
+    """Batch means that only wander: a slope's sign alone (the old rule) flagged about a quarter of the steps."""
+    rng = np.random.default_rng(0)
+    mon = GoldProxyMonitor(window=10)
+    flags = sign_rule = 0
+    for t in range(300):
+        flags += mon.record(t, proxy=rng.normal(0, 0.3), gold=rng.normal(0, 0.1))
+        if t >= 9:
+            x = np.arange(10)
+            sign_rule += np.polyfit(x, mon.proxy[-10:], 1)[0] > 0 and np.polyfit(x, mon.gold[-10:], 1)[0] < 0
+    assert sign_rule > 50  # the old rule on the same series
+    assert flags <= 10
+
+
+def _run(mon: GoldProxyMonitor, gold_gain_per_proxy: float, steps: int = 30, seed: int = 0) -> list[dict]:
+    """A policy whose proxy rises by 0.05 a step; at the start gold = 0.5·proxy + noise per sample,
+    later the gold gains ``gold_gain_per_proxy`` per unit of proxy gained."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(steps):
+        shift = 0.05 * t
+        base = rng.normal(0, 1, size=64)
+        proxy = base + shift
+        gold = 0.5 * base + gold_gain_per_proxy * shift + rng.normal(0, 0.2, size=64)
+        mon.record(t, proxy=proxy.mean(), gold=gold.mean(), proxy_samples=proxy, gold_samples=gold)
+        out.append(mon.metrics())
+    return out
+
+
+def test_gold_transfer_reads_how_much_of_the_proxy_gain_is_real():
+    honest = _run(GoldProxyMonitor(window=10), gold_gain_per_proxy=0.5)[-1]  # what the start's relation predicts
+    assert honest["objective/gold_proxy_corr0"] == pytest.approx(0.93, abs=0.03)
+    assert honest["objective/gold_transfer"] == pytest.approx(1.0, abs=0.25)
+    assert honest["objective/gold_proxy_diverging"] == 0.0
+    assert not any(m["objective/gold_proxy_diverging"] for m in _run(GoldProxyMonitor(window=10), 0.5))
+    with pytest.warns(RuntimeWarning, match="of the gold its gain predicts reached the gold"):
+        flat = _run(GoldProxyMonitor(window=10), gold_gain_per_proxy=0.0)  # the proxy rises, the gold does not
+    assert abs(flat[-1]["objective/gold_transfer"]) < 0.25
+    assert all(m["objective/gold_proxy_diverging"] for m in flat[20:])  # on from the first defined transfer
+    with pytest.warns(RuntimeWarning, match="gold reward falls"):  # a sharp fall shows in the window first
+        falling = _run(GoldProxyMonitor(window=10), gold_gain_per_proxy=-0.3)
+    assert falling[-1]["objective/gold_transfer"] < 0
+    assert falling[-1]["objective/gold_proxy_diverging"] == 1.0
+    # undefined until there are two windows, so left out of the metrics
+    assert "objective/gold_transfer" not in _run(GoldProxyMonitor(window=10), 0.5, steps=15)[-1]
+
+
+def test_monitor_state_round_trips():
+    mon = GoldProxyMonitor(window=10)
+    with pytest.warns(RuntimeWarning, match="overoptimisation"):
+        _run(mon, gold_gain_per_proxy=0.0, steps=25)
+    again = GoldProxyMonitor(window=10)
+    again.load_state_dict(mon.state_dict())
+    assert again.metrics() == mon.metrics() and len(again.start_proxy) == 640
+    with pytest.raises(ValueError, match="3 proxy samples but 2 gold"):
+        GoldProxyMonitor().record(0, 0.0, 0.0, proxy_samples=[1, 2, 3], gold_samples=[1, 2])
 
 
 def test_worst_case_aggregation_lowers_the_gold_proxy_gap():

@@ -119,6 +119,20 @@ def test_gold_reward_is_logged_beside_the_proxy():
     assert m["objective/gold_proxy_diverging"] == 0.0
 
 
+def test_gold_monitor_calibration_survives_a_resume(tmp_path):
+    """The monitor's per-sample start (proxy, gold) pairs are what the gold transfer is measured against."""
+    trainer = make_trainer()
+    trainer.gold_fn = lambda batch: torch.arange(len(batch.responses), dtype=torch.float32)
+    trainer.step(PROMPTS)
+    trainer.step(PROMPTS)
+    start = list(trainer.gold_monitor.start_gold)
+    assert len(start) == 2 * len(PROMPTS) and start[: len(PROMPTS)] == [float(i) for i in range(len(PROMPTS))]
+    trainer.save_checkpoint(tmp_path / "run")
+    again = make_trainer()
+    again.load_checkpoint(tmp_path / "run")
+    assert again.gold_monitor.start_gold == start and again.gold_monitor.steps == [1.0, 2.0]
+
+
 def test_reward_model_scorer_aggregates_ensemble_heads():
     import torch
 

@@ -136,46 +136,160 @@ def fit_gao(d: np.ndarray, gold: np.ndarray, kind: Literal["bon", "rl"] = "bon",
     return GaoFit(kind, float(alpha), float(beta))
 
 
+def _slope_t(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of y on x and its t statistic (slope / standard error; ±inf on an exact line)."""
+    xm = x - x.mean()
+    sxx = float((xm**2).sum())
+    if sxx == 0.0:
+        return 0.0, 0.0
+    slope = float((xm * (y - y.mean())).sum() / sxx)
+    resid = y - y.mean() - slope * xm
+    se = math.sqrt(float((resid**2).sum()) / max(len(x) - 2, 1) / sxx)
+    if se == 0.0:
+        return slope, math.copysign(math.inf, slope) if slope else 0.0
+    return slope, slope / se
+
+
+def _welch_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch's t of mean(b) − mean(a) (±inf when both are constant and differ)."""
+    diff = float(b.mean() - a.mean())
+    se = math.sqrt(float(a.var(ddof=1)) / len(a) + float(b.var(ddof=1)) / len(b))
+    if se == 0.0:
+        return math.copysign(math.inf, diff) if diff else 0.0
+    return diff / se
+
+
 @dataclass
 class GoldProxyMonitor:
-    """Tracks gold and proxy reward during optimisation and warns when they diverge.
+    """Tracks gold and proxy reward during optimisation and says when the proxy's gains stop being real.
 
-    ``record`` a point per step; ``diverging()`` is true when, over the last ``window``
-    points, the proxy's least-squares slope is positive while the gold's is negative —
-    the signature of reward hacking.
+    ``record`` one point per step: the batch means, and optionally the per-sample proxy and
+    gold scores. Two readings, logged every step by the LM trainers:
+
+    - **slopes** over the last ``window`` points, each with its t statistic
+      (``objective/proxy_slope_t``, ``objective/gold_slope_t``): a step's batch mean is noisy, so
+      a slope's sign alone says little;
+    - **transfer** (``objective/gold_transfer``): the gold gained since the first ``window``
+      points, over the gold the proxy's gain *should* have bought, by the per-sample
+      least-squares slope of gold on proxy in those first points (what selecting on the proxy
+      gains at the start: regressional Goodhart's baseline). 1: the gains are what the start's
+      proxy–gold relation predicts; near 0: the proxy rises and the gold does not follow
+      (the reward model is being exploited); below 0: the gold falls. Reported only once the
+      proxy's gain is significant (Welch t ≥ ``t_min`` between the first and the last window)
+      and the start's slope is positive; ``objective/gold_proxy_corr0`` is the start's
+      per-sample correlation (a proxy that never tracked gold cannot transfer).
+
+    ``diverging()`` (``objective/gold_proxy_diverging``, warned once) is true when the transfer
+    is below ``min_transfer`` (the proxy's gain since the start is significant and less than
+    that share of it reached the gold), or when, over the last window, the proxy rises and the
+    gold falls, both significantly (slope t ≥ ``t_min`` and ≤ −``t_min``).
     """
 
     window: int = 10
+    t_min: float = 2.0
+    min_transfer: float = 0.25
     steps: list[float] = field(default_factory=list)
     gold: list[float] = field(default_factory=list)
     proxy: list[float] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
+    #: Per-sample (proxy, gold) pairs of the first ``window`` points: the start's relation.
+    start_proxy: list[float] = field(default_factory=list)
+    start_gold: list[float] = field(default_factory=list)
     warned: bool = False
 
-    def record(self, step: float, proxy: float, gold: float, kl: float = float("nan")) -> bool:
+    def record(
+        self,
+        step: float,
+        proxy: float,
+        gold: float,
+        kl: float = float("nan"),
+        proxy_samples: Sequence[float] | None = None,
+        gold_samples: Sequence[float] | None = None,
+    ) -> bool:
         """Add a point; returns True (and warns once) when gold and proxy diverge."""
         self.steps.append(float(step))
         self.proxy.append(float(proxy))
         self.gold.append(float(gold))
         self.kl.append(float(kl))
+        if proxy_samples is not None and gold_samples is not None and len(self.steps) <= self.window:
+            if len(proxy_samples) != len(gold_samples):
+                raise ValueError(f"{len(proxy_samples)} proxy samples but {len(gold_samples)} gold samples")
+            self.start_proxy.extend(float(v) for v in proxy_samples)
+            self.start_gold.extend(float(v) for v in gold_samples)
         diverging = self.diverging()
         if diverging and not self.warned:
+            transfer = self.transfer()
+            why = (
+                f"{transfer:.2f} of the gold its gain predicts reached the gold reward"
+                if transfer < self.min_transfer
+                else f"over the last {self.window} steps the gold reward falls"
+            )
             warnings.warn(
-                f"overoptimisation: over the last {self.window} points the proxy reward rises "
-                f"while the gold reward falls (step {step:g})",
+                f"overoptimisation at step {step:g}: the proxy reward rises but {why}",
                 RuntimeWarning,
                 stacklevel=2,
             )
             self.warned = True
         return diverging
 
-    def diverging(self) -> bool:
+    def slopes(self) -> tuple[float, float]:
+        """t statistics of the proxy's and the gold's slopes over the last ``window`` points (NaN before)."""
         if len(self.steps) < max(self.window, 3):
-            return False
+            return float("nan"), float("nan")
         x = np.asarray(self.steps[-self.window :])
-        slope_proxy = np.polyfit(x, np.asarray(self.proxy[-self.window :]), 1)[0]
-        slope_gold = np.polyfit(x, np.asarray(self.gold[-self.window :]), 1)[0]
-        return bool(slope_proxy > 0 and slope_gold < 0)
+        return (
+            _slope_t(x, np.asarray(self.proxy[-self.window :]))[1],
+            _slope_t(x, np.asarray(self.gold[-self.window :]))[1],
+        )
+
+    def start_corr(self) -> float:
+        """Per-sample correlation of proxy and gold over the first ``window`` points (NaN if unknown)."""
+        if len(self.start_proxy) < 3:
+            return float("nan")
+        p, g = np.asarray(self.start_proxy), np.asarray(self.start_gold)
+        if p.std() == 0 or g.std() == 0:
+            return float("nan")
+        return float(np.corrcoef(p, g)[0, 1])
+
+    def transfer(self) -> float:
+        """Gold gained since the first window over the gold the proxy's gain predicts (NaN until defined)."""
+        w = self.window
+        if len(self.steps) < 2 * w or len(self.start_proxy) < 3:
+            return float("nan")
+        first_p, last_p = np.asarray(self.proxy[:w]), np.asarray(self.proxy[-w:])
+        if _welch_t(first_p, last_p) < self.t_min:
+            return float("nan")
+        p = np.asarray(self.start_proxy)
+        slope0 = _slope_t(p, np.asarray(self.start_gold))[0]
+        if slope0 <= 0:
+            return float("nan")
+        gold_gain = float(np.mean(self.gold[-w:]) - np.mean(self.gold[:w]))
+        return gold_gain / (slope0 * float(last_p.mean() - first_p.mean()))
+
+    def diverging(self) -> bool:
+        t_proxy, t_gold = self.slopes()
+        return bool(self.transfer() < self.min_transfer or (t_proxy >= self.t_min and t_gold <= -self.t_min))
+
+    def metrics(self) -> dict[str, float]:
+        """The readings above, under the names the LM trainers log (those not yet defined left out)."""
+        t_proxy, t_gold = self.slopes()
+        out = {
+            "objective/proxy_slope_t": t_proxy,
+            "objective/gold_slope_t": t_gold,
+            "objective/gold_transfer": self.transfer(),
+            "objective/gold_proxy_corr0": self.start_corr(),
+            "objective/gold_proxy_diverging": float(self.diverging()),
+        }
+        return {k: v for k, v in out.items() if math.isfinite(v)}
+
+    def state_dict(self) -> dict[str, object]:
+        """Everything recorded, for a checkpoint (a resumed run keeps its start's calibration)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            if name in self.__dataclass_fields__:
+                setattr(self, name, value)
 
     def as_dict(self) -> dict[str, list[float]]:
         return {"steps": self.steps, "gold": self.gold, "proxy": self.proxy, "kl": self.kl}

@@ -52,7 +52,10 @@ class LMPolicyTrainer:
     #: The JSON copy of the config in each checkpoint, beside ``trainer_state.pt``.
     config_file = "rl_config.json"
     #: Metrics the progress bar shows.
-    progress_postfix: tuple[str, ...] = ("objective/scores", "objective/kl", "policy/approx_kl", "response/length")
+    #: Shown on the progress bar when present (gold and its transfer only with a gold reward).
+    progress_postfix: tuple[str, ...] = (
+        "objective/scores", "objective/kl", "policy/approx_kl", "response/length", "objective/gold", "objective/gold_transfer"
+    )
 
     def __init__(
         self,
@@ -216,13 +219,21 @@ class LMPolicyTrainer:
     def _gold_metrics(self, batch: RolloutBatch, scores: torch.Tensor, kl_seq: torch.Tensor) -> dict[str, float]:
         out = {}
         if self.gold_fn is not None:
-            gold_rewards = call_reward(self.gold_fn, batch).rewards
-            gold = float(torch.as_tensor(gold_rewards, dtype=torch.float32).mean())
+            gold_samples = torch.as_tensor(call_reward(self.gold_fn, batch).rewards, dtype=torch.float32)
+            gold = float(gold_samples.mean())
             out["objective/gold"] = gold
-            diverging = self.gold_monitor.record(
-                self.global_step, proxy=float(scores.mean()), gold=gold, kl=float(kl_seq.mean())
+            self.gold_monitor.record(
+                self.global_step,
+                proxy=float(scores.mean()),
+                gold=gold,
+                kl=float(kl_seq.mean()),
+                **(
+                    {"proxy_samples": scores.tolist(), "gold_samples": gold_samples.tolist()}
+                    if gold_samples.shape == scores.shape  # one gold score per sequence
+                    else {}
+                ),
             )
-            out["objective/gold_proxy_diverging"] = float(diverging)
+            out.update(self.gold_monitor.metrics())  # slopes' t, gold transfer, diverging
         return out
 
     # ------------------------------------------------------------------ outer loop

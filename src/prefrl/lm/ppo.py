@@ -93,8 +93,9 @@ class LMPPOTrainer(LMPolicyTrainer):
         gold_fn: RewardFn | None = None,
     ) -> None:
         """``gold_fn`` (optional): a gold reward (e.g. VADER, a synthetic teacher's true reward)
-        logged beside the proxy as ``objective/gold``; a :class:`GoldProxyMonitor` warns when the
-        proxy rises while the gold falls (``objective/gold_proxy_diverging``)."""
+        logged beside the proxy as ``objective/gold``; a :class:`GoldProxyMonitor` logs how much of
+        the proxy's gain reaches the gold (``objective/gold_transfer``) and warns when it does not
+        (``objective/gold_proxy_diverging``)."""
         if not hasattr(critic, "per_token_scores"):
             raise ValueError("critic must provide per_token_scores(input_ids, attention_mask) -> (B, T)")
         super().__init__(policy, ref_policy, reward_fn, tokenizer, cfg, gold_fn)

@@ -135,6 +135,7 @@ def _write(trainer: Any, directory: Path) -> None:
         "n_samples": trainer.n_samples,
         "generator": trainer.generator.get_state(),
         "config": trainer.cfg.to_dict(),
+        "gold_monitor": trainer.gold_monitor.state_dict(),  # the start's proxy–gold calibration
     }
     if critic is not None:
         state["critic_optimizer"] = trainer.critic_optimizer.state_dict()
@@ -174,6 +175,8 @@ def load_ppo_checkpoint(trainer: Any, directory: str | Path, load_models: bool =
     trainer.global_step = int(state["global_step"])
     trainer.n_samples = int(state["n_samples"])
     trainer.generator.set_state(state["generator"])
+    if "gold_monitor" in state:  # absent in older checkpoints: the monitor starts afresh
+        trainer.gold_monitor.load_state_dict(state["gold_monitor"])
     trainer.load_extra_state(state)
 
 

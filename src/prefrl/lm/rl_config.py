@@ -208,7 +208,9 @@ class LMRunFields:
         default=False,
     )
     gold: str | None = doc(
-        "A gold reward logged beside the proxy as objective/gold (with a gold-vs-proxy divergence warning): "
+        "A gold reward logged beside the proxy as objective/gold, with objective/gold_transfer (the share of the "
+        "gold the proxy's gain predicts that the gold gained; ~0 = the reward model is being exploited) and a "
+        "divergence warning: "
         "'vader' (VADER sentiment of the response) or 'module:function', fn(prompts, responses) -> scores.",
         default=None,
     )
