@@ -68,6 +68,32 @@ def test_actor_scores_match_the_learners_ensemble(tmp_path):
         loop.agent.close()
 
 
+class _FailingGoRight(go_right_env.GoRightEnv):
+    """GoRight whose 300th step fails with the env's own error."""
+
+    calls = 0
+
+    def step(self, action):
+        type(self).calls += 1
+        if type(self).calls == 300:
+            raise ValueError("the env's own one-line error at step 300")
+        return super().step(action)
+
+
+def test_an_error_in_the_actor_is_the_learners_error_and_stops_the_actor(tmp_path):
+    import gymnasium as gym
+
+    env_id = "prefrl-test/FailingGoRight-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=_FailingGoRight)  # in the parent: the forked actor sees it
+    _FailingGoRight.calls = 0
+    loop = PreferenceLoop(toy_config(tmp_path, env_id=env_id, actors=1, steps=128 * 4, labels=4, eval_episodes=0, clip_steps=0))
+    with pytest.raises(ValueError, match="the env's own one-line error at step 300"):
+        loop.run()
+    assert loop.agent.process is None
+    assert _FailingGoRight.calls < 300  # it failed in the child, not here
+
+
 def test_actors_need_ppo_and_are_0_or_1(tmp_path):
     with pytest.raises(ValueError, match="actors must be 0 or 1, got 2"):
         toy_config(tmp_path, actors=2)

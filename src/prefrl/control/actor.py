@@ -101,11 +101,14 @@ def _actor_main(conn: Any, parent_pid: int, cfg: Any, seed: int, agent_state: di
             conn.send(("ok", _pack(rollout), extra))
     except (EOFError, BrokenPipeError):
         return
-    except Exception as e:  # noqa: BLE001 - reported to the learner as one line
+    except Exception as e:  # noqa: BLE001 - re-raised in the learner, as the single-process loop would raise it
         try:
-            conn.send(("error", f"{type(e).__name__}: {e}", None))
-        except OSError:
-            pass
+            conn.send(("error", e, None))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle: its type and message
+            try:
+                conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}"), None))
+            except OSError:
+                pass
     finally:
         envs = getattr(locals().get("agent"), "envs", None)
         if envs is not None:
@@ -199,9 +202,9 @@ class ActorAgent:
             self.close()
             raise RuntimeError(f"the actor process ended without a rollout (exit code {code})") from None
         self._pending = False
-        if status == "error":
+        if status == "error":  # the actor's exception, e.g. the env's own ValueError: the CLI's one-line errors hold
             self.close()
-            raise ValueError(f"actor process: {payload}")
+            raise payload
         self.learner.obs_rms.load_state_dict(extra["obs_rms"])
         self.learner._next_episode_id = int(extra["next_episode_id"])
         self.learner.generator.set_state(extra["generator"])
