@@ -94,6 +94,24 @@ def test_an_error_in_the_actor_is_the_learners_error_and_stops_the_actor(tmp_pat
     assert _FailingGoRight.calls < 300  # it failed in the child, not here
 
 
+def test_a_rollout_of_frames_crosses_the_pipe_once():
+    from prefrl.control.actor import _pack, _unpack
+    from prefrl.control.rollout import Rollout
+
+    T, N = 3, 2
+    frames = np.random.default_rng(0).integers(0, 255, (T, N, 4, 8, 8), dtype=np.uint8)
+    z = np.zeros((T, N))
+    rollout = Rollout(obs=frames, actions=np.zeros((T, N), np.int64), true_rewards=z, dones=z > 0, terminated=z > 0,
+                      truncated=z > 0, episode_ids=z.astype(np.int64), steps=z.astype(np.int64), sim_states=None,
+                      episode_returns=np.zeros(0), episode_lengths=np.zeros(0, np.int64), global_step=6,
+                      policy_obs=torch.from_numpy(frames), logprobs=torch.zeros(T, N))  # fmt: skip
+    packed = _pack(rollout)
+    assert packed.policy_obs is None and isinstance(packed.logprobs, np.ndarray)  # the frames once, no tensors
+    back = _unpack(packed)
+    assert isinstance(back.policy_obs, torch.Tensor) and np.shares_memory(back.policy_obs.numpy(), back.obs)
+    assert torch.equal(back.policy_obs, torch.from_numpy(frames)) and isinstance(back.logprobs, torch.Tensor)
+
+
 def test_actors_need_ppo_and_are_0_or_1(tmp_path):
     with pytest.raises(ValueError, match="actors must be 0 or 1, got 2"):
         toy_config(tmp_path, actors=2)

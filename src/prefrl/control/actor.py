@@ -56,12 +56,13 @@ def _pack(rollout: Rollout) -> Rollout:
         value = getattr(rollout, name)
         if isinstance(value, torch.Tensor):
             setattr(rollout, name, value.numpy())
-    if rollout.policy_obs is rollout.obs or (isinstance(rollout.policy_obs, np.ndarray) and rollout.policy_obs.base is rollout.obs):
-        rollout.policy_obs = None  # image policies read the raw frames: send them once
+    if np.may_share_memory(rollout.policy_obs, rollout.obs):
+        rollout.policy_obs = None  # an image policy reads the raw frames (a view of obs): send them once
     return rollout
 
 
 def _unpack(rollout: Rollout) -> Rollout:
+    """:func:`_pack` undone: torch tensors again, an image policy's inputs a view of the frames."""
     if rollout.policy_obs is None:
         rollout.policy_obs = rollout.obs
     for name in _TORCH_FIELDS:
