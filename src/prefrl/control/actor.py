@@ -172,10 +172,13 @@ class ActorAgent:
         """Stop the actor (the rollout in flight is dropped) and wait for it."""
         if self.process is None:
             return
-        try:
-            self._conn.send(None)
-        except OSError:
-            pass
+        if self._pending:  # mid-rollout: its state is all in the learner, so nothing is lost by killing it
+            self.process.kill()
+        else:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
         self._conn.close()
         self.process.join(timeout=10)
         if self.process.is_alive():
