@@ -43,6 +43,10 @@ common = dict(labels=500, steps=200_000, run_dir=tmp + "/run", progress=False, e
               checkpoint_minutes=1e6, initial_fraction=initial_fraction)
 if name == "before":
     cfg = ControlConfig(env_id="ALE/Pong-v5", policy_cnn="nature", **common)
+elif name.startswith(("single", "split")):  # the preset, the loop in one process / split across an actor and a learner
+    cfg = atari_config(**common, actors=int(name.startswith("split")))
+    if "-epoch" in name:  # e.g. split-1-epoch: the paper's one pass per sample instead of cleanrl's 4 epochs
+        cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, update_epochs=int(name.split("-")[1])))
 else:
     cfg = atari_config(**common)
 loop = PreferenceLoop(cfg)
@@ -68,7 +72,17 @@ def stop(*_):
     raise Stop()
 signal.signal(signal.SIGALRM, stop)
 signal.setitimer(signal.ITIMER_REAL, seconds)
-cpu = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime
+def cpu():
+    # this process, its waited-for children and the live actor process (actors=1), in CPU-seconds
+    total = sum(sum(resource.getrusage(who)[:2]) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    proc = getattr(loop.agent, "process", None)
+    if proc is not None and proc.pid:
+        try:
+            fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
 t0, c0 = time.perf_counter(), cpu()
 mark = {}
 orig_initial = loop.initial_labels
@@ -190,7 +204,10 @@ HEADER = ("| configuration | whole run so far: env steps/s wall / CPU | up-front
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=600.0, help="wall clock per configuration")
-    p.add_argument("--configs", nargs="*", default=["after", "before"], choices=["after", "before"])
+    p.add_argument("--configs", nargs="*", default=["after", "before"], choices=["after", "single", "split", "split-2-epochs", "split-1-epoch", "before"],
+                   help="after: the Atari preset as it is; single / split: the preset with actors=0 / actors=1 (the loop "
+                        "in one process / an actor process collecting while the learner learns); split-E-epoch(s): split "
+                        "with E PPO epochs instead of 4; before: the defaults before the preset")  # fmt: skip
     p.add_argument("--initial-fraction", type=float, default=0.05,
                    help="share of the 500 labels asked up front (the run's default 0.25 keeps 'before' in its first "
                         "reward round for over 20 minutes here, so the loop after it is never measured)")

@@ -5,6 +5,8 @@ in ``--run-dir`` (default ``runs/pong-curve``; put a long run outside any worktr
 
     prefrl control train --env ALE/Pong-v5 --labels 500 --steps 200000 --run-dir RUN_DIR --checkpoint-minutes 5
 
+(``--labels`` / ``--steps`` change the budget of a fresh run.)
+
 ``record`` reads the run's ``metrics.jsonl`` (one row per PPO iteration, written as it goes, so a
 killed run still has its curve), rewrites ``--results`` (default ``benchmarks/results/pong_curve.jsonl``: env steps, labels,
 wall-clock minutes, mean true return of the last 10 episodes, deterministic evaluations), plots
@@ -30,13 +32,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "runs" / "pong-curve"
 RESULTS = ROOT / "benchmarks" / "results" / "pong_curve.jsonl"
 DOC = ROOT / "docs" / "benchmarks_control.md"
-COMMAND = ["control", "train", "--env", "ALE/Pong-v5", "--labels", "500", "--steps", "200000", "--checkpoint-minutes", "5",
-           "--no-progress"]  # fmt: skip
+LABELS, STEPS = 500, 200_000  # the README's command
+
+
+def command(labels: int, steps: int) -> list[str]:
+    return ["control", "train", "--env", "ALE/Pong-v5", "--labels", str(labels), "--steps", str(steps), "--checkpoint-minutes",
+            "5", "--no-progress"]  # fmt: skip
 MARK_BEGIN, MARK_END = "<!-- pong_curve:begin -->", "<!-- pong_curve:end -->"
 
 
-def run(run_dir: Path) -> None:
-    args = ["control", "train", "--resume", str(run_dir)] if (run_dir / "checkpoint.pt").is_file() else [*COMMAND, "--run-dir", str(run_dir)]
+def run(run_dir: Path, labels: int = LABELS, steps: int = STEPS) -> None:
+    """Start the run (``labels``, ``steps``), or continue it from its checkpoint with the budget it started with."""
+    fresh = [*command(labels, steps), "--run-dir", str(run_dir)]
+    args = ["control", "train", "--resume", str(run_dir)] if (run_dir / "checkpoint.pt").is_file() else fresh
     code = subprocess.run([sys.executable, "-m", "prefrl", *args]).returncode  # prefrl prints its own one-line error
     if code:
         raise SystemExit(code)
@@ -95,7 +103,12 @@ def record(run_dir: Path, results: Path) -> None:
     ax.set_xlabel("env steps")
     ax.set_ylabel("Pong score (true return)")
     ax.set_ylim(-21.5, max([-15.0] + [r["true_return"] + 1 for r in curve]))  # the whole scale, not a zoom on noise
-    ax.set_title("Pong from 500 synthetic labels (README command)")
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+        title = f"Pong from {cfg['labels']:,} synthetic labels, {cfg['steps']:,}-step budget"
+    except (OSError, ValueError, KeyError):
+        title = "Pong from synthetic labels"
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(ROOT / "docs" / f"{results.stem}.png", dpi=100)
@@ -115,9 +128,11 @@ def main() -> None:
     p.add_argument("what", choices=["run", "record"])
     p.add_argument("--run-dir", type=Path, default=RUN, help="the run's directory (default: runs/pong-curve in the repo)")
     p.add_argument("--results", type=Path, default=RESULTS, help="record: the jsonl file the curve is written to")
+    p.add_argument("--labels", type=int, default=LABELS, help="run: the label budget of a fresh run (a resumed run keeps its own)")
+    p.add_argument("--steps", type=int, default=STEPS, help="run: the env-step budget of a fresh run (a resumed run keeps its own)")
     a = p.parse_args()
     if a.what == "run":
-        run(a.run_dir)
+        run(a.run_dir, a.labels, a.steps)
     else:
         record(a.run_dir, a.results)
 

@@ -598,3 +598,29 @@ def test_answer_and_undo_with_the_next_lease_are_one_transaction(store: Preferen
     with pytest.raises(RuntimeError, match="lease failed"):
         store.undo_and_lease_next(comp.id, "alice")
     assert [c.id for c in store.comparisons()] == [comp.id] and store.get_query(q1).status == "answered"
+
+
+def test_training_pairs_with_a_segment_cache_decode_each_segment_once(store: PreferenceStore, two_segments, monkeypatch) -> None:
+    from prefrl.data import records
+
+    a, b = two_segments
+    (c,) = store.add_segments([make_segment(np.random.default_rng(5), episode=2)])
+    decoded: list[int] = []
+    real = records._load_segments
+
+    def counting(conn, ids):
+        decoded.extend(ids)
+        return real(conn, ids)
+
+    monkeypatch.setattr(records, "_load_segments", counting)
+    cache: dict = {}
+    store.add_comparison(a, b, 1.0, "t", labeller="ann")
+    first = store.training_pairs(segment_cache=cache)
+    store.add_comparison(b, c, 0.0, "t")
+    second = store.training_pairs(segment_cache=cache)
+    assert sorted(decoded) == [a, b, c]  # b read once, in the first call
+    assert [(left.id, right.id, mu) for left, right, mu in second] == [(a, b, 1.0), (b, c, 0.0)]
+    assert second[0][0] is first[0][0]
+    assert_same_segment(second[1][1], store.get_segment(c))
+    store.exclude_labeller("ann")  # the comparisons are read every time: exclusions apply at once
+    assert [(left.id, right.id) for left, right, _ in store.training_pairs(segment_cache=cache)] == [(b, c)]

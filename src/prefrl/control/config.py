@@ -155,6 +155,8 @@ class ControlConfig:
     """Seeds the envs, the networks and the loop's rng."""
     asynchronous: bool = field(default=False, metadata={"option": ("--async/--sync",)})
     """Reward training and the teacher run in background threads while the policy collects."""
+    actors: int = 0
+    """Processes that collect while this one learns (the paper's asynchronous design, ``optimizer=ppo``): 1 = an actor process steps the envs, runs a copy of the policy and scores every step with a copy of the reward model, one rollout ahead of the learner (which asks, trains the reward model and updates PPO meanwhile; the behaviour policy lags one update); 0 = collect and learn in turn in one process. Atari runs default to 1 (``presets.ATARI``, measured in docs/benchmarks_control.md)."""
     fixed_horizon: int | None = None
     """Every episode lasts exactly this many steps (termination hidden), per the paper's App. A."""
     drop_ctrl_cost: bool = False
@@ -204,6 +206,10 @@ class ControlConfig:
             raise ValueError(f"pretrain_steps must be ≥ 0, got {self.pretrain_steps}")
         if self.pretrain_steps and self.optimizer != "sac":
             raise ValueError(f"pretrain_steps needs optimizer 'sac' (PEBBLE's off-policy learner), got {self.optimizer!r}")
+        if self.actors not in (0, 1):
+            raise ValueError(f"actors must be 0 or 1, got {self.actors}")
+        if self.actors and self.optimizer != "ppo":
+            raise ValueError(f"actors=1 collects with a copy of a PPO policy: it needs optimizer 'ppo', got {self.optimizer!r}")
         if self.optimizer == "sac" and self.asynchronous:
             raise ValueError("optimizer 'sac' relabels its replay buffer after each reward round: run it synchronously")
         if self.pseudo_label_threshold and not 0.5 <= self.pseudo_label_threshold < 1.0:
@@ -281,8 +287,8 @@ class ControlConfig:
 
         recipe = None
         if self.optimizer is None:
-            # SAC relabels its buffer between rounds, so an asynchronous run keeps PPO
-            recipe = ld.RECIPES["ppo"] if self.asynchronous else ld.recipe_for(self.env_id, self.labels)[1]
+            # SAC relabels its buffer between rounds, so an asynchronous run (or one with an actor) keeps PPO
+            recipe = ld.RECIPES["ppo"] if self.asynchronous or self.actors else ld.recipe_for(self.env_id, self.labels)[1]
             self.optimizer = recipe.optimizer  # type: ignore[assignment]
         if self.pretrain_steps is None:
             self.pretrain_steps = ld.pebble_steps(self.steps) if recipe is not None and recipe.pebble else 0

@@ -16,7 +16,21 @@ import numpy as np
 from prefrl.control.gold_vs_proxy import proxy_vs_true, segment_return_scatter
 from prefrl.control.rollout import Rollout
 
-__all__ = ["LearnedReward"]
+__all__ = ["LearnedReward", "score_members"]
+
+
+def score_members(ensemble: Any, rollout: Rollout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every member's raw r̂ for every step of ``rollout`` in one batched call: (M, T, N), and the
+    ensemble's normalisation (offset, scale) (M,) each, so that ``(raw − offset) · scale`` is what
+    ``predict_members(normalised=True)`` gives. The trainer already normalised the ensemble (mean 0,
+    std 1 per member) over recent labelled segments; re-normalising per rollout would erase progress."""
+    obs, actions = np.asarray(rollout.obs), np.asarray(rollout.actions)
+    t_len, n_envs = obs.shape[:2]
+    flat_obs = obs.reshape(t_len * n_envs, *obs.shape[2:])  # (T·N, *obs_shape)
+    flat_act = actions.reshape(t_len * n_envs, *actions.shape[2:])  # (T·N, *act_shape)
+    raw = ensemble.predict_members(flat_obs, flat_act, normalised=False)  # (M, T·N)
+    offset, scale = ensemble.norm_offset.cpu().numpy(), ensemble.norm_scale.cpu().numpy()
+    return raw.reshape(raw.shape[0], t_len, n_envs), offset, scale
 
 
 class LearnedReward:
@@ -54,15 +68,14 @@ class LearnedReward:
         selection sums: :attr:`~prefrl.data.types.Segment.member_rewards`), the policy's reward
         (T, N) (the mean of the normalised members) and its gold-vs-proxy metrics.
         """
-        obs, actions = np.asarray(rollout.obs), np.asarray(rollout.actions)
-        t_len, n_envs = obs.shape[:2]
-        flat_obs = obs.reshape(t_len * n_envs, *obs.shape[2:])  # (T·N, *obs_shape)
-        flat_act = actions.reshape(t_len * n_envs, *actions.shape[2:])  # (T·N, *act_shape)
-        # The trainer already normalised the ensemble (mean 0, std 1 per member) over recent labelled
-        # segments; re-normalising per rollout would erase progress between rollouts.
-        with self.lock:
-            raw = self.ensemble.predict_members(flat_obs, flat_act, normalised=False)  # (M, T·N)
-            offset, scale = self.ensemble.norm_offset.cpu().numpy(), self.ensemble.norm_scale.cpu().numpy()
+        t_len, n_envs = rollout.true_rewards.shape
+        if rollout.member_rewards is not None:  # scored where it was collected (the actor process: actors=1)
+            raw = rollout.member_rewards.reshape(rollout.member_rewards.shape[0], t_len * n_envs)
+            offset, scale = rollout.member_norm
+        else:
+            with self.lock:
+                raw, offset, scale = score_members(self.ensemble, rollout)
+            raw = raw.reshape(raw.shape[0], t_len * n_envs)
         members = (raw - offset[:, None]) * scale[:, None]  # normalised, as predict_members(normalised=True)
         rewards = np.asarray(members.mean(axis=0), dtype=np.float32).reshape(t_len, n_envs)
         metrics = proxy_vs_true(members, np.asarray(rollout.true_rewards).reshape(-1))

@@ -71,6 +71,10 @@ class PreferenceLoop:
         run_state.check_label_budget(cfg, self.segment_steps)
         self.rng = np.random.default_rng(cfg.seed)
         self.reward = LearnedReward(cfg, self.agent.obs_space, self.agent.action_space)
+        if cfg.actors:  # collect in an actor process while this one learns (control/actor.py)
+            from prefrl.control.actor import ActorAgent
+
+            self.agent = ActorAgent(self.agent, cfg, env_seed, self.reward, lambda: self.counters.reward_rounds)
         self.ensemble, self.train_ensemble, self.trainer = self.reward.ensemble, self.reward.train_ensemble, self.reward.trainer
         self.selector = make_selector(cfg.selector, np.random.default_rng(cfg.seed + 2))
         # The last ask happens after the last full rollout, so the whole budget is due by then.
@@ -90,6 +94,7 @@ class PreferenceLoop:
         self.history = run_state.History()
         self.tracker = run_state.EpisodeTracker(cfg.n_envs)
         self.reward_metrics: dict[str, float] = {}
+        self._segment_cache: dict[int, Segment] = {}  # the store's labelled segments, decoded once
         self._last_ckpt = time.monotonic()
         if resuming:
             run_state.restore_loop_state(self, _resume_state)
@@ -135,8 +140,9 @@ class PreferenceLoop:
         finished = self.tracker.update(true_rewards, dones, self.counters.global_step)
         self.history.episodes.extend(finished)
         self.counters.global_step += true_rewards.size
+        scored_round = self.counters.reward_rounds if rollout.reward_round is None else rollout.reward_round
         segments = cut_segments(rollout, self.segment_steps, env_id=self.cfg.env_id, policy_version=self.counters.iteration,
-                                rng=self.rng, member_rewards=member_raw, reward_round=self.counters.reward_rounds)  # fmt: skip
+                                rng=self.rng, member_rewards=member_raw, reward_round=scored_round)  # fmt: skip
         self.pool.extend(segments)
         return rollout, finished, rewards, proxy_metrics
 
@@ -191,8 +197,12 @@ class PreferenceLoop:
     # ------------------------------------------------------------------ learn
 
     def training_pairs(self) -> list[tuple[Segment, Segment, float]]:
-        """The store's answered segment comparisons of this env (incomparable ones excluded)."""
-        return [p for p in self.store.training_pairs() if p[0].env_id == self.cfg.env_id]
+        """The store's answered segment comparisons of this env (incomparable ones excluded).
+
+        Segments are decoded once and kept (``_segment_cache``): every round reads the comparisons, only
+        new segments' frames (≈ 0.7 MB each on Atari; decoding all of them every round grew with the labels)."""
+        pairs = self.store.training_pairs(segment_cache=self._segment_cache)
+        return [p for p in pairs if p[0].env_id == self.cfg.env_id]
 
     def train_reward(self) -> dict[str, float]:
         """One reward round on every comparison so far (the policy's ensemble gets the new weights).
@@ -265,6 +275,9 @@ class PreferenceLoop:
         from prefrl.utils.metrics import MetricsSink
 
         cfg = self.cfg
+        actor = self.agent if cfg.actors else None  # actors=1: the ActorAgent's process
+        if actor is not None:
+            actor.start()  # forked before the sink's and the workers' threads exist
         sink = MetricsSink(self.run_dir / "tb", self.run_dir / "metrics.jsonl", total=cfg.steps if cfg.progress else None,
                            initial=self.counters.global_step, desc="control", postfix=("charts/true_return", "reward/accuracy"))  # fmt: skip
         workers = BackgroundWorkers(self) if cfg.asynchronous else None
@@ -296,6 +309,8 @@ class PreferenceLoop:
         finally:
             if workers is not None:
                 workers.stop()
+            if actor is not None:
+                actor.close()
             if sink.bar is not None:
                 sink.bar.close()
                 sink.bar = None

@@ -48,6 +48,8 @@ ATARI: dict[str, Any] = {
     # steps: query selection reuses every pool segment's collection-time scores instead of a second CNN
     # pass over ≈ 1,000 frames (measured: select 23–31 % of the loop → 1 %).
     "score_reuse_rounds": 4,
+    # Collect in an actor process while this one learns (control/actor.py): the loop on both cores.
+    "actors": 1,
 }
 
 

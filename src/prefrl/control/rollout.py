@@ -38,6 +38,11 @@ class Rollout:
         logprobs, values: (T, N) log π_old(a_t|o_t), V_old(o_t).
         final_values: (T, N) V(o_final) at truncated steps (0 elsewhere) for the bootstrap.
         last_values: (N,) V(o_T) of the observation after the last step.
+
+    Scored where it was collected (the actor process, ``actors=1``; else None and the loop scores it):
+        member_rewards: (M, T, N) every reward member's raw r̂ of every step.
+        member_norm: the scoring ensemble's (offset, scale), (M,) each: normalised = (raw − offset) · scale.
+        reward_round: the reward rounds that ensemble had finished.
     """
 
     obs: np.ndarray
@@ -58,6 +63,9 @@ class Rollout:
     values: torch.Tensor | None = None
     final_values: torch.Tensor | None = None
     last_values: torch.Tensor | None = None
+    member_rewards: np.ndarray | None = None
+    member_norm: tuple[np.ndarray, np.ndarray] | None = None
+    reward_round: int | None = None
 
     @property
     def n_steps(self) -> int:

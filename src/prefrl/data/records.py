@@ -245,16 +245,30 @@ class RecordStore(Database):
         """Number of stored comparisons (segment and text), optionally without μ = None ones."""
         return self._count(schema.comparisons, *_comparison_filter(include_incomparable))
 
-    def training_pairs(self, since_id: int | None = None) -> list[tuple[Segment, Segment, float]]:
+    def training_pairs(
+        self, since_id: int | None = None, segment_cache: dict[int, Segment] | None = None
+    ) -> list[tuple[Segment, Segment, float]]:
         """(σ¹, σ², μ) for every segment comparison with μ ≠ None (after ``since_id``), oldest first,
-        leaving out the answers of excluded labellers (:meth:`exclude_labeller`)."""
+        leaving out the answers of excluded labellers (:meth:`exclude_labeller`).
+
+        ``segment_cache`` (segment id → Segment, filled here): segments already in it are not read
+        again (a stored segment never changes), so a caller asking every round decodes only the new
+        ones. The comparisons themselves are read every time (an answer can be undone, a labeller excluded).
+        """
         c = schema.comparisons.c
         stmt = sa.select(c.left_id, c.right_id, c.mu)
         stmt = stmt.where(*_comparison_filter(False, since_id, kind="segment"), _not_excluded()).order_by(c.id)
 
         def load(conn: Connection) -> list[tuple[Segment, Segment, float]]:
             rows = conn.execute(stmt).all()
-            segs = _load_segments(conn, [r.left_id for r in rows] + [r.right_id for r in rows])
+            ids = [r.left_id for r in rows] + [r.right_id for r in rows]
+            if segment_cache is None:
+                segs = _load_segments(conn, ids)
+            else:
+                missing = [i for i in ids if i not in segment_cache]
+                if missing:
+                    segment_cache.update(_load_segments(conn, missing))
+                segs = segment_cache
             return [(segs[r.left_id], segs[r.right_id], float(r.mu)) for r in rows]
 
         return self._read(load)
