@@ -261,7 +261,7 @@ def main() -> None:
         f"Produced by `benchmarks/lm_ppo_vs_trl.py` on {time.strftime('%Y-%m-%d')}: prefrl `LMPPOTrainer` against TRL "
         f"{trl_version}'s `trl.experimental.ppo.PPOTrainer` (the newest TRL on PyPI that still ships a PPO trainer "
         "with a critic: 1.13.0 removed it), in its own venv (`/work/trl-ppo-venv`: trl 1.12.0, transformers and "
-        "torch as prefrl's). One thread per run, the runs back to back in one invocation, all nice'd alike. Model "
+        "torch as prefrl's). One thread per run, each run a fresh process, one at a time (rows of earlier invocations come from `--results-file`), all nice'd alike. Model "
         f"`{a.model}` (fp32) as policy, reference (a frozen copy), critic and reward-model backbones (fresh scalar "
         f"heads); {a.batch_size} prompts = completions per step, at most {a.max_new_tokens} new tokens, temperature "
         "1, k1 KL in the per-token reward with β = 0.05, lr 1e-6, GAE, whitened advantages, one minibatch of the "

@@ -425,7 +425,7 @@ def main() -> None:
     if results:
         lines += [
             f"Produced by `benchmarks/lm_rl_vs_trl.py` on {time.strftime('%Y-%m-%d')}, TRL {trl_version}, one thread "
-            "per run, the runs back to back in one invocation, all nice'd alike. Model "
+            "per run, each run a fresh process, one at a time (rows of earlier invocations come from `--results-file`), all nice'd alike. Model "
             f"`{a.model}` (fp32) as policy, reference (a frozen copy) and reward-model backbone (a fresh scalar "
             f"head); {a.prompts_per_step} prompts × k = {a.num_generations} completions = {rows} per step, at most "
             f"{a.max_new_tokens} new tokens, temperature 1, β = {BETA}, clip ε = {CLIP}, lr {LR}, one update per "
