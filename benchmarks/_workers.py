@@ -47,23 +47,86 @@ def spread(res: dict) -> str:
     return f"{lo:.1f}–{hi:.1f}"
 
 
-def time_prefrl_steps(step, prompts: list, per_step: int, rows: int, steps: int, warmup: int) -> dict:
+#: The phases of an RL step whose CPU time both sides report (``cpu_phases_s``); ``update`` is the rest of the step.
+PHASES = ("sampling", "scoring", "reward", "update")
+
+
+class PhaseClock:
+    """CPU seconds per phase of one step, from wrapping the functions that do each phase.
+
+    ``wrap(owner, name, phase)`` replaces ``owner.name`` by a timed call (``phase`` a name, or a function of
+    the call's arguments giving one; with ``when``, only calls for which ``when()`` is true count, e.g.
+    no-grad calls of a log-prob function that the update also uses; a call inside an already timed call is
+    not counted twice). :meth:`split` returns the step's phases with
+    the untimed remainder as ``update``, and starts the next step.
+    """
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._depth = 0
+
+    def wrap(self, owner, name: str, phase, when=None) -> None:  # noqa: ANN001 - any object, any callable
+        import time
+
+        inner = getattr(owner, name)
+
+        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if self._depth or (when is not None and not when()):
+                return inner(*args, **kwargs)
+            self._depth += 1
+            c0 = time.process_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                key = phase(*args, **kwargs) if callable(phase) else phase
+                self.spent[key] = self.spent.get(key, 0.0) + time.process_time() - c0
+
+        setattr(owner, name, timed)
+
+    def split(self, step_cpu_s: float) -> list[float]:
+        """[sampling, scoring, reward, update] CPU s of the step that took ``step_cpu_s``."""
+        out = [self.spent.get(p, 0.0) for p in PHASES[:-1]]
+        self.spent = {}
+        return [*out, step_cpu_s - sum(out)]
+
+
+def median_phases(phases: list[list[float]], warmup: int) -> list[float]:
+    """Per-phase median over the measured steps (after ``warmup``)."""
+    measured = phases[warmup:] or phases
+    return [statistics.median(col) for col in zip(*measured, strict=True)]
+
+
+def phase_cell(res: dict) -> str:
+    """``sampling / scoring / reward / update`` CPU s per step of a result, for a table cell."""
+    ph = res.get("cpu_phases_s")
+    return " / ".join(f"{x:.1f}" for x in ph) if ph else "–"
+
+
+def time_prefrl_steps(trainer, prompts: list, per_step: int, rows: int, steps: int, warmup: int) -> dict:
     """``steps`` calls of a prefrl trainer's ``step`` on consecutive slices of ``per_step`` prompts
     (``rows`` completions each step): :func:`summarise` of its own clock and the process's CPU time, plus
-    the median seconds per phase (sampling with the policy's log-probs, scoring, updates)."""
+    the median seconds per phase by the wall clock (sampling with the policy's log-probs, scoring, updates)
+    and by CPU time (:class:`PhaseClock`: sampling, reference/critic scoring, reward model, update)."""
     import time
 
-    times, cpu, tokens, phases = [], [], [], []
+    clock = PhaseClock()
+    clock.wrap(trainer, "rollout", "sampling")
+    # reference log-probs (and PPO's critic values, whose graph its one-epoch update reuses)
+    clock.wrap(trainer, "_score_rollouts" if hasattr(trainer, "_score_rollouts") else "_score_policy", "scoring")
+    clock.wrap(trainer, "_task_scores", "reward")
+    times, cpu, tokens, phases, cpu_phases = [], [], [], [], []
     for s in range(steps):
         c0 = time.process_time()
-        m = step(prompts[s * per_step : (s + 1) * per_step])
+        m = trainer.step(prompts[s * per_step : (s + 1) * per_step])
         cpu.append(time.process_time() - c0)
+        cpu_phases.append(clock.split(cpu[-1]))
         times.append(m["time/step_s"])
         tokens.append(m["response/length"] * rows)
         phases.append([m["time/rollout_s"], m["time/score_s"], m["time/update_s"]])
     res = summarise(times, tokens, warmup, cpu)
-    measured = phases[warmup:] or phases
-    res["phases_s"] = [statistics.median(col) for col in zip(*measured, strict=True)]
+    res["phases_s"] = median_phases(phases, warmup)
+    res["cpu_phases_s"] = median_phases(cpu_phases, warmup)
     return res
 
 

@@ -35,7 +35,10 @@ from pathlib import Path
 
 from _docs import write_section
 from _workers import (  # benchmarks/ is sys.path[0] when run as a script
+    PhaseClock,
     cached_run,
+    median_phases,
+    phase_cell,
     run_worker,
     spread,
     summarise,
@@ -85,7 +88,7 @@ def worker_ppo(
     )
     trainer = LMPPOTrainer(policy, None, critic, scorer, tok, cfg)  # reference: a frozen copy, or no adapter
     prompts = make_prompts(batch * steps)
-    return time_prefrl_steps(trainer.step, prompts, batch, batch, steps, warmup)
+    return time_prefrl_steps(trainer, prompts, batch, batch, steps, warmup)
 
 
 def worker_trl_ppo(
@@ -133,13 +136,25 @@ def worker_trl_ppo(
 
     ppo_module.batch_generation = counting_generation
     ends: list[tuple[float, float]] = []
+    clock, cpu_phases = PhaseClock(), []
+    # CPU time per phase, as prefrl's: generation, the no-grad reference and value passes, the reward model
+    clock.wrap(ppo_module, "batch_generation", "sampling")
+    clock.wrap(ppo_module, "forward", "scoring", when=lambda: not torch.is_grad_enabled())
+    clock.wrap(
+        ppo_module,
+        "get_reward",
+        lambda m, *a, **kw: "reward" if m is reward_model else "scoring",
+        when=lambda: not torch.is_grad_enabled(),
+    )
 
     class Timer(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN003, ANN201
             ends.append((time.perf_counter(), time.process_time()))
+            clock.split(0.0)
 
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN003, ANN201
             ends.append((time.perf_counter(), time.process_time()))
+            cpu_phases.append(clock.split(ends[-1][1] - ends[-2][1]))
 
     cfg = PPOConfig(
         output_dir=tempfile.mkdtemp(prefix="bench-trl-ppo-"),
@@ -179,7 +194,7 @@ def worker_trl_ppo(
     trainer.train()
     times = [b[0] - a[0] for a, b in zip(ends, ends[1:])]
     cpu = [b[1] - a[1] for a, b in zip(ends, ends[1:])]
-    return summarise(times, tokens[: len(times)], warmup, cpu)
+    return {**summarise(times, tokens[: len(times)], warmup, cpu), "cpu_phases_s": median_phases(cpu_phases, warmup)}
 
 
 # ---------------------------------------------------------------- driver
@@ -204,6 +219,11 @@ def main() -> None:
         default=True,
         help="also time TRL with its default gradient_checkpointing=True (the like-for-like TRL run has it off)",
     )
+    ap.add_argument(
+        "--sides",
+        help="run only these sides (comma-separated from prefrl, TRL, TRL-gc) into --results-file and write no "
+        "table: e.g. the TRL runs first, prefrl's after a change",
+    )
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -223,10 +243,14 @@ def main() -> None:
         if a.trl_checkpointing:
             runs.append(("TRL-gc", a.trl_python, "trl_ppo", ["1"]))
         for side, python, kind, extra in runs:
+            if a.sides and side not in a.sides.split(","):
+                continue
             argv = ["--worker", kind, *shared, str(e), *extra]
             res = cached_run(a.results_file, " ".join([side, *argv]), lambda p=python, v=argv: run_worker(p, __file__, v))
             print(side, e, res, flush=True)
             results.append((side, e, res))
+    if a.sides:
+        return
 
     trl_version = subprocess.run(
         [a.trl_python, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True
@@ -237,7 +261,7 @@ def main() -> None:
         f"Produced by `benchmarks/lm_ppo_vs_trl.py` on {time.strftime('%Y-%m-%d')}: prefrl `LMPPOTrainer` against TRL "
         f"{trl_version}'s `trl.experimental.ppo.PPOTrainer` (the newest TRL on PyPI that still ships a PPO trainer "
         "with a critic: 1.13.0 removed it), in its own venv (`/work/trl-ppo-venv`: trl 1.12.0, transformers and "
-        "torch as prefrl's). One thread per run, the runs back to back in one invocation, all nice'd alike. Model "
+        "torch as prefrl's). One thread per run, each run a fresh process, one at a time (rows of earlier invocations come from `--results-file`), all nice'd alike. Model "
         f"`{a.model}` (fp32) as policy, reference (a frozen copy), critic and reward-model backbones (fresh scalar "
         f"heads); {a.batch_size} prompts = completions per step, at most {a.max_new_tokens} new tokens, temperature "
         "1, k1 KL in the per-token reward with β = 0.05, lr 1e-6, GAE, whitened advantages, one minibatch of the "
@@ -249,12 +273,17 @@ def main() -> None:
         "steps' own CPU s / 1k tokens in brackets. Ratio = TRL's s / 1k tokens over prefrl's (> 1: prefrl "
         "faster). TRL's PPOConfig defaults to `gradient_checkpointing=True` (activations recomputed in the "
         "backward pass: less memory, one more forward per update); prefrl does not checkpoint, so the "
-        "like-for-like TRL run turns it off, and the rows marked *TRL default* keep it on.",
+        "like-for-like TRL run turns it off, and the rows marked *TRL default* keep it on. CPU s per step by phase "
+        "(medians over the measured steps): sampling (prefrl's KV-cached sampler, TRL's `batch_generation`), "
+        "scoring (the no-grad passes: reference log-probs and the critic's values; prefrl's one-epoch update reuses "
+        "that critic pass's graph), reward (the reward model), update (the rest of the step: GAE, the policy's and "
+        "critic's forward, backward and optimiser steps).",
         "",
         "| epochs | TRL run | prefrl CPU s / 1k tokens [steps] | TRL CPU s / 1k tokens [steps] | ratio by CPU time "
         "(target ≥ 1.3) | prefrl wall s / 1k | TRL wall s / 1k | ratio by wall clock | prefrl peak RSS (MB) | TRL "
-        "peak RSS (MB) | prefrl phases (wall): sampling / scoring / update (s) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "peak RSS (MB) | prefrl CPU s per step: sampling / scoring / reward / update | TRL CPU s per step: sampling / "
+        "scoring / reward / update |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     by_epochs: dict[int, dict] = {}
     for side, e, r in results:
@@ -270,9 +299,7 @@ def main() -> None:
                 f"{theirs['cpu_s_per_1k_tokens']:.1f} [{spread(theirs)}] | "
                 f"{theirs['cpu_s_per_1k_tokens'] / ours['cpu_s_per_1k_tokens']:.2f}x | {ours['s_per_1k_tokens']:.1f} | "
                 f"{theirs['s_per_1k_tokens']:.1f} | {theirs['s_per_1k_tokens'] / ours['s_per_1k_tokens']:.2f}x | "
-                f"{ours['peak_rss_mb']:.0f} | {theirs['peak_rss_mb']:.0f} | "
-                + " / ".join(f"{x:.1f}" for x in ours["phases_s"])
-                + " |"
+                f"{ours['peak_rss_mb']:.0f} | {theirs['peak_rss_mb']:.0f} | {phase_cell(ours)} | {phase_cell(theirs)} |"
             )
     lines.append("")
     block = "\n".join(lines)

@@ -44,7 +44,10 @@ from pathlib import Path
 
 from _docs import write_section
 from _workers import (  # benchmarks/ is sys.path[0] when run as a script
+    PhaseClock,
     cached_run,
+    median_phases,
+    phase_cell,
     run_worker,
     spread,
     summarise,
@@ -99,7 +102,7 @@ def worker_prefrl(algo: str, model: str, steps: int, prompts_per_step: int, k: i
     )
     trainer = CriticFreeTrainer(policy, None, scorer, tok, cfg)  # reference: a frozen copy
     prompts = make_prompts(prompts_per_step * steps)
-    return time_prefrl_steps(trainer.step, prompts, prompts_per_step, rows, steps, warmup)
+    return time_prefrl_steps(trainer, prompts, prompts_per_step, rows, steps, warmup)
 
 
 def worker_trl(
@@ -125,14 +128,17 @@ def worker_trl(
     times: list[float] = []
     cpu: list[float] = []
     tokens: list[float] = []
+    clock, cpu_phases = PhaseClock(), []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN003, ANN201
             self.t, self.c = time.perf_counter(), time.process_time()
+            clock.split(0.0)  # what ran between steps is no step's
 
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN003, ANN201
             times.append(time.perf_counter() - self.t)
             cpu.append(time.process_time() - self.c)
+            cpu_phases.append(clock.split(cpu[-1]))
 
         def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001, ANN003, ANN201
             if logs and "completions/mean_length" in logs:
@@ -177,8 +183,12 @@ def worker_trl(
         reward_processing_classes=rm_tok,
         callbacks=[Timer()],
     )
+    # CPU time per phase, as prefrl's: generation, the no-grad log-prob passes (reference), the reward model
+    clock.wrap(trainer, "_generate", "sampling")
+    clock.wrap(trainer, "_get_per_token_logps_and_entropies", "scoring", when=lambda: not torch.is_grad_enabled())
+    clock.wrap(trainer, "_calculate_rewards", "reward")
     trainer.train()
-    return summarise(times, tokens, warmup, cpu)
+    return {**summarise(times, tokens, warmup, cpu), "cpu_phases_s": median_phases(cpu_phases, warmup)}
 
 
 # ---------------------------------------------------------------- loss on identical inputs
@@ -360,6 +370,11 @@ def main() -> None:
     ap.add_argument("--before-label", default="before", help="how the --before-src revision is named in the table")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_lm.md"))
     ap.add_argument("--results-file", help="JSONL of finished runs: reused by a rerun with the same settings (resume)")
+    ap.add_argument(
+        "--sides",
+        help="run only these sides (comma-separated from prefrl, trl, trl-gc, before) into --results-file and "
+        "write no table: e.g. the TRL runs first, prefrl's after a change",
+    )
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -387,6 +402,8 @@ def main() -> None:
             if a.before_src and algo in a.before_algos.split(","):
                 runs.append(("before", sys.executable, a.before_src))
             for side, python, src in runs:
+                if a.sides and side not in a.sides.split(","):
+                    continue
                 kind = f"{'prefrl' if side in ('prefrl', 'before') else 'trl'}_{algo}"
                 extra = [str(int(side == "trl-gc"))] if kind.startswith("trl") else []
                 argv = ["--worker", kind, *shared, *extra]
@@ -395,6 +412,8 @@ def main() -> None:
                 )
                 print(side, algo, res, flush=True)
                 results[(side, algo)] = res
+    if a.sides:
+        return
     check = loss_check(a.trl_python)
     print(json.dumps(check), flush=True)
 
@@ -406,7 +425,7 @@ def main() -> None:
     if results:
         lines += [
             f"Produced by `benchmarks/lm_rl_vs_trl.py` on {time.strftime('%Y-%m-%d')}, TRL {trl_version}, one thread "
-            "per run, the runs back to back in one invocation, all nice'd alike. Model "
+            "per run, each run a fresh process, one at a time (rows of earlier invocations come from `--results-file`), all nice'd alike. Model "
             f"`{a.model}` (fp32) as policy, reference (a frozen copy) and reward-model backbone (a fresh scalar "
             f"head); {a.prompts_per_step} prompts × k = {a.num_generations} completions = {rows} per step, at most "
             f"{a.max_new_tokens} new tokens, temperature 1, β = {BETA}, clip ε = {CLIP}, lr {LR}, one update per "
@@ -421,12 +440,16 @@ def main() -> None:
             "steps' own CPU s / 1k tokens in brackets. Ratio = TRL's s / 1k tokens over prefrl's (> 1: prefrl "
             "faster). TRL's GRPOConfig and RLOOConfig default to `gradient_checkpointing=True` (activations "
             "recomputed in the backward pass: less memory, one more forward per update); prefrl does not checkpoint, "
-            "so the like-for-like TRL run turns it off, and the rows marked *TRL default* keep it on.",
+            "so the like-for-like TRL run turns it off, and the rows marked *TRL default* keep it on. CPU s per step "
+            "by phase (medians over the measured steps): sampling (prefrl's KV-cached sampler, TRL's `_generate`), "
+            "scoring (the no-grad log-prob passes: the reference), reward (the reward model), update (the rest of the "
+            "step: the policy's forward, backward and optimiser step, and the advantages).",
             "",
             "| method | prefrl CPU s / 1k tokens [steps] | TRL CPU s / 1k tokens [steps] | ratio by CPU time (target ≥ "
             "1.3) | prefrl wall s / 1k | TRL wall s / 1k | ratio by wall clock | prefrl peak RSS (MB) | TRL peak RSS "
-            "(MB) | prefrl phases (wall): sampling / scoring / update (s) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "(MB) | prefrl CPU s per step: sampling / scoring / reward / update | TRL CPU s per step: sampling / "
+            "scoring / reward / update |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
         ]
         for algo in a.algos.split(","):
             name = algo.upper()
@@ -448,7 +471,7 @@ def main() -> None:
                     f"{theirs['cpu_s_per_1k_tokens'] / ours['cpu_s_per_1k_tokens']:.2f}x | "
                     f"{ours['s_per_1k_tokens']:.1f} | {theirs['s_per_1k_tokens']:.1f} | "
                     f"{theirs['s_per_1k_tokens'] / ours['s_per_1k_tokens']:.2f}x | {ours['peak_rss_mb']:.0f} | "
-                    f"{theirs['peak_rss_mb']:.0f} | " + " / ".join(f"{x:.1f}" for x in ours["phases_s"]) + " |"
+                    f"{theirs['peak_rss_mb']:.0f} | {phase_cell(ours)} | {phase_cell(theirs)} |"
                 )
         lines.append("")
     lines += [

@@ -245,17 +245,24 @@ def test_response_logprobs_and_their_gradients_equal_the_plain_computation(tempe
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_decoding_head_is_the_same_linear_and_is_restored():
-    from prefrl.lm.rollout import _tall_output_head
+def test_decoding_linears_are_the_same_linears_and_are_restored():
+    from prefrl.lm.rollout import _tall_linears
 
     policy, _ = tiny_causal_lm(seed=0)
-    head = policy.get_output_embeddings()
-    h = torch.randn(8, 1, head.in_features)
-    with torch.no_grad(), _tall_output_head(policy):
-        assert "forward" in vars(head)  # swapped for the loop
-        tall = head(h)
-    assert "forward" not in vars(head)  # and restored
-    torch.testing.assert_close(tall, torch.nn.functional.linear(h, head.weight, head.bias), atol=1e-5, rtol=0)
-    with pytest.raises(RuntimeError), _tall_output_head(policy):
+    linears = [m for m in policy.modules() if type(m) is torch.nn.Linear]
+    assert policy.get_output_embeddings() in linears and len(linears) > 1
+    for lin in linears:
+        if lin.bias is None:  # a bias term is exercised too
+            lin.bias = torch.nn.Parameter(torch.randn(lin.out_features))
+            break
+    h = {lin: torch.randn(8, 1, lin.in_features) for lin in linears}
+    with torch.no_grad(), _tall_linears(policy):
+        assert all("forward" in vars(lin) for lin in linears)  # swapped for the loop
+        tall = {lin: lin(x) for lin, x in h.items()}
+    assert all("forward" not in vars(lin) for lin in linears)  # and restored
+    for lin, x in h.items():
+        assert tall[lin].is_contiguous()
+        torch.testing.assert_close(tall[lin], torch.nn.functional.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError), _tall_linears(policy):
         raise RuntimeError("a failure inside the loop")
-    assert "forward" not in vars(head)
+    assert all("forward" not in vars(lin) for lin in linears)

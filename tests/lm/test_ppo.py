@@ -239,6 +239,37 @@ def test_sampler_records_the_policy_logprobs_and_entropy_it_sampled_from():
     assert topk.logprobs is None
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_sampler_draws_the_tokens_of_a_cache_free_replay(k):
+    """The KV-cached sampler (prefix sharing for k > 1, the decoding-time linears) draws, for a seed, the
+    tokens that a plain replay draws: each step a full forward of prompt ‖ tokens so far, its softmax at the
+    temperature, and the same inverse-CDF draw from the same generator stream."""
+    from prefrl.lm.encoding import position_ids_from_mask
+    from prefrl.lm.rollout import _inverse_cdf_sample
+
+    policy, tok = tiny_causal_lm(seed=0)
+    policy.eval()
+    eos = tok.eos_token_id
+    with torch.no_grad():  # some rows end early: finished rows keep emitting EOS
+        policy.lm_head.weight[eos] += 1.5 * policy.model.norm.weight.sign()
+    batch = sample_responses(
+        policy, tok, PROMPTS, max_new_tokens=10, temperature=0.8, generator=torch.Generator().manual_seed(3),
+        num_generations=k,
+    )
+    assert batch.has_eos.any() and not batch.has_eos.all()
+    g = torch.Generator().manual_seed(3)
+    ids, mask = batch.query_ids, batch.query_mask  # (B·k, P): the prompts repeated k times
+    finished = torch.zeros(ids.shape[0], dtype=torch.bool)
+    with torch.no_grad():
+        for _ in range(batch.response_ids.shape[1]):
+            logits = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+            token = _inverse_cdf_sample(torch.softmax(logits[:, -1].float() / 0.8, -1), g)
+            token = torch.where(finished, torch.full_like(token, eos), token)
+            finished |= token == eos
+            ids, mask = torch.cat([ids, token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    assert torch.equal(ids[:, batch.n_query :], batch.response_ids)
+
+
 def test_sampler_draws_from_the_softmax():
     policy, tok = tiny_causal_lm(seed=0)
     policy.eval()

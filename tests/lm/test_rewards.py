@@ -122,3 +122,48 @@ def test_reward_model_scorer_reads_the_eos_token_under_left_padding():
     assert scores[0] == pytest.approx(float(alone[0]), abs=1e-5)
     with pytest.raises(ValueError, match="batch_size"):
         RewardModelScorer(rm, batch_size=0)
+
+
+@pytest.mark.parametrize("max_length", [512, 7])
+def test_reward_model_scores_rows_sharing_a_prompt_with_the_prompt_computed_once(max_length):
+    """The k completions of a prompt: the scorer runs the prompt once (its KV cache shared) and gives the
+    scores of the plain rows prompt ‖ completion, also when truncation cuts a group's prompts differently
+    (they are then different prompts) and for a chunk whose rows share nothing (the plain path)."""
+    from prefrl.lm.encoding import collate_prompt_completion
+
+    lm, tok = tiny_causal_lm(seed=1)
+    rm = RewardModel.from_causal_lm(lm, n_heads=3).eval()
+    rm.set_normalisation(torch.randn(3, 10, generator=torch.Generator().manual_seed(0)))
+    prompts = ["the cat sat"] * 3 + ["x"] * 3 + ["a good film because"]
+    texts = ["on the mat", "", "quietly, and then it left", "y", "yy", "no", "was long"]
+    batch = batch_from([[1, EOS]] * len(prompts), prompts, texts)
+    calls = []
+    real = rm.backbone.forward
+
+    def spy(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        calls.append(tuple(kw["input_ids"].shape))
+        return real(*a, **kw)
+
+    rm.backbone.forward = spy
+    scorer = RewardModelScorer(rm, tok, batch_size=5, max_length=max_length)
+    members = torch.cat([scorer._member_scores(batch, slice(0, 5)), scorer._member_scores(batch, slice(5, 7))], 1)
+    got = scorer(batch)
+    del rm.backbone.forward
+    enc = collate_prompt_completion(tok, prompts, texts, max_length)
+    with torch.no_grad():
+        plain = rm.member_scores(enc["input_ids"], enc["attention_mask"])  # (M, B)
+    torch.testing.assert_close(members, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, plain.mean(0), atol=1e-5, rtol=0)
+    # first chunk: its distinct prompts once, then its 5 completions on their cache; second chunk: 2 plain rows
+    n_prompts = len({tuple(r) for r in _prompt_rows(tok, prompts[:5], texts[:5], max_length)})
+    assert calls[0][0] == n_prompts < 5 and calls[1][0] == 5 and calls[2][0] == 2
+
+
+def _prompt_rows(tok, prompts, texts, max_length):  # noqa: ANN001, ANN202
+    from prefrl.lm.encoding import encode_prompt_completion
+
+    out = []
+    for p, t in zip(prompts, texts, strict=True):
+        ids, cmask = encode_prompt_completion(tok, p, t, max_length)
+        out.append(ids[: len(ids) - sum(cmask)])
+    return out

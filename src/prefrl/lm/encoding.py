@@ -21,6 +21,7 @@ __all__ = [
     "with_final_eos",
     "encode_prompt_completion",
     "collate_prompt_completion",
+    "collate_shared_prompts",
     "pack_preference_pairs",
     "additive_attention_mask",
 ]
@@ -136,6 +137,41 @@ def collate_prompt_completion(
     ids, mask = pad_sequences([e[0] for e in encoded], tokenizer.pad_token_id, side)
     completion_mask, _ = pad_sequences([e[1] for e in encoded], 0, side, pad_value=0)
     return {"input_ids": ids, "attention_mask": mask, "completion_mask": completion_mask}
+
+
+def collate_shared_prompts(
+    tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], max_length: int | None = None
+) -> dict[str, torch.Tensor] | None:
+    """The rows of :func:`collate_prompt_completion` with each distinct prompt once, for a prompt computed once.
+
+    Tokenisation and truncation are :func:`encode_prompt_completion`'s. Rows whose prompt tokens are equal
+    (e.g. the k completions of one prompt) share one prompt row. Returns ``None`` when no two rows share a
+    prompt or a prompt is empty (use :func:`collate_prompt_completion`). Keys: ``prompt_ids`` /
+    ``prompt_mask`` (U, P) left-padded; ``group`` (B,) the prompt row of each row; ``completion_ids`` /
+    ``completion_mask`` (B, C) right-padded, each with at least its EOS.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    rows: dict[tuple[int, ...], int] = {}
+    group, tails = [], []
+    for p, c in zip(prompts, completions):
+        ids, cmask = encode_prompt_completion(tokenizer, p, c, max_length)
+        n_p = len(ids) - sum(cmask)
+        if n_p == 0 or n_p == len(ids):
+            return None
+        group.append(rows.setdefault(tuple(ids[:n_p]), len(rows)))
+        tails.append(ids[n_p:])
+    if len(rows) == len(group):
+        return None
+    prompt_ids, prompt_mask = pad_sequences(list(rows), tokenizer.pad_token_id, "left")
+    completion_ids, completion_mask = pad_sequences(tails, tokenizer.pad_token_id, "right")
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "group": torch.tensor(group, dtype=torch.long),
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+    }
 
 
 # ---------------------------------------------------------------- preference pairs, one row each

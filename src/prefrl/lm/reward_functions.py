@@ -178,24 +178,10 @@ class RewardModelScorer:
     @torch.no_grad()
     def score_with_metrics(self, batch: RolloutBatch) -> RewardResult:
         """(B,) aggregated scores and ``reward/ensemble_std`` (the heads' mean std on this batch)."""
-        device = next(self.reward_model.parameters()).device
-        if self.tokenizer is None:
-            ids, mask = batch.input_ids, batch.attention_mask
-        else:
-            from prefrl.lm.encoding import collate_prompt_completion
-
-            enc = collate_prompt_completion(self.tokenizer, batch.prompts, batch.responses, self.max_length)
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-        scores = []
-        for s in range(0, ids.shape[0], self.batch_size):
-            mb_ids = ids[s : s + self.batch_size].to(device)
-            mb_mask = mask[s : s + self.batch_size].to(device)
-            if hasattr(self.reward_model, "member_scores"):
-                scores.append(self.reward_model.member_scores(mb_ids, mb_mask).float().cpu())  # (M, mb)
-            else:
-                scores.append(self.reward_model(mb_ids, mb_mask).float().cpu()[None])  # (1, mb)
         from prefrl.reward.uncertainty import aggregate_members, disagreement
 
+        n = len(batch.prompts) if self.tokenizer is not None else batch.input_ids.shape[0]
+        scores = [self._member_scores(batch, slice(s, s + self.batch_size)) for s in range(0, n, self.batch_size)]
         members = torch.cat(scores, dim=1)  # (M, B)
         spread = disagreement(members)  # (B,)
         self.last_disagreement = spread
@@ -203,6 +189,27 @@ class RewardModelScorer:
             aggregate_members(members, self.aggregate, self.lam),  # (B,)
             {"reward/ensemble_std": float(spread.mean())},
         )
+
+    def _member_scores(self, batch: RolloutBatch, rows: slice) -> torch.Tensor:
+        """(M, mb) the heads' scores of the batch's ``rows``, on the CPU."""
+        device = next(self.reward_model.parameters()).device
+        if self.tokenizer is None:
+            ids, mask = batch.input_ids[rows], batch.attention_mask[rows]
+        else:
+            from prefrl.lm.encoding import collate_prompt_completion, collate_shared_prompts
+
+            prompts, responses = batch.prompts[rows], batch.responses[rows]
+            if hasattr(self.reward_model, "shared_prompt_member_scores"):
+                shared = collate_shared_prompts(self.tokenizer, prompts, responses, self.max_length)
+                if shared is not None:  # rows sharing a prompt (the k completions of GRPO / RLOO) compute it once
+                    shared = {key: v.to(device) for key, v in shared.items()}
+                    return self.reward_model.shared_prompt_member_scores(shared).float().cpu()
+            enc = collate_prompt_completion(self.tokenizer, prompts, responses, self.max_length)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+        ids, mask = ids.to(device), mask.to(device)
+        if hasattr(self.reward_model, "member_scores"):
+            return self.reward_model.member_scores(ids, mask).float().cpu()
+        return self.reward_model(ids, mask).float().cpu()[None]  # (1, mb)
 
 
 class VaderScorer:

@@ -132,10 +132,48 @@ class RewardModel(nn.Module):
     def member_scores(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True
     ) -> torch.Tensor:
-        """(M, B): each head's score at the last non-pad token."""
-        scores = self.member_per_token_scores(input_ids, attention_mask, normalize)  # (M, B, T)
-        idx = last_token_index(attention_mask)  # (B,)
-        return scores.gather(2, idx[None, :, None].expand(scores.shape[0], -1, 1)).squeeze(-1)
+        """(M, B): each head's score at the last non-pad token (the heads run there only)."""
+        h = self.hidden_states(input_ids, attention_mask)  # (B, T, H)
+        last = last_token_index(attention_mask)  # (B,)
+        return self._head_scores(h[torch.arange(h.shape[0], device=h.device), last], normalize)
+
+    def shared_prompt_member_scores(self, shared: dict[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+        """(M, B): :meth:`member_scores` of the rows prompt ‖ completion of ``shared``, each prompt computed once.
+
+        ``shared`` comes from :func:`prefrl.lm.encoding.collate_shared_prompts`: U distinct prompts
+        (left-padded), the prompt row ``group`` of each of the B rows, their completions (right-padded). The
+        U prompts run through the backbone once; their KV cache is indexed by ``group`` and the B completions
+        run on top of it, at the positions they have in their own rows. Same scores as the B rows, to float
+        rounding, with B − U fewer prompts computed (the k completions of a GRPO / RLOO prompt).
+        """
+        p_mask, group, c_mask = shared["prompt_mask"], shared["group"], shared["completion_mask"]
+        first = self.backbone(
+            input_ids=shared["prompt_ids"],
+            attention_mask=p_mask,
+            position_ids=position_ids_from_mask(p_mask),
+            use_cache=True,
+        )
+        cache = first.past_key_values
+        cache.batch_select_indices(group)  # (U, …) → (B, …): each row's prompt
+        n_prompt = p_mask.sum(1)[group]  # (B,)
+        cols = torch.arange(c_mask.shape[1], device=c_mask.device)
+        out = self.backbone(
+            input_ids=shared["completion_ids"],
+            attention_mask=torch.cat([p_mask[group], c_mask], 1),
+            position_ids=n_prompt[:, None] + cols[None, :],
+            past_key_values=cache,
+            use_cache=True,  # the cache is read; its update is dropped with it
+        )
+        h = out.last_hidden_state  # (B, C, H)
+        last = c_mask.sum(1) - 1  # (B,) the completion's last token (its EOS)
+        return self._head_scores(h[torch.arange(h.shape[0], device=h.device), last], normalize)
+
+    def _head_scores(self, h: torch.Tensor, normalize: bool) -> torch.Tensor:
+        """(M, N) scores of the heads on hidden states ``h`` (N, H), normalised when asked."""
+        scores = self.head(h.to(self.head.weight.dtype)).T  # (M, N)
+        if normalize:
+            scores = (scores - self.score_mean[:, None]) / self.score_std[:, None]
+        return scores
 
     def pair_member_scores(self, packed: dict[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
         """(M, 2B): each head's score of the chosen then the rejected responses of packed pairs.
@@ -151,10 +189,7 @@ class RewardModel(nn.Module):
             use_cache=False,
         )
         h = out.last_hidden_state[packed["last_row"], packed["last_col"]]  # (2B, H)
-        scores = self.head(h.to(self.head.weight.dtype)).T  # (M, 2B)
-        if normalize:
-            scores = (scores - self.score_mean[:, None]) / self.score_std[:, None]
-        return scores
+        return self._head_scores(h, normalize)  # (M, 2B)
 
     def forward(
         self,
