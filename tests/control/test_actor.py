@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,14 +10,14 @@ import go_right_env
 import numpy as np
 import pytest
 import torch
+from run_helpers import prefrl_train as _prefrl
+from run_helpers import wait_for_checkpoint
 from test_loop import _mean_return, toy_config
 
 from prefrl.control.actor import ActorAgent
-from prefrl.control.checkpoint import CheckpointError, load_checkpoint
+from prefrl.control.checkpoint import load_checkpoint
 from prefrl.control.loop import PreferenceLoop
 from prefrl.data.store import PreferenceStore
-
-HERE = Path(__file__).parent
 
 
 def test_split_loop_learns_go_right_with_the_learners_labels_and_reward_rounds(tmp_path):
@@ -119,13 +116,6 @@ def test_actors_need_ppo_and_are_0_or_1(tmp_path):
         toy_config(tmp_path, actors=1, optimizer="sac")
 
 
-def _prefrl(*args: str) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    code = "import go_right_env; from prefrl.cli import app; app(prog_name='prefrl')"
-    return subprocess.Popen([sys.executable, "-c", code, "control", "train", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-
-
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -148,21 +138,13 @@ def test_kill_9_of_the_learner_leaves_no_actor_and_the_run_resumes(tmp_path):
     args = ["--env", go_right_env.ENV_ID, "--labels", str(labels), "--steps", str(n_steps * rollouts), "--n-envs", "1",
             "--n-steps", str(n_steps), "--n-minibatches", "4", "--segment-steps", "10", "--no-progress", "--actors", "1"]  # fmt: skip
     proc = _prefrl(*args, "--run-dir", str(run), "--checkpoint-minutes", "0.0001")
-    deadline, actors = time.monotonic() + 240, []
-    while time.monotonic() < deadline:
-        try:
-            state = load_checkpoint(run)
-        except CheckpointError:
-            state = None
-        actors = _children(proc.pid)
-        if state is not None and state["counters"].iteration >= 2 and actors:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before it could be killed:\n{proc.stdout.read()}")
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("no checkpoint with 2 iterations and a live actor within 240 s")
+    actors: list[int] = []
+
+    def actor_alive() -> bool:
+        actors[:] = _children(proc.pid)
+        return bool(actors)
+
+    wait_for_checkpoint(proc, run, iterations=2, also=actor_alive)
     assert all(_alive(pid) for pid in actors)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)

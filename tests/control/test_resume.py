@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import go_right_env
-import pytest
+from run_helpers import prefrl_train as _prefrl
+from run_helpers import wait_for_checkpoint
 
-from prefrl.control.checkpoint import CheckpointError, load_checkpoint
+from prefrl.control.checkpoint import load_checkpoint
 from prefrl.data.store import PreferenceStore
 
-HERE = Path(__file__).parent
 LABELS, N_STEPS, ROLLOUTS = 30, 128, 16
 ARGS = [
     "--env", go_right_env.ENV_ID, "--labels", str(LABELS), "--steps", str(N_STEPS * ROLLOUTS), "--n-envs", "1",
@@ -26,37 +22,10 @@ ARGS = [
 ]
 
 
-def _prefrl(*args: str) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    code = "import go_right_env; from prefrl.cli import app; app(prog_name='prefrl')"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, "control", "train", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
-def _checkpoint_or_none(run: Path):
-    try:
-        return load_checkpoint(run)
-    except CheckpointError:
-        return None
-
-
 def test_resume_after_sigkill_continues_without_losing_labels(tmp_path):
     run = tmp_path / "run"
     proc = _prefrl(*ARGS, "--run-dir", str(run), "--checkpoint-minutes", "0.0001")
-    deadline = time.monotonic() + 240
-    state = None
-    while time.monotonic() < deadline:
-        state = _checkpoint_or_none(run)
-        if state is not None and state["counters"].iteration >= 3:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before it could be killed:\n{proc.stdout.read()}")
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("no checkpoint with 3 iterations within 240 s")
+    wait_for_checkpoint(proc, run, iterations=3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL

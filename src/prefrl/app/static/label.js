@@ -97,8 +97,10 @@
 
   // A clip of the pair loaded ahead is decoded in a detached <video>, so showing it is a swap.
   function preload(url) {
-    clip(url).then((obj) => {
-      if (!obj || clips.get(url) === undefined || preloaded.has(url)) return;
+    const p = clip(url);
+    p.then((obj) => {
+      // clips.get(url) !== p: dropped by keepOnly meanwhile (obj is revoked), perhaps asked for again since
+      if (!obj || clips.get(url) !== p || preloaded.has(url)) return;
       const video = document.createElement("video");
       for (const attr of ["autoplay", "loop", "muted", "playsinline"]) video.setAttribute(attr, "");
       video.muted = true;
@@ -111,8 +113,13 @@
     });
   }
 
+  // Removing src alone does not stop a media element (the spec runs no load algorithm for it): it
+  // would go on reading, looping, from an object URL that keepOnly then revokes, and the browser
+  // logs ERR_FILE_NOT_FOUND. load() with no src aborts the fetch and lets go of the resource.
   function clearVideo(el) {
+    if (!el.hasAttribute("src")) { delete el.dataset.clip; return; }
     el.removeAttribute("src");
+    el.load();
     delete el.dataset.clip;
   }
 
@@ -137,7 +144,10 @@
     el.dataset.clip = url;
     el.parentElement.classList.add("loading");
     el.parentElement.classList.remove("failed");
-    const obj = await clip(url);
+    let p = clip(url), obj = await p;
+    while (obj && el.dataset.clip === url && clips.get(url) !== p) {  // dropped meanwhile: obj is revoked
+      p = clip(url); obj = await p;
+    }
     if (el.dataset.clip !== url) return;              // another pair is shown by now
     if (obj) {
       el.setAttribute("src", obj);
