@@ -266,3 +266,16 @@ def test_decoding_linears_are_the_same_linears_and_are_restored():
     with pytest.raises(RuntimeError), _tall_linears(policy):
         raise RuntimeError("a failure inside the loop")
     assert all("forward" not in vars(lin) for lin in linears)
+
+
+def test_decoding_linears_leave_a_replaced_forward_alone():
+    """A Linear whose forward is already an instance attribute (accelerate's hooks do this) keeps it."""
+    from prefrl.lm.rollout import _tall_linears
+
+    policy, _ = tiny_causal_lm(seed=0)
+    head = policy.get_output_embeddings()
+    hooked = head.forward  # the bound nn.Linear.forward, set as an instance attribute as a hook would be
+    head.forward = hooked
+    with torch.no_grad(), _tall_linears(policy):
+        assert vars(head)["forward"] is hooked
+    assert vars(head)["forward"] is hooked

@@ -344,8 +344,10 @@ def _tall_linears(model: torch.nn.Module) -> Iterator[None]:
     swapped (a LoRA layer's base and adapters are such modules), for the duration of the loop; the
     output is made contiguous, as ``F.linear``'s is, so the ops after it run as before.
     """
-    linears = [
-        m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
+    linears = [  # not one whose forward is already replaced (accelerate's hooks): restoring would drop it
+        m
+        for m in model.modules()
+        if type(m) is torch.nn.Linear and m.weight.device.type == "cpu" and "forward" not in vars(m)
     ]
 
     def tall(linear: torch.nn.Linear):  # noqa: ANN202 - a bound forward
