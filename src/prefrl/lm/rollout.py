@@ -207,9 +207,10 @@ def sample_responses(
     eos = _eos_id(tokenizer)
     logprobs = entropy = None
     if top_k == 0 and support_ref is None:
-        response_ids, logprobs, entropy = _decode(
-            model, query_ids.to(device), query_mask.to(device), max_new_tokens, temperature, eos, generator, k
-        )
+        with _tall_linears(model):
+            response_ids, logprobs, entropy = _decode(
+                model, query_ids.to(device), query_mask.to(device), max_new_tokens, temperature, eos, generator, k
+            )
         query_ids, query_mask = query_ids.repeat_interleave(k, 0), query_mask.repeat_interleave(k, 0)
     else:
         query_ids, query_mask = query_ids.repeat_interleave(k, 0), query_mask.repeat_interleave(k, 0)
@@ -269,7 +270,7 @@ def _decode(
     Finished rows keep emitting EOS (their columns past the first EOS are filler) and the
     loop stops once every row has finished, as ``generate`` does. Positions continue from
     each row's own prompt length, so a left-padded row is sampled at the positions
-    ``response_logprobs`` scores it at.
+    ``response_logprobs`` scores it at. ``sample_responses`` runs it inside :func:`_tall_linears`.
     """
     k = num_generations
     device = query_ids.device
@@ -277,22 +278,7 @@ def _decode(
     g = generator
     if generator is not None and generator.device != device:
         g = torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    with _tall_linears(model):
-        return _decode_loop(model, query_ids, query_mask, max_new_tokens, temperature, eos, g, k)
-
-
-def _decode_loop(
-    model: torch.nn.Module,
-    query_ids: torch.Tensor,
-    query_mask: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float,
-    eos: int,
-    g: torch.Generator | None,
-    k: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     b = query_ids.shape[0] * k
-    device = query_ids.device
     mask = query_mask
     position = position_ids_from_mask(mask)
     out = model(
