@@ -22,6 +22,7 @@ __all__ = [
     "encode_prompt_completion",
     "collate_prompt_completion",
     "collate_shared_prompts",
+    "encode_prompt_rows",
     "pack_preference_pairs",
     "additive_attention_mask",
 ]
@@ -129,18 +130,34 @@ def collate_prompt_completion(
     completions: Sequence[str],
     max_length: int | None = None,
     side: Literal["left", "right"] = "right",
+    encoded: Sequence[tuple[list[int], list[int]]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Batch of prompt‖completion: ``input_ids``, ``attention_mask``, ``completion_mask`` (B, T)."""
-    if len(prompts) != len(completions):
-        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-    encoded = [encode_prompt_completion(tokenizer, p, c, max_length) for p, c in zip(prompts, completions)]
+    """Batch of prompt‖completion: ``input_ids``, ``attention_mask``, ``completion_mask`` (B, T).
+
+    ``encoded``: the rows' :func:`encode_prompt_rows` when the caller has them already (not tokenised again).
+    """
+    if encoded is None:
+        encoded = encode_prompt_rows(tokenizer, prompts, completions, max_length)
     ids, mask = pad_sequences([e[0] for e in encoded], tokenizer.pad_token_id, side)
     completion_mask, _ = pad_sequences([e[1] for e in encoded], 0, side, pad_value=0)
     return {"input_ids": ids, "attention_mask": mask, "completion_mask": completion_mask}
 
 
-def collate_shared_prompts(
+def encode_prompt_rows(
     tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], max_length: int | None = None
+) -> list[tuple[list[int], list[int]]]:
+    """:func:`encode_prompt_completion` of each (prompt, completion) row."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    return [encode_prompt_completion(tokenizer, p, c, max_length) for p, c in zip(prompts, completions)]
+
+
+def collate_shared_prompts(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_length: int | None = None,
+    encoded: Sequence[tuple[list[int], list[int]]] | None = None,
 ) -> dict[str, torch.Tensor] | None:
     """The rows of :func:`collate_prompt_completion` with each distinct prompt once, for a prompt computed once.
 
@@ -148,14 +165,14 @@ def collate_shared_prompts(
     (e.g. the k completions of one prompt) share one prompt row. Returns ``None`` when no two rows share a
     prompt or a prompt is empty (use :func:`collate_prompt_completion`). Keys: ``prompt_ids`` /
     ``prompt_mask`` (U, P) left-padded; ``group`` (B,) the prompt row of each row; ``completion_ids`` /
-    ``completion_mask`` (B, C) right-padded, each with at least its EOS.
+    ``completion_mask`` (B, C) right-padded, each with at least its EOS. ``encoded``: as in
+    :func:`collate_prompt_completion`.
     """
-    if len(prompts) != len(completions):
-        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    if encoded is None:
+        encoded = encode_prompt_rows(tokenizer, prompts, completions, max_length)
     rows: dict[tuple[int, ...], int] = {}
     group, tails = [], []
-    for p, c in zip(prompts, completions):
-        ids, cmask = encode_prompt_completion(tokenizer, p, c, max_length)
+    for ids, cmask in encoded:
         n_p = len(ids) - sum(cmask)
         if n_p == 0 or n_p == len(ids):
             return None

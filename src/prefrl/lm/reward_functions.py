@@ -196,15 +196,20 @@ class RewardModelScorer:
         if self.tokenizer is None:
             ids, mask = batch.input_ids[rows], batch.attention_mask[rows]
         else:
-            from prefrl.lm.encoding import collate_prompt_completion, collate_shared_prompts
+            from prefrl.lm.encoding import (
+                collate_prompt_completion,
+                collate_shared_prompts,
+                encode_prompt_rows,
+            )
 
             prompts, responses = batch.prompts[rows], batch.responses[rows]
+            encoded = encode_prompt_rows(self.tokenizer, prompts, responses, self.max_length)  # tokenised once
             if hasattr(self.reward_model, "shared_prompt_member_scores"):
-                shared = collate_shared_prompts(self.tokenizer, prompts, responses, self.max_length)
+                shared = collate_shared_prompts(self.tokenizer, prompts, responses, encoded=encoded)
                 if shared is not None:  # rows sharing a prompt (the k completions of GRPO / RLOO) compute it once
                     shared = {key: v.to(device) for key, v in shared.items()}
                     return self.reward_model.shared_prompt_member_scores(shared).float().cpu()
-            enc = collate_prompt_completion(self.tokenizer, prompts, responses, self.max_length)
+            enc = collate_prompt_completion(self.tokenizer, prompts, responses, encoded=encoded)
             ids, mask = enc["input_ids"], enc["attention_mask"]
         ids, mask = ids.to(device), mask.to(device)
         if hasattr(self.reward_model, "member_scores"):
